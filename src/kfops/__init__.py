@@ -1,0 +1,3 @@
+"""kfops: GitOps CI/CD for machine learning on Kubeflow."""
+
+__version__ = "0.1.0"

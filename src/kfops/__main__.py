@@ -1,0 +1,3 @@
+from kfops.cli import main
+
+main()

@@ -1,0 +1,106 @@
+"""Child process of ``kfops run``: runs a compiled pipeline with kfp.local.
+
+It runs apart from the CLI so that user code and kfp's global state cannot disturb it,
+and reports each step's start and end as one JSON line on stdout behind ``EVENT_PREFIX``;
+everything else it prints is the steps' own output.
+
+Usage: python -m kfops._worker PIPELINE_YAML ARGUMENTS_JSON PIPELINE_ROOT CACHE_ROOT|-
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import warnings
+from typing import Any
+
+EVENT_PREFIX = "\x1ekfops-event "
+
+
+def emit(event: dict[str, Any]) -> None:
+    sys.stdout.write(EVENT_PREFIX + json.dumps(event, sort_keys=True, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def _serialise(value: Any) -> Any:
+    from kfp import dsl
+
+    if isinstance(value, dsl.Artifact):
+        return {
+            "artifact": value.schema_title,
+            "uri": value.uri,
+            "metadata": dict(value.metadata),
+        }
+    if isinstance(value, list):
+        return [_serialise(v) for v in value]
+    return value
+
+
+def _trace_tasks() -> None:
+    """Wrap kfp.local's per-task executor to report starts, ends and cache hits.
+
+    kfp 2.17's orchestrators call ``task_executor.execute_single_task`` through the
+    module attribute, so replacing it is enough; kfops pins kfp to 2.17.x for this.
+    """
+    from kfp.local import cache
+    from kfp.local.orchestrator import task_executor
+
+    original = task_executor.execute_single_task
+    original_get = cache.LocalCache.get
+    hits: set[str] = set()
+
+    def get(self: Any, key: str) -> Any:
+        found = original_get(self, key)
+        if found is not None:
+            hits.add(key)
+        return found
+
+    def execute_single_task(task_name: str, *args: Any, **kwargs: Any) -> Any:
+        hits.clear()
+        started = time.monotonic()
+        emit({"event": "start", "task": task_name})
+        outputs, status = original(task_name, *args, **kwargs)
+        emit(
+            {
+                "event": "end",
+                "task": task_name,
+                "status": status.name,
+                "cached": bool(hits),
+                "seconds": round(time.monotonic() - started, 3),
+                "outputs": {k: _serialise(v) for k, v in (outputs or {}).items()},
+            }
+        )
+        return outputs, status
+
+    cache.LocalCache.get = get  # type: ignore[method-assign]
+    task_executor.execute_single_task = execute_single_task
+
+
+def main(argv: list[str]) -> int:
+    pipeline_yaml, arguments_json, pipeline_root, cache_root = argv
+    # kfp warns once per task about settings the local runner ignores; kfops lists them
+    # once itself.
+    warnings.filterwarnings("ignore", category=UserWarning)
+    import kfp.local
+    from kfp import components
+
+    _trace_tasks()
+    kfp.local.init(
+        runner=kfp.local.SubprocessRunner(use_venv=False),
+        pipeline_root=pipeline_root,
+        raise_on_error=False,
+        enable_caching=cache_root != "-",
+        cache_root=None if cache_root == "-" else cache_root,
+    )
+    pipeline = components.load_component_from_file(pipeline_yaml)
+    with open(arguments_json, encoding="utf-8") as f:
+        arguments = json.load(f)
+    task = pipeline(**arguments)
+    outputs = getattr(task, "outputs", None) or {}
+    emit({"event": "done", "outputs": {k: _serialise(v) for k, v in outputs.items()}})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,194 @@
+"""The ``kfops`` command line. Each command parses options, calls one core function and
+renders its result; errors are turned into messages and exit codes in one place."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import click
+
+from kfops import __version__
+from kfops.errors import (
+    EXIT_BUG,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    InvalidProject,
+    KfopsError,
+    UserCodeError,
+    display_path,
+)
+
+_PATH = click.Path(path_type=Path)
+
+
+class _Cli(click.Group):
+    """Renders KfopsError as a message (never a traceback) with its exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except InvalidProject as exc:
+            from kfops.report import print_problems
+
+            print_problems(exc.problems, "text")
+            ctx.exit(exc.exit_code)
+        except KfopsError as exc:
+            _print_error(exc)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+        except Exception:
+            click.echo(
+                "kfops: unexpected error (a bug in kfops; please report it with this output):",
+                err=True,
+            )
+            click.echo(traceback.format_exc(), err=True)
+            ctx.exit(EXIT_BUG)
+
+
+def _print_error(exc: KfopsError) -> None:
+    click.secho(f"error: {exc.message}", fg="red", err=True)
+    if isinstance(exc, UserCodeError) and exc.traceback and os.environ.get("KFOPS_DEBUG"):
+        click.echo(exc.traceback, err=True)
+    if exc.hint:
+        click.echo(f"  hint: {exc.hint}", err=True)
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="kfops")
+def cli() -> None:
+    """GitOps CI/CD for machine learning on Kubeflow.
+
+    A project is a folder with an mlops.yaml that names a KFP pipeline. kfops
+    validates it, compiles it to KFP IR YAML and runs it on this machine.
+
+    \b
+    Exit codes: 0 ok, 1 invalid input or a failed step, 2 usage error,
+    3 a bug in kfops, 130 interrupted.
+    """
+
+
+@cli.command()
+@click.argument("path", type=_PATH, default=".")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json", "github"]),
+    default="text",
+    show_default=True,
+    help="text for people; json for tools; github for workflow annotations on the exact line.",
+)
+def validate(path: Path, output_format: str) -> None:
+    """Check PATH's mlops.yaml (a project folder or the file) without running any code.
+
+    Every problem is reported at once as FILE:LINE:COL with a hint. The pipeline
+    file is read but not imported; step names are checked by `compile` and `run`.
+    """
+    from kfops import config
+    from kfops.report import print_problems
+
+    _, problems = config.check(path)
+    print_problems(problems, output_format)
+    if any(p.severity == "error" for p in problems):
+        sys.exit(EXIT_FAILED)
+
+
+@cli.command(name="compile")
+@click.argument("path", type=_PATH, default=".")
+@click.option(
+    "-o",
+    "--output",
+    type=_PATH,
+    help="Where to write the IR YAML; '-' for standard output."
+    "  [default: PROJECT/.kfops/NAME.yaml]",
+)
+@click.option(
+    "-p",
+    "--param",
+    "params",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Override a pipeline parameter's default (repeatable).",
+)
+def compile_command(path: Path, output: Path | None, params: tuple[str, ...]) -> None:
+    """Compile PATH's pipeline to KFP IR YAML, ready to upload to Kubeflow Pipelines.
+
+    Applies mlops.yaml's `parameters` (as defaults) and `steps` settings. The output
+    is byte-for-byte the same for the same inputs.
+    """
+    from kfops import compiler, config
+
+    project = config.load(path)
+    compiled = compiler.compile_project(project, params)
+    if output is not None and str(output) == "-":
+        click.echo(compiled.ir_text, nl=False)
+        return
+    target = output or project.root / ".kfops" / f"{project.name}.yaml"
+    _write_atomically(target, compiled.ir_text)
+    click.echo(f"compiled {project.name} -> {display_path(target)}", err=True)
+
+
+def _write_atomically(target: Path, text: str) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.partial")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(target)
+
+
+@cli.command()
+@click.argument("path", type=_PATH, default=".")
+@click.option(
+    "-p",
+    "--param",
+    "params",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Set a pipeline parameter, typed by its annotation (repeatable).",
+)
+@click.option(
+    "--cache/--no-cache",
+    default=True,
+    show_default=True,
+    help="Reuse a step's outputs from an earlier local run with the same code and inputs.",
+)
+@click.option(
+    "--runs-dir",
+    type=_PATH,
+    help="Where runs are kept.  [default: PROJECT/.kfops/runs]",
+)
+def run(path: Path, params: tuple[str, ...], cache: bool, runs_dir: Path | None) -> None:
+    """Run PATH's pipeline on this machine with kfp.local (no cluster needed).
+
+    Each step runs as a subprocess in the current Python environment. Outputs,
+    artifacts and logs are kept in PROJECT/.kfops/runs/RUN_ID/.
+    """
+    from kfops import config, local
+
+    project = config.load(path)
+    result = local.run(project, params, cache=cache, runs_dir=runs_dir)
+    if not result.succeeded:
+        sys.exit(EXIT_FAILED)
+
+
+@cli.command()
+@click.argument("pipeline_file", type=_PATH)
+@click.option("--function", help="The @dsl.pipeline function (default: the only one in the file).")
+@click.option("--name", help="Project name (default: from the pipeline or folder).")
+@click.option("--force", is_flag=True, help="Overwrite an existing mlops.yaml.")
+def init(pipeline_file: Path, function: str | None, name: str | None, force: bool) -> None:
+    """Write a commented starter mlops.yaml beside PIPELINE_FILE (a Python KFP pipeline)."""
+    from kfops import scaffold
+
+    written = scaffold.init(pipeline_file, function=function, name=name, force=force)
+    click.echo(f"wrote {display_path(written)}; check it with: kfops validate", err=True)
+
+
+def main() -> None:
+    cli(prog_name="kfops")

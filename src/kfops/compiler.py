@@ -1,0 +1,352 @@
+"""Project -> KFP pipeline -> IR YAML, with mlops.yaml's parameters and step settings applied.
+
+This module imports the user's pipeline file (it runs their code) and kfp, so only
+``compile`` and ``run`` use it, never ``validate``.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import importlib.util
+import json
+import sys
+import tempfile
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from kfp import compiler as kfp_compiler
+from kfp.dsl import graph_component, pipeline_context, pipeline_task
+
+from kfops import document
+from kfops.errors import EXIT_USAGE, InvalidProject, KfopsError, Problem, UserCodeError
+from kfops.model import Project, StepOverride
+
+# KFP's names for parameter types, as they appear in component_spec.inputs.
+_PARAM_TYPES = {
+    "Integer": "int",
+    "Float": "float",
+    "String": "str",
+    "Boolean": "bool",
+    "List": "list",
+    "Dict": "dict",
+}
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """A compiled pipeline: its IR text and the parameters it was compiled with."""
+
+    ir_text: str
+    parameters: dict[str, Any]
+    parameter_types: dict[str, str]
+
+    @property
+    def ir(self) -> dict[str, Any]:
+        import yaml
+
+        loaded: dict[str, Any] = yaml.safe_load(self.ir_text)
+        return loaded
+
+
+def load_pipeline(project: Project) -> graph_component.GraphComponent:
+    """Import the user's pipeline file and return its @dsl.pipeline function.
+
+    Raises:
+        UserCodeError: the user's module raised while being imported.
+        InvalidProject: the attribute is not a pipeline.
+    """
+    ref = project.pipeline
+    module = _import_user_module(ref.file, project.root)
+    component = getattr(module, ref.function, None)
+    if not isinstance(component, graph_component.GraphComponent):
+        found = "missing" if component is None else f"a {type(component).__name__}"
+        raise InvalidProject.of(
+            [
+                Problem(
+                    project.shown,
+                    ref.mark.line,
+                    ref.mark.column,
+                    f"`{ref.function}` in {ref.file.name} is {found}, not a @dsl.pipeline",
+                    "decorate the function with @dsl.pipeline (from kfp import dsl)",
+                    "pipeline.python",
+                )
+            ]
+        )
+    return component
+
+
+def parameter_types(component: graph_component.GraphComponent) -> dict[str, str]:
+    """Each pipeline parameter's kind: int, float, str, bool, list, dict (or "artifact")."""
+    inputs = component.component_spec.inputs or {}
+    return {name: _PARAM_TYPES.get(str(spec.type), "artifact") for name, spec in inputs.items()}
+
+
+def required_parameters(component: graph_component.GraphComponent) -> list[str]:
+    inputs = component.component_spec.inputs or {}
+    return sorted(
+        name for name, spec in inputs.items() if spec.default is None and not spec.optional
+    )
+
+
+def parse_cli_params(pairs: tuple[str, ...], types: dict[str, str]) -> dict[str, Any]:
+    """``NAME=VALUE`` strings typed by the pipeline's parameter types.
+
+    Raises:
+        KfopsError: (exit 2) a malformed pair, an unknown name or a value of the wrong type.
+    """
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise KfopsError(f"--param {pair!r}: expected NAME=VALUE", exit_code=EXIT_USAGE)
+        if name not in types:
+            known = ", ".join(sorted(types)) or "none"
+            raise KfopsError(
+                f"--param {name}: the pipeline has no parameter `{name}`",
+                f"its parameters: {known}",
+                exit_code=EXIT_USAGE,
+            )
+        out[name] = _parse_value(name, raw, types[name])
+    return out
+
+
+def _parse_value(name: str, raw: str, kind: str) -> Any:
+    def bad(expected: str, example: str) -> KfopsError:
+        return KfopsError(
+            f"--param {name}={raw}: `{name}` is {expected}, and {raw!r} is not one",
+            f"for example: --param {name}={example}",
+            exit_code=EXIT_USAGE,
+        )
+
+    if kind == "int":
+        try:
+            return int(raw)
+        except ValueError:
+            raise bad("an integer", "10") from None
+    if kind == "float":
+        try:
+            return float(raw)
+        except ValueError:
+            raise bad("a number", "0.5") from None
+    if kind == "bool":
+        if raw.lower() in _TRUE:
+            return True
+        if raw.lower() in _FALSE:
+            return False
+        raise bad("a boolean", "true")
+    if kind in ("list", "dict"):
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = None
+        if not isinstance(value, list if kind == "list" else dict):
+            raise bad(f"a {kind} (JSON)", "'[1, 2]'" if kind == "list" else "'{\"a\": 1}'")
+        return value
+    if kind == "str":
+        return raw
+    raise KfopsError(
+        f"--param {name}: `{name}` is an artifact input and cannot be set from the command line",
+        exit_code=EXIT_USAGE,
+    )
+
+
+def check_parameters(project: Project, types: dict[str, str]) -> list[Problem]:
+    """mlops.yaml's ``parameters`` against the real pipeline's parameter types."""
+    problems = []
+    for name, value in project.parameters.items():
+        mark = project.parameter_marks[name]
+        where = document.format_path(("pipeline", "parameters", name))
+        kind = types.get(name)
+        if kind is None:
+            problems.append(
+                Problem(
+                    project.shown,
+                    mark.line,
+                    mark.column,
+                    f"`{name}` is not a parameter of the pipeline",
+                    "its parameters: " + (", ".join(sorted(types)) or "none"),
+                    where,
+                )
+            )
+        elif not _fits(kind, value):
+            problems.append(
+                Problem(
+                    project.shown,
+                    mark.line,
+                    mark.column,
+                    f"parameter `{name}` is a {kind}, found {value!r}",
+                    path=where,
+                )
+            )
+    return problems
+
+
+def _fits(kind: str, value: Any) -> bool:
+    from kfops.source import value_fits
+
+    return value_fits(kind, value)
+
+
+def compile_project(project: Project, cli_params: tuple[str, ...] = ()) -> Compiled:
+    """Compile the project's pipeline to IR YAML text (byte-for-byte deterministic).
+
+    Raises:
+        InvalidProject: mlops.yaml names steps or parameters the pipeline does not have.
+        UserCodeError: the user's code raised.
+        KfopsError: a bad ``--param``.
+    """
+    component = load_pipeline(project)
+    types = parameter_types(component)
+    problems = check_parameters(project, types)
+    if problems:
+        raise InvalidProject.of(problems)
+    parameters = {**project.parameters, **parse_cli_params(cli_params, types)}
+    parameters = {k: float(v) if types[k] == "float" else v for k, v in parameters.items()}
+    rebuilt = _with_overrides(component, project)
+    with tempfile.TemporaryDirectory(prefix="kfops-compile-") as tmp:
+        out = Path(tmp) / "pipeline.yaml"
+        try:
+            kfp_compiler.Compiler().compile(
+                rebuilt,
+                package_path=str(out),
+                pipeline_name=project.name,
+                pipeline_parameters=parameters or None,
+            )
+        except Exception as exc:
+            raise _user_error(exc, project.root, "compiling the pipeline") from None
+        text = out.read_text(encoding="utf-8")
+    return Compiled(ir_text=text, parameters=parameters, parameter_types=types)
+
+
+def _with_overrides(
+    component: graph_component.GraphComponent, project: Project
+) -> graph_component.GraphComponent:
+    """Rebuild the pipeline, applying ``pipeline.steps`` to its tasks once they exist."""
+    original = component.pipeline_func
+    unknown: list[StepOverride] = []
+    seen_tasks: list[str] = []
+
+    @functools.wraps(original)
+    def with_overrides(*args: Any) -> Any:
+        outputs = original(*args)
+        pipeline = pipeline_context.Pipeline.get_default_pipeline()
+        tasks: dict[str, pipeline_task.PipelineTask] = pipeline.tasks
+        seen_tasks.extend(tasks)
+        for step in project.steps:
+            task = tasks.get(step.name)
+            if task is None:
+                unknown.append(step)
+            else:
+                _apply(step, task)
+        return outputs
+
+    spec = copy.deepcopy(component.component_spec)
+    if project.description:
+        spec.description = project.description
+    try:
+        rebuilt = graph_component.GraphComponent(
+            component_spec=spec,
+            pipeline_func=with_overrides,
+            display_name=component.pipeline_spec.pipeline_info.display_name or None,
+            pipeline_config=component.pipeline_config,
+        )
+    except Exception as exc:
+        raise _user_error(exc, project.root, "building the pipeline") from None
+    if unknown:
+        raise InvalidProject.of([_unknown_step(project, s, seen_tasks) for s in unknown])
+    return rebuilt
+
+
+def _apply(step: StepOverride, task: pipeline_task.PipelineTask) -> None:
+    if step.resources is not None:
+        if step.resources.cpu is not None:
+            task.set_cpu_request(step.resources.cpu).set_cpu_limit(step.resources.cpu)
+        if step.resources.memory is not None:
+            task.set_memory_request(step.resources.memory)
+            task.set_memory_limit(step.resources.memory)
+        if step.resources.gpu is not None:
+            task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(step.resources.gpu)
+    if step.retries is not None:
+        task.set_retry(num_retries=step.retries)
+    if step.cache is not None:
+        task.set_caching_options(enable_caching=step.cache)
+    for name, value in step.env:
+        task.set_env_variable(name, value)
+
+
+def _unknown_step(project: Project, step: StepOverride, tasks: list[str]) -> Problem:
+    import difflib
+
+    close = difflib.get_close_matches(step.name.replace("_", "-"), tasks, n=1, cutoff=0.5)
+    hint = (
+        f"did you mean `{close[0]}`?"
+        if close
+        else "the pipeline's steps: " + (", ".join(f"`{t}`" for t in sorted(tasks)) or "none")
+    )
+    return Problem(
+        project.shown,
+        step.mark.line,
+        step.mark.column,
+        f"the pipeline has no step `{step.name}`",
+        hint,
+        f"pipeline.steps.{step.name}",
+    )
+
+
+def _import_user_module(file: Path, root: Path) -> ModuleType:
+    name = "_kfops_user_" + file.stem.replace("-", "_")
+    spec = importlib.util.spec_from_file_location(name, file)
+    if spec is None or spec.loader is None:
+        raise KfopsError(f"cannot import {file}")
+    module = importlib.util.module_from_spec(spec)
+    # The pipeline file may import modules beside it, as it would when run as a script.
+    sys.path.insert(0, str(file.parent))
+    try:
+        spec.loader.exec_module(module)
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise _user_error(exc, root, f"importing {file.name}") from None
+    finally:
+        sys.path.remove(str(file.parent))
+    return module
+
+
+def _user_error(exc: BaseException, root: Path, doing: str) -> UserCodeError:
+    """An exception from the user's code, pointed at the user's own deepest frame."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    root_s = str(root.resolve())
+    mine = [
+        f
+        for f in frames
+        if f.filename.startswith(root_s)
+        and "site-packages" not in f.filename
+        and "/.venv/" not in f.filename
+    ]
+    described = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    if not mine:
+        return UserCodeError(
+            message=f"{doing} failed: {described}",
+            hint="the error comes from KFP while reading your pipeline; check its components"
+            " and their type annotations",
+        )
+    last = mine[-1]
+    shown = last.filename
+    try:
+        shown = str(Path(last.filename).relative_to(Path.cwd()))
+    except ValueError:
+        pass
+    return UserCodeError(
+        message=f"{shown}:{last.lineno}: {described}",
+        hint=f"raised while {doing}; this is an error in your pipeline code",
+        file=shown,
+        line=last.lineno or 0,
+        traceback="".join(traceback.format_list(mine)),
+    )

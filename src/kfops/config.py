@@ -1,0 +1,207 @@
+"""mlops.yaml: read with positions, check against the schema and the pipeline source, build
+the frozen ``Project``. Imports nothing heavy: ``kfops validate`` must stay fast."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+from kfops import document, schema, source
+from kfops.document import Document, Mark
+from kfops.errors import EXIT_USAGE, InvalidProject, KfopsError, Problem, display_path
+from kfops.model import PipelineRef, Project, Resources, StepOverride
+
+CONFIG_NAMES = ("mlops.yaml", "mlops.yml")
+
+
+def find_config(path: Path) -> Path:
+    """The mlops.yaml for PATH: the file itself, or the one in the folder."""
+    if path.is_dir():
+        for name in CONFIG_NAMES:
+            if (path / name).is_file():
+                return path / name
+        raise KfopsError(
+            f"no mlops.yaml in {display_path(path)}",
+            f"run `kfops init {display_path(path)}` to write one, or pass the file's path",
+        )
+    if not path.exists():
+        raise KfopsError(f"{display_path(path)}: no such file or folder", exit_code=EXIT_USAGE)
+    return path
+
+
+def check(path: Path) -> tuple[Project | None, list[Problem]]:
+    """Every problem with the project at ``path``; the project when there are no errors."""
+    config_file = find_config(path)
+    shown = display_path(config_file)
+    doc = document.load(config_file, shown)
+    if doc.problems or doc.data is None:
+        return None, doc.problems
+    if not isinstance(doc.data, dict):
+        return None, [
+            doc.problem(
+                (),
+                f"the top level must be a mapping, found {schema.describe(doc.data)}",
+                "start with `version: 1`, `name:` and `pipeline:` (run `kfops init` for a"
+                " starter file)",
+            )
+        ]
+    problems = schema.check(doc)
+    failed_paths = {p.path for p in problems}
+    source_problems = _check_source(doc, config_file, failed_paths)
+    problems += source_problems
+    if any(p.severity == "error" for p in problems):
+        return None, problems
+    return _project(doc, config_file, shown), problems
+
+
+def load(path: Path) -> Project:
+    """The validated project at ``path``.
+
+    Raises:
+        InvalidProject: with every problem found.
+    """
+    project, problems = check(path)
+    if project is None:
+        raise InvalidProject.of(problems)
+    return project
+
+
+def _check_source(
+    doc: Document, config_file: Path, failed_paths: set[str]
+) -> list[Problem]:
+    data: dict[str, Any] = doc.data
+    pipeline = data.get("pipeline")
+    if not isinstance(pipeline, dict) or not isinstance(pipeline.get("python"), str):
+        return []
+    if "pipeline.python" in failed_paths:
+        return []
+    where = ("pipeline", "python")
+    file_part, function_name = pipeline["python"].rsplit(":", 1)
+    file = (config_file.parent / file_part).resolve()
+    if not file.is_file():
+        nearby = sorted(
+            str(p.relative_to(config_file.parent)) for p in config_file.parent.glob("**/*.py")
+        )[:200]
+        close = difflib.get_close_matches(file_part, nearby, n=1)
+        hint = f"did you mean `{close[0]}`?" if close else "paths are relative to mlops.yaml"
+        return [doc.problem(where, f"pipeline file `{file_part}` not found", hint)]
+    try:
+        functions = source.functions_in(file)
+    except source.SourceSyntaxError as exc:
+        return [
+            Problem(
+                display_path(file),
+                exc.line,
+                exc.column,
+                f"Python syntax: {exc.message}",
+                f"fix the pipeline file named at {doc.file}:{doc.mark_of(where).line}",
+            )
+        ]
+    except (OSError, UnicodeDecodeError) as exc:
+        return [doc.problem(where, f"cannot read `{file_part}`: {exc}")]
+    function = functions.get(function_name)
+    if function is None:
+        pipelines = sorted(n for n, f in functions.items() if f.is_pipeline)
+        close = difflib.get_close_matches(function_name, list(functions), n=1)
+        if close:
+            hint = f"did you mean `{close[0]}`?"
+        elif pipelines:
+            hint = "pipelines defined there: " + ", ".join(f"`{n}`" for n in pipelines)
+        else:
+            hint = "define a function decorated with @dsl.pipeline"
+        return [
+            doc.problem(where, f"no function `{function_name}` in `{file_part}`", hint)
+        ]
+    if not function.is_pipeline:
+        return [
+            doc.problem(
+                where,
+                f"`{function_name}` ({file_part}:{function.line}) is not a pipeline",
+                "decorate it with @dsl.pipeline (from kfp import dsl)",
+            )
+        ]
+    return _check_parameters(doc, function, failed_paths)
+
+
+def _check_parameters(
+    doc: Document, function: source.PipelineFunction, failed_paths: set[str]
+) -> list[Problem]:
+    params = doc.data["pipeline"].get("parameters")
+    if not isinstance(params, dict):
+        return []
+    problems = []
+    for name, value in params.items():
+        path = ("pipeline", "parameters", name)
+        if document.format_path(path) in failed_paths:
+            continue
+        declared = function.parameters.get(name)
+        if declared is None:
+            close = difflib.get_close_matches(name, list(function.parameters), n=1)
+            known = ", ".join(f"`{p}`" for p in function.parameters) or "none"
+            hint = f"did you mean `{close[0]}`?" if close else f"its parameters: {known}"
+            problems.append(
+                doc.problem(
+                    path, f"`{name}` is not a parameter of `{function.name}`", hint, key=True
+                )
+            )
+        elif not source.value_fits(declared.kind, value):
+            problems.append(
+                doc.problem(
+                    path,
+                    f"parameter `{name}` is {_article(declared.kind)},"
+                    f" found {schema.describe(value)}",
+                    f'quote it: "{value}"' if declared.kind == "str" else "",
+                )
+            )
+    return problems
+
+
+def _article(kind: str | None) -> str:
+    return f"an {kind}" if kind in ("int",) else f"a {kind}"
+
+
+def _project(doc: Document, config_file: Path, shown: str) -> Project:
+    data: dict[str, Any] = doc.data
+    pipeline: dict[str, Any] = data["pipeline"]
+    file_part, function_name = pipeline["python"].rsplit(":", 1)
+    params: dict[str, Any] = pipeline.get("parameters") or {}
+    steps = tuple(
+        _step(name, spec, doc.mark_of(("pipeline", "steps", name), key=True))
+        for name, spec in (pipeline.get("steps") or {}).items()
+    )
+    return Project(
+        root=config_file.parent.resolve(),
+        config_file=config_file.resolve(),
+        shown=shown,
+        name=data["name"],
+        description=data.get("description"),
+        pipeline=PipelineRef(
+            file=(config_file.parent / file_part).resolve(),
+            function=function_name,
+            mark=doc.mark_of(("pipeline", "python")),
+        ),
+        parameters=dict(params),
+        parameter_marks={
+            name: doc.mark_of(("pipeline", "parameters", name), key=True) for name in params
+        },
+        steps=steps,
+    )
+
+
+def _step(name: str, spec: dict[str, Any], mark: Mark) -> StepOverride:
+    resources = spec.get("resources")
+    return StepOverride(
+        name=name,
+        mark=mark,
+        resources=Resources(
+            cpu=str(resources["cpu"]) if "cpu" in resources else None,
+            memory=resources.get("memory"),
+            gpu=resources.get("gpu"),
+        )
+        if resources
+        else None,
+        retries=spec.get("retries"),
+        cache=spec.get("cache"),
+        env=tuple(sorted((spec.get("env") or {}).items())),
+    )

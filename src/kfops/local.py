@@ -1,0 +1,293 @@
+"""``kfops run``: run a project's pipeline on this machine with kfp.local.
+
+The pipeline is compiled here, then executed by ``kfops._worker`` in a child process
+whose step events stream back over stdout; this module shows them live, keeps every
+log, and prints the outputs and metrics at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from kfops import compiler
+from kfops._worker import EVENT_PREFIX
+from kfops.errors import KfopsError, display_path
+from kfops.model import Project
+
+_KFP_LOG = re.compile(r"^\d\d:\d\d:\d\d\.\d{3} - [A-Z]+ - ")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_METRICS_TYPES = {"system.Metrics"}
+LOG_TAIL_LINES = 30
+
+
+@dataclass
+class StepResult:
+    name: str
+    status: str = "RUNNING"
+    seconds: float = 0.0
+    cached: bool = False
+    outputs: dict[str, Any] = field(default_factory=dict)
+    log: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    run_dir: Path
+    parameters: dict[str, Any]
+    steps: dict[str, StepResult] = field(default_factory=dict)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    succeeded: bool = False
+    seconds: float = 0.0
+
+    def metrics(self) -> dict[str, dict[str, Any]]:
+        """Metrics logged by each step: ``{step: {metric: value}}``."""
+        found: dict[str, dict[str, Any]] = {}
+        for step in self.steps.values():
+            for value in _artifacts(step.outputs):
+                if value["artifact"] in _METRICS_TYPES and value["metadata"]:
+                    found.setdefault(step.name, {}).update(value["metadata"])
+        return found
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "succeeded": self.succeeded,
+            "seconds": round(self.seconds, 3),
+            "parameters": self.parameters,
+            "outputs": self.outputs,
+            "metrics": self.metrics(),
+            "steps": {
+                name: {
+                    "status": s.status,
+                    "seconds": s.seconds,
+                    "cached": s.cached,
+                    "outputs": s.outputs,
+                }
+                for name, s in self.steps.items()
+            },
+        }
+
+
+def _artifacts(outputs: dict[str, Any]) -> list[dict[str, Any]]:
+    found = []
+    for value in outputs.values():
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, dict) and "artifact" in item:
+                found.append(item)
+    return found
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{secrets.token_hex(2)}"
+
+
+def run(
+    project: Project,
+    cli_params: tuple[str, ...] = (),
+    *,
+    cache: bool = True,
+    runs_dir: Path | None = None,
+    console: Console | None = None,
+) -> RunResult:
+    """Compile and run the project's pipeline locally; print progress and results.
+
+    Raises:
+        KfopsError: a required parameter is missing, or the runner could not start.
+        InvalidProject, UserCodeError: from compiling.
+    """
+    console = console or Console(highlight=False)
+    compiled = compiler.compile_project(project, cli_params)
+    component_inputs = compiled.ir.get("root", {}).get("inputDefinitions", {})
+    missing = [
+        name
+        for name, spec in component_inputs.get("parameters", {}).items()
+        if not spec.get("isOptional") and name not in compiled.parameters
+    ]
+    if missing:
+        raise KfopsError(
+            "the pipeline needs a value for " + ", ".join(f"`{m}`" for m in sorted(missing)),
+            "pass --param NAME=VALUE, or set it under pipeline.parameters in mlops.yaml",
+        )
+    run_id = new_run_id()
+    run_dir = (runs_dir or project.root / ".kfops" / "runs") / run_id
+    (run_dir / "logs").mkdir(parents=True)
+    (run_dir / "pipeline.yaml").write_text(compiled.ir_text, encoding="utf-8")
+    (run_dir / "arguments.json").write_text(
+        json.dumps(compiled.parameters, indent=2, sort_keys=True), encoding="utf-8"
+    )
+    result = RunResult(run_id=run_id, run_dir=run_dir, parameters=compiled.parameters)
+
+    console.print(f"[bold]running[/] {project.name} locally (run {run_id})")
+    for note in ignored_locally(compiled.ir):
+        console.print(f"[yellow]notice:[/] {note}")
+    cache_root = str(project.root / ".kfops" / "cache") if cache else "-"
+    started = time.monotonic()
+    _execute(project, run_dir, cache_root, result, console)
+    result.seconds = time.monotonic() - started
+    (run_dir / "result.json").write_text(
+        json.dumps(result.to_json(), indent=2, sort_keys=True, default=str), encoding="utf-8"
+    )
+    _print_summary(result, console)
+    return result
+
+
+def ignored_locally(ir: dict[str, Any]) -> list[str]:
+    """Settings in the compiled pipeline that kfp.local does not apply, said once."""
+    executors = ir.get("deploymentSpec", {}).get("executors", {})
+    components = ir.get("components", {})
+    steps = []
+    for task_name, task in sorted(ir.get("root", {}).get("dag", {}).get("tasks", {}).items()):
+        component = components.get(task.get("componentRef", {}).get("name", ""), {})
+        executor = executors.get(component.get("executorLabel", ""), {})
+        if executor.get("container", {}).get("resources"):
+            steps.append(task_name)
+    if not steps:
+        return []
+    return [
+        "resource requests and limits (cpu, memory, gpu) apply on Kubeflow only; the local"
+        " runner ignores them for: " + ", ".join(steps)
+    ]
+
+
+def _execute(
+    project: Project, run_dir: Path, cache_root: str, result: RunResult, console: Console
+) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "kfops._worker",
+        str(run_dir / "pipeline.yaml"),
+        str(run_dir / "arguments.json"),
+        str(run_dir / "artifacts"),
+        cache_root,
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "NO_COLOR": "1"}
+    status = console.status("starting the local runner") if console.is_terminal else None
+    if status is not None:
+        status.start()
+    current: StepResult | None = None
+    with (run_dir / "run.log").open("w", encoding="utf-8") as run_log:
+        try:
+            process = subprocess.Popen(
+                command,
+                cwd=project.root,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                errors="replace",
+            )
+        except OSError as exc:
+            raise KfopsError(f"cannot start the local runner: {exc}") from None
+        assert process.stdout is not None
+        try:
+            for raw in process.stdout:
+                line = _ANSI.sub("", raw.rstrip("\n"))
+                if line.startswith(EVENT_PREFIX):
+                    event = json.loads(line[len(EVENT_PREFIX) :])
+                    current = _on_event(event, result, run_dir, console, status)
+                    continue
+                run_log.write(line + "\n")
+                if current is not None and not _KFP_LOG.match(line) and set(line) != {"-"}:
+                    current.log.append(line[4:] if line.startswith("    ") else line)
+            process.wait()
+        except KeyboardInterrupt:
+            process.terminate()
+            process.wait()
+            console.print(f"interrupted; what ran is kept in {display_path(run_dir)}")
+            raise
+        finally:
+            if status is not None:
+                status.stop()
+    steps_ok = all(s.status == "SUCCESS" for s in result.steps.values())
+    result.succeeded = process.returncode == 0 and steps_ok and bool(result.steps)
+    if process.returncode != 0 and steps_ok:
+        tail = (run_dir / "run.log").read_text(encoding="utf-8").splitlines()[-LOG_TAIL_LINES:]
+        console.print("[red]the local runner failed:[/]")
+        console.print("\n".join(tail), markup=False)
+
+
+def _on_event(
+    event: dict[str, Any],
+    result: RunResult,
+    run_dir: Path,
+    console: Console,
+    status: Any,
+) -> StepResult | None:
+    kind = event["event"]
+    if kind == "start":
+        step = StepResult(name=event["task"])
+        result.steps[step.name] = step
+        if status is not None:
+            status.update(f"running [cyan]{step.name}[/]")
+        else:
+            console.print(f"  ... {step.name}")
+        return step
+    if kind == "end":
+        step = result.steps[event["task"]]
+        step.status = event["status"]
+        step.seconds = event["seconds"]
+        step.cached = event["cached"]
+        step.outputs = event["outputs"]
+        log_file = run_dir / "logs" / f"{step.name}.log"
+        log_file.write_text("\n".join(step.log) + "\n", encoding="utf-8")
+        if step.status == "SUCCESS":
+            how = "cached" if step.cached else f"{step.seconds:.1f}s"
+            console.print(f"  [green]ok[/]  {step.name}  [dim]{how}[/]")
+        else:
+            console.print(f"  [red]FAILED[/]  {step.name}  [dim]{step.seconds:.1f}s[/]")
+            tail = [line for line in step.log if line.strip()][-LOG_TAIL_LINES:]
+            console.print(f"[red]--- last lines of {display_path(log_file)} ---[/]")
+            console.print("\n".join(tail), markup=False)
+        return None
+    if kind == "done":
+        result.outputs = event["outputs"]
+    return None
+
+
+def _print_summary(result: RunResult, console: Console) -> None:
+    outputs = Table(title="outputs", title_justify="left", show_edge=False)
+    for column in ("step", "output", "value"):
+        outputs.add_column(column)
+    for step in result.steps.values():
+        for name, value in sorted(step.outputs.items()):
+            outputs.add_row(step.name, name, _show(value))
+    if outputs.row_count:
+        console.print(outputs)
+    metrics = result.metrics()
+    if metrics:
+        table = Table(title="metrics", title_justify="left", show_edge=False)
+        for column in ("step", "metric", "value"):
+            table.add_column(column)
+        for step_name, values in metrics.items():
+            for name, value in sorted(values.items()):
+                table.add_row(step_name, name, str(value))
+        console.print(table)
+    verdict = "[green]succeeded[/]" if result.succeeded else "[red]failed[/]"
+    console.print(
+        f"run {result.run_id} {verdict} in {result.seconds:.1f}s;"
+        f" logs and artifacts: {display_path(result.run_dir)}"
+    )
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, dict) and "artifact" in value:
+        return display_path(Path(value["uri"]))
+    if isinstance(value, list):
+        return ", ".join(_show(v) for v in value)
+    return json.dumps(value) if not isinstance(value, str) else value

@@ -1,0 +1,192 @@
+"""The mlops.yaml JSON Schema and the messages its violations turn into."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+
+from kfops.document import Document, JsonPath, format_path
+from kfops.errors import Problem
+
+SCHEMA_NAME = "mlops.schema.json"
+_JSON_TYPES = {
+    bool: "boolean",
+    int: "integer",
+    float: "number",
+    str: "string",
+    list: "list",
+    dict: "mapping",
+    type(None): "nothing (an empty value)",
+}
+
+
+def schema_path() -> Path:
+    """The schema file: shipped inside the wheel, or ``schemas/`` in a source checkout."""
+    shipped = resources.files("kfops") / "schemas" / SCHEMA_NAME
+    if shipped.is_file():
+        return Path(str(shipped))
+    return Path(__file__).resolve().parents[2] / "schemas" / SCHEMA_NAME
+
+
+@cache
+def schema() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(schema_path().read_text(encoding="utf-8"))
+    return loaded
+
+
+@cache
+def _validator() -> Draft202012Validator:
+    return Draft202012Validator(schema())
+
+
+def check(doc: Document) -> list[Problem]:
+    """Every schema violation in ``doc``, each with its position and a hint."""
+    problems: list[Problem] = []
+    for error in _validator().iter_errors(doc.data):
+        problems.extend(_explain(doc, error))
+    return problems
+
+
+def describe(value: Any) -> str:
+    """A value and its type as a user sees them in YAML: ``string "abc"``."""
+    kind = _JSON_TYPES.get(type(value), type(value).__name__)
+    if value is None:
+        return kind
+    if isinstance(value, dict | list):
+        return kind
+    if isinstance(value, bool):
+        return f"{kind} {'true' if value else 'false'}"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{kind} {value}"
+    shown = json.dumps(value) if isinstance(value, str) else repr(value)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return f"{kind} {shown}"
+
+
+def _explain(doc: Document, error: ValidationError) -> list[Problem]:
+    path: JsonPath = tuple(error.absolute_path)
+    where = format_path(path) or "the top level"
+    sub: dict[str, Any] = error.schema if isinstance(error.schema, dict) else {}
+    value = error.instance
+    kind = error.validator
+
+    if kind == "additionalProperties":
+        allowed = sorted(sub.get("properties", {}))
+        extras = [k for k in value if k not in sub.get("properties", {})]
+        return [_unknown_key(doc, path, key, allowed) for key in extras]
+    if kind == "required":
+        missing = [k for k in error.validator_value if k not in value]
+        out = []
+        for key in missing:
+            prop = sub.get("properties", {}).get(key, {})
+            example = _example(prop)
+            hint = f"add `{key}:`" + (f", e.g. `{key}: {example}`" if example else "")
+            out.append(doc.problem(path, f"missing required key `{key}` in {where}", hint))
+        return out
+    if kind == "propertyNames":
+        hint = sub.get("propertyNames", {}).get("patternErrorMessage", "")
+        return [
+            doc.problem((*path, value), f"invalid name `{value}` in {where}", hint, key=True)
+        ]
+    if kind == "type":
+        return [doc.problem(path, _type_message(error), _type_hint(error))]
+    if kind == "const":
+        expected = json.dumps(error.validator_value)
+        return [
+            doc.problem(
+                path,
+                f"{where} must be {expected}, found {describe(value)}",
+                f"set `{path[-1] if path else where}: {expected}`",
+            )
+        ]
+    if kind == "enum":
+        allowed_values = ", ".join(json.dumps(v) for v in error.validator_value)
+        return [
+            doc.problem(path, f"{describe(value)} is not allowed here", f"use one of {allowed_values}")
+        ]
+    if kind == "pattern":
+        hint = sub.get("patternErrorMessage", f"it must match {error.validator_value}")
+        return [doc.problem(path, f"invalid {where}: {json.dumps(value)}", hint)]
+    if kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        relation = {
+            "minimum": "at least",
+            "maximum": "at most",
+            "exclusiveMinimum": "more than",
+            "exclusiveMaximum": "less than",
+        }[kind]
+        return [
+            doc.problem(
+                path,
+                f"{where} must be {relation} {error.validator_value}, found {value}",
+                _description_hint(sub),
+            )
+        ]
+    if kind in ("minLength", "maxLength"):
+        relation = "at least" if kind == "minLength" else "at most"
+        return [
+            doc.problem(
+                path,
+                f"{where} must be {relation} {error.validator_value} characters,"
+                f" found {len(value)}",
+                _description_hint(sub),
+            )
+        ]
+    if kind == "minProperties":
+        keys = ", ".join(sorted(sub.get("properties", {}))) or "a key"
+        return [doc.problem(path, f"{where} is empty", f"add one of: {keys}; or remove it")]
+    return [doc.problem(path, f"{where}: {error.message}", _description_hint(sub))]
+
+
+def _unknown_key(doc: Document, parent: JsonPath, key: str, allowed: list[str]) -> Problem:
+    where = format_path(parent) or "the top level"
+    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+    if close:
+        hint = f"did you mean `{close[0]}`?"
+    else:
+        hint = "allowed keys: " + ", ".join(f"`{k}`" for k in allowed)
+    return doc.problem((*parent, key), f"unknown key `{key}` in {where}", hint, key=True)
+
+
+def _type_message(error: ValidationError) -> str:
+    expected = error.validator_value
+    names = [expected] if isinstance(expected, str) else list(expected)
+    shown = " or ".join("mapping" if n == "object" else "list" if n == "array" else n for n in names)
+    where = format_path(tuple(error.absolute_path)) or "the top level"
+    return f"{where} must be a {shown}, found {describe(error.instance)}"
+
+
+def _type_hint(error: ValidationError) -> str:
+    expected = error.validator_value
+    names = {expected} if isinstance(expected, str) else set(expected)
+    value = error.instance
+    if "string" in names and isinstance(value, bool | int | float) and value is not None:
+        literal = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        return f'quote it: "{literal}"'
+    if "boolean" in names and isinstance(value, str):
+        return "write true or false (unquoted)"
+    if value is None and "object" in names:
+        return "give it keys, or remove it"
+    sub = error.schema if isinstance(error.schema, dict) else {}
+    return _description_hint(sub)
+
+
+def _description_hint(sub: dict[str, Any]) -> str:
+    example = _example(sub)
+    return f"for example: {example}" if example else ""
+
+
+def _example(sub: dict[str, Any]) -> str:
+    examples = sub.get("examples") or []
+    if not examples:
+        return ""
+    first = examples[0]
+    return json.dumps(first) if not isinstance(first, str) else first

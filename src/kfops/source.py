@@ -1,0 +1,110 @@
+"""Static facts about the user's pipeline file, read from its AST (never by running it)."""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Annotations we can check a YAML value against; anything else is accepted as is.
+_SIMPLE_TYPES = {"int": "int", "float": "float", "str": "str", "bool": "bool"}
+_CONTAINERS = {"list": "list", "List": "list", "dict": "dict", "Dict": "dict"}
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    kind: str | None  # "int", "float", "str", "bool", "list", "dict" or None when unknown
+    has_default: bool
+
+
+@dataclass(frozen=True)
+class PipelineFunction:
+    name: str
+    line: int
+    is_pipeline: bool
+    parameters: dict[str, Parameter] = field(default_factory=dict)
+
+
+class SourceSyntaxError(Exception):
+    def __init__(self, message: str, line: int, column: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+        self.column = column
+
+
+def functions_in(file: Path) -> dict[str, PipelineFunction]:
+    """Module-level functions of ``file``, with whether each is a @dsl.pipeline.
+
+    Raises:
+        SourceSyntaxError: the file is not valid Python.
+        OSError, UnicodeDecodeError: the file cannot be read as text.
+    """
+    text = file.read_text(encoding="utf-8")
+    try:
+        tree = ast.parse(text, filename=str(file))
+    except SyntaxError as exc:
+        raise SourceSyntaxError(exc.msg, exc.lineno or 0, exc.offset or 0) from None
+    except ValueError as exc:  # e.g. source code with NUL bytes
+        raise SourceSyntaxError(str(exc), 0, 0) from None
+    found: dict[str, PipelineFunction] = {}
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            found[node.name] = PipelineFunction(
+                name=node.name,
+                line=node.lineno,
+                is_pipeline=any(_is_pipeline_decorator(d) for d in node.decorator_list),
+                parameters=_parameters(node.args),
+            )
+    return found
+
+
+def _is_pipeline_decorator(node: ast.expr) -> bool:
+    target = node.func if isinstance(node, ast.Call) else node
+    if isinstance(target, ast.Attribute):
+        return target.attr == "pipeline"
+    return isinstance(target, ast.Name) and target.id == "pipeline"
+
+
+def _parameters(args: ast.arguments) -> dict[str, Parameter]:
+    positional = [*args.posonlyargs, *args.args]
+    with_default = {a.arg for a in positional[len(positional) - len(args.defaults) :]}
+    with_default |= {
+        a.arg for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True) if d is not None
+    }
+    return {
+        a.arg: Parameter(a.arg, _kind(a.annotation), a.arg in with_default)
+        for a in [*positional, *args.kwonlyargs]
+    }
+
+
+def _kind(annotation: ast.expr | None) -> str | None:
+    if isinstance(annotation, ast.Subscript):
+        annotation = annotation.value
+    if isinstance(annotation, ast.Attribute):  # typing.List, builtins.int
+        name = annotation.attr
+    elif isinstance(annotation, ast.Name):
+        name = annotation.id
+    elif isinstance(annotation, ast.Constant) and isinstance(annotation.value, str):
+        name = annotation.value.split("[")[0]
+    else:
+        return None
+    return _SIMPLE_TYPES.get(name) or _CONTAINERS.get(name)
+
+
+def value_fits(kind: str | None, value: object) -> bool:
+    """Whether a YAML value can be given to a parameter annotated as ``kind``."""
+    if kind is None:
+        return True
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "float":
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind == "str":
+        return isinstance(value, str)
+    if kind == "list":
+        return isinstance(value, list)
+    return isinstance(value, dict)
