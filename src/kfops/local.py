@@ -124,7 +124,7 @@ def run(
             "pass --param NAME=VALUE, or set it under pipeline.parameters in mlops.yaml",
         )
     run_id = new_run_id()
-    run_dir = (runs_dir or project.root / ".kfops" / "runs") / run_id
+    run_dir = (runs_dir.resolve() if runs_dir else project.root / ".kfops" / "runs") / run_id
     (run_dir / "logs").mkdir(parents=True)
     (run_dir / "pipeline.yaml").write_text(compiled.ir_text, encoding="utf-8")
     (run_dir / "arguments.json").write_text(
@@ -262,11 +262,12 @@ def _on_event(
 
 def _print_summary(result: RunResult, console: Console) -> None:
     outputs = Table(title="outputs", title_justify="left", show_edge=False)
-    for column in ("step", "output", "value"):
-        outputs.add_column(column)
+    outputs.add_column("step", no_wrap=True)
+    outputs.add_column("output", no_wrap=True)
+    outputs.add_column("value", overflow="fold")
     for step in result.steps.values():
         for name, value in sorted(step.outputs.items()):
-            outputs.add_row(step.name, name, _show(value))
+            outputs.add_row(step.name, name, _show(value, result.run_dir))
     if outputs.row_count:
         console.print(outputs)
     metrics = result.metrics()
@@ -285,9 +286,11 @@ def _print_summary(result: RunResult, console: Console) -> None:
     )
 
 
-def _show(value: Any) -> str:
+def _show(value: Any, run_dir: Path) -> str:
+    """A parameter's value, or an artifact's path relative to the run folder."""
     if isinstance(value, dict) and "artifact" in value:
-        return display_path(Path(value["uri"]))
+        uri = Path(value["uri"])
+        return str(uri.relative_to(run_dir)) if uri.is_relative_to(run_dir) else str(uri)
     if isinstance(value, list):
-        return ", ".join(_show(v) for v in value)
+        return ", ".join(_show(v, run_dir) for v in value)
     return json.dumps(value) if not isinstance(value, str) else value

@@ -85,8 +85,13 @@ def _explain(doc: Document, error: ValidationError) -> list[Problem]:
         return [_unknown_key(doc, path, key, allowed) for key in extras]
     if kind == "required":
         missing = [k for k in error.validator_value if k not in value]
+        # A misspelt key is reported as unknown with "did you mean"; saying it is also
+        # missing would be the same mistake twice.
+        extras = [k for k in value if k not in sub.get("properties", {})]
         out = []
         for key in missing:
+            if difflib.get_close_matches(key, extras, n=1, cutoff=0.6):
+                continue
             prop = sub.get("properties", {}).get(key, {})
             example = _example(prop)
             hint = f"add `{key}:`" + (f", e.g. `{key}: {example}`" if example else "")
@@ -185,8 +190,13 @@ def _description_hint(sub: dict[str, Any]) -> str:
 
 
 def _example(sub: dict[str, Any]) -> str:
+    """The schema's first example, written as YAML flow style."""
     examples = sub.get("examples") or []
     if not examples:
         return ""
-    first = examples[0]
-    return json.dumps(first) if not isinstance(first, str) else first
+    import yaml
+
+    text: str = yaml.safe_dump(
+        examples[0], default_flow_style=True, sort_keys=False, width=1000
+    ).strip()
+    return text.removesuffix("\n...").strip()

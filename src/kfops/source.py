@@ -16,6 +16,7 @@ class Parameter:
     name: str
     kind: str | None  # "int", "float", "str", "bool", "list", "dict" or None when unknown
     has_default: bool
+    default: str | None = None  # the default's source text, when it has one
 
 
 @dataclass(frozen=True)
@@ -69,12 +70,19 @@ def _is_pipeline_decorator(node: ast.expr) -> bool:
 
 def _parameters(args: ast.arguments) -> dict[str, Parameter]:
     positional = [*args.posonlyargs, *args.args]
-    with_default = {a.arg for a in positional[len(positional) - len(args.defaults) :]}
-    with_default |= {
-        a.arg for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True) if d is not None
+    defaults: dict[str, ast.expr] = dict(
+        zip([a.arg for a in positional[len(positional) - len(args.defaults) :]], args.defaults)
+    )
+    defaults |= {
+        a.arg: d for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True) if d is not None
     }
     return {
-        a.arg: Parameter(a.arg, _kind(a.annotation), a.arg in with_default)
+        a.arg: Parameter(
+            a.arg,
+            _kind(a.annotation),
+            a.arg in defaults,
+            ast.unparse(defaults[a.arg]) if a.arg in defaults else None,
+        )
         for a in [*positional, *args.kwonlyargs]
     }
 

@@ -1,0 +1,141 @@
+"""``kfops init``: a commented starter mlops.yaml for an existing Python pipeline."""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+from pathlib import Path
+
+from kfops import source
+from kfops.errors import EXIT_USAGE, KfopsError, display_path
+from kfops.schema import schema_path
+
+_IGNORED = ".kfops/"
+
+
+def init(
+    pipeline_file: Path, *, function: str | None = None, name: str | None = None, force: bool = False
+) -> Path:
+    """Write ``mlops.yaml`` beside ``pipeline_file`` and git-ignore ``.kfops/`` there.
+
+    Raises:
+        KfopsError: the file has no (or several) pipelines, or mlops.yaml exists.
+    """
+    if pipeline_file.suffix != ".py" or not pipeline_file.is_file():
+        raise KfopsError(
+            f"{display_path(pipeline_file)}: not a Python file",
+            "pass the .py file that defines your @dsl.pipeline function",
+            exit_code=EXIT_USAGE,
+        )
+    try:
+        functions = source.functions_in(pipeline_file)
+    except source.SourceSyntaxError as exc:
+        raise KfopsError(
+            f"{display_path(pipeline_file)}:{exc.line}:{exc.column}: Python syntax: {exc.message}"
+        ) from None
+    chosen = _choose(pipeline_file, functions, function)
+    root = pipeline_file.parent
+    target = root / "mlops.yaml"
+    if target.exists() and not force:
+        raise KfopsError(
+            f"{display_path(target)} already exists",
+            "pass --force to overwrite it, or edit it by hand",
+        )
+    project_name = name or _dns_name(root.resolve().name) or _dns_name(chosen.name) or "pipeline"
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", project_name) or len(project_name) > 63:
+        raise KfopsError(
+            f"--name {project_name!r} is not a DNS-1123 name",
+            "use lowercase letters, digits and '-', e.g. --name churn-model",
+            exit_code=EXIT_USAGE,
+        )
+    target.write_text(render(pipeline_file.name, chosen, project_name, root), encoding="utf-8")
+    _ignore_runs(root)
+    return target
+
+
+def _choose(
+    file: Path, functions: dict[str, source.PipelineFunction], wanted: str | None
+) -> source.PipelineFunction:
+    pipelines = [f for f in functions.values() if f.is_pipeline]
+    if wanted is not None:
+        for candidate in pipelines:
+            if candidate.name == wanted:
+                return candidate
+        raise KfopsError(
+            f"{display_path(file)} has no @dsl.pipeline function `{wanted}`",
+            "its pipelines: " + (", ".join(p.name for p in pipelines) or "none"),
+            exit_code=EXIT_USAGE,
+        )
+    if len(pipelines) == 1:
+        return pipelines[0]
+    if not pipelines:
+        raise KfopsError(
+            f"{display_path(file)} defines no @dsl.pipeline function",
+            "decorate your pipeline function with @dsl.pipeline (from kfp import dsl)",
+        )
+    raise KfopsError(
+        f"{display_path(file)} defines several pipelines: "
+        + ", ".join(p.name for p in pipelines),
+        "choose one with --function NAME",
+        exit_code=EXIT_USAGE,
+    )
+
+
+def _dns_name(text: str) -> str:
+    return re.sub(r"-+", "-", re.sub(r"[^a-z0-9]", "-", text.lower())).strip("-")[:63].strip("-")
+
+
+def render(file_name: str, function: source.PipelineFunction, name: str, root: Path) -> str:
+    schema = Path(os.path.relpath(schema_path(), root.resolve())).as_posix()
+    params = [p for p in function.parameters.values() if p.has_default]
+    lines = [
+        f"# yaml-language-server: $schema={schema}",
+        "# kfops project file: `kfops validate` checks it, `kfops run` runs the pipeline",
+        "# on this machine, `kfops compile` writes it as KFP IR YAML.",
+        "version: 1",
+        f"name: {name}  # names the compiled pipeline: lowercase letters, digits and '-'",
+        "# description: What this pipeline does, in a sentence.",
+        "",
+        "pipeline:",
+        f"  python: {file_name}:{function.name}",
+    ]
+    if params:
+        lines.append("  # Values for the pipeline's parameters (the defaults come from its signature;")
+        lines.append("  # `kfops run --param NAME=VALUE` overrides them again):")
+        lines.append("  # parameters:")
+        lines += [f"  #   {p.name}: {_yaml_literal(p.default)}" for p in params]
+    lines += [
+        "  # Per-step settings, keyed by task name (a component `train_model` is task",
+        "  # `train-model`); they override what the pipeline code sets:",
+        "  # steps:",
+        "  #   train-model:",
+        '  #     resources: {cpu: "2", memory: 4Gi, gpu: 1}',
+        "  #     retries: 2",
+        "  #     cache: false",
+        "  #     env: {LOG_LEVEL: info}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _yaml_literal(source_text: str | None) -> str:
+    """A Python default's source as a YAML value (best effort; it is only a comment)."""
+    try:
+        value = ast.literal_eval(source_text or "")
+    except (ValueError, SyntaxError):
+        return f"{source_text}  # not a literal: set a value"
+    import yaml
+
+    text: str = yaml.safe_dump(value, default_flow_style=True, width=1000).strip()
+    return text.removesuffix("\n...").strip()
+
+
+def _ignore_runs(root: Path) -> None:
+    """Keep local runs out of git: add `.kfops/` to the project's .gitignore."""
+    gitignore = root / ".gitignore"
+    existing = gitignore.read_text(encoding="utf-8") if gitignore.exists() else ""
+    if any(line.strip() in (_IGNORED, ".kfops") for line in existing.splitlines()):
+        return
+    prefix = "" if not existing or existing.endswith("\n") else "\n"
+    with gitignore.open("a", encoding="utf-8") as f:
+        f.write(f"{prefix}# kfops: local runs, caches and compiled pipelines\n{_IGNORED}\n")

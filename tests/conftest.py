@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).resolve().parent / "data"
+GOLDEN = Path(__file__).resolve().parent / "golden"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--regen-goldens",
+        action="store_true",
+        help="rewrite golden files from the current output instead of comparing",
+    )
+
+
+@pytest.fixture
+def regen(request: pytest.FixtureRequest) -> bool:
+    return bool(request.config.getoption("--regen-goldens"))
+
+
+@pytest.fixture
+def in_dir() -> Iterator[object]:
+    """Change the working directory for the test, restoring it afterwards."""
+    previous = Path.cwd()
+
+    def change(path: Path) -> None:
+        os.chdir(path)
+
+    yield change
+    os.chdir(previous)
+
+
+def check_golden(path: Path, actual: str, regen: bool) -> None:
+    """Compare ``actual`` with the golden file at ``path`` (or rewrite it with --regen-goldens)."""
+    if regen or not path.exists():
+        if not regen:
+            pytest.fail(f"missing golden {path}; run pytest --regen-goldens to create it")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(actual, encoding="utf-8")
+        return
+    expected = path.read_text(encoding="utf-8")
+    assert actual == expected, f"output differs from {path} (run pytest --regen-goldens)"
