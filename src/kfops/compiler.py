@@ -24,6 +24,8 @@ from kfp.dsl import graph_component, pipeline_context, pipeline_task
 from kfops import document
 from kfops.errors import EXIT_USAGE, InvalidProject, KfopsError, Problem, UserCodeError
 from kfops.model import Project, StepOverride
+from kfops.schema import describe
+from kfops.source import value_fits, with_article
 
 # KFP's names for parameter types, as they appear in component_spec.inputs.
 _PARAM_TYPES = {
@@ -175,23 +177,17 @@ def check_parameters(project: Project, types: dict[str, str]) -> list[Problem]:
                     where,
                 )
             )
-        elif not _fits(kind, value):
+        elif not value_fits(kind, value):
             problems.append(
                 Problem(
                     project.shown,
                     mark.line,
                     mark.column,
-                    f"parameter `{name}` is a {kind}, found {value!r}",
+                    f"parameter `{name}` is {with_article(kind)}, found {describe(value)}",
                     path=where,
                 )
             )
     return problems
-
-
-def _fits(kind: str, value: Any) -> bool:
-    from kfops.source import value_fits
-
-    return value_fits(kind, value)
 
 
 def compile_project(project: Project, cli_params: tuple[str, ...] = ()) -> Compiled:

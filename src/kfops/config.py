@@ -149,16 +149,12 @@ def _check_parameters(
             problems.append(
                 doc.problem(
                     path,
-                    f"parameter `{name}` is {_article(declared.kind)},"
+                    f"parameter `{name}` is {source.with_article(declared.kind)},"
                     f" found {schema.describe(value)}",
                     f'quote it: "{value}"' if declared.kind == "str" else "",
                 )
             )
     return problems
-
-
-def _article(kind: str | None) -> str:
-    return f"an {kind}" if kind in ("int",) else f"a {kind}"
 
 
 def _project(doc: Document, config_file: Path, shown: str) -> Project:

@@ -157,7 +157,7 @@ def parse(text: str, shown: str) -> Document:
     try:
         node = yaml.compose(text, Loader=loader_cls)
     except yaml.MarkedYAMLError as exc:
-        doc.problems.append(_syntax_problem(exc, shown))
+        doc.problems.append(_syntax_problem(exc, shown, text))
         return doc
     except yaml.YAMLError as exc:  # an unmarked reader error
         doc.problems.append(Problem(shown, 0, 0, f"YAML syntax: {exc}"))
@@ -190,15 +190,19 @@ def parse(text: str, shown: str) -> Document:
     return doc
 
 
-def _syntax_problem(exc: yaml.MarkedYAMLError, shown: str) -> Problem:
+def _syntax_problem(exc: yaml.MarkedYAMLError, shown: str, text: str) -> Problem:
     mark = exc.problem_mark or exc.context_mark
     line, column = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
     problem = (exc.problem or "").strip()
     message = f"YAML syntax: {problem}" if problem else "YAML syntax error"
-    if exc.context and exc.context_mark is not None and exc.context_mark is not mark:
-        message += f" ({exc.context} at line {exc.context_mark.line + 1})"
+    context_mark = exc.context_mark
+    if exc.context and context_mark is not None and mark is not None:
+        if context_mark.line != mark.line:
+            message += f" ({exc.context} at line {context_mark.line + 1})"
+    lines = text.splitlines()
+    bad_char = lines[line - 1][column - 1 : column] if 0 < line <= len(lines) else ""
     hint = ""
-    if "'\\t'" in problem or "\\t" in problem:
+    if bad_char == "\t" or "\\t" in problem:
         hint = "YAML does not allow tabs for indentation; indent with spaces"
     elif "expected a single document" in (exc.context or "") + problem:
         message = "YAML syntax: more than one document in the file"

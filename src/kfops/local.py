@@ -181,6 +181,7 @@ def _execute(
     if status is not None:
         status.start()
     current: StepResult | None = None
+    streaming = False
     with (run_dir / "run.log").open("w", encoding="utf-8") as run_log:
         try:
             process = subprocess.Popen(
@@ -203,7 +204,11 @@ def _execute(
                     current = _on_event(event, result, run_dir, console, status)
                     continue
                 run_log.write(line + "\n")
-                if current is not None and not _KFP_LOG.match(line) and set(line) != {"-"}:
+                if _KFP_LOG.match(line):
+                    # kfp.local prints a step's own output after "Streamed logs:" and
+                    # before its next log record.
+                    streaming = line.endswith("Streamed logs:")
+                elif current is not None and streaming:
                     current.log.append(line[4:] if line.startswith("    ") else line)
             process.wait()
         except KeyboardInterrupt:
@@ -245,6 +250,7 @@ def _on_event(
         step.cached = event["cached"]
         step.outputs = event["outputs"]
         log_file = run_dir / "logs" / f"{step.name}.log"
+        step.log = step_output(step.log)
         log_file.write_text("\n".join(step.log) + "\n", encoding="utf-8")
         if step.status == "SUCCESS":
             how = "cached" if step.cached else f"{step.seconds:.1f}s"
@@ -253,11 +259,43 @@ def _on_event(
             console.print(f"  [red]FAILED[/]  {step.name}  [dim]{step.seconds:.1f}s[/]")
             tail = [line for line in step.log if line.strip()][-LOG_TAIL_LINES:]
             console.print(f"[red]--- last lines of {display_path(log_file)} ---[/]")
-            console.print("\n".join(tail), markup=False)
+            console.print("\n".join(tail), markup=False, soft_wrap=True)
         return None
     if kind == "done":
         result.outputs = event["outputs"]
     return None
+
+
+def step_output(lines: list[str]) -> list[str]:
+    """What a step printed, without the KFP executor's bookkeeping.
+
+    Drops ``[KFP Executor ...]`` log lines, the executor-input JSON dump and traceback
+    frames inside kfp itself, so the user's own output and frames remain. The full,
+    unfiltered output is in run.log.
+    """
+    kept: list[str] = []
+    in_dump = False
+    skip_frame_body = False
+    for line in lines:
+        if in_dump:
+            in_dump = line != "}"
+            continue
+        if line.startswith("[KFP Executor"):
+            in_dump = line.endswith("Got executor_input:")
+            continue
+        if skip_frame_body:
+            skip_frame_body = line.startswith("    ")
+            if skip_frame_body:
+                continue
+        if line.startswith('  File "') and ("/kfp/" in line or "<frozen runpy>" in line):
+            skip_frame_body = True
+            continue
+        kept.append(line)
+    while kept and not kept[-1].strip():
+        kept.pop()
+    while kept and not kept[0].strip():
+        kept.pop(0)
+    return kept
 
 
 def _print_summary(result: RunResult, console: Console) -> None:

@@ -101,6 +101,11 @@ def _kind(annotation: ast.expr | None) -> str | None:
     return _SIMPLE_TYPES.get(name) or _CONTAINERS.get(name)
 
 
+def with_article(kind: str | None) -> str:
+    """``an int``, ``a float``: a parameter kind in a sentence."""
+    return f"an {kind}" if kind == "int" else f"a {kind}"
+
+
 def value_fits(kind: str | None, value: object) -> bool:
     """Whether a YAML value can be given to a parameter annotated as ``kind``."""
     if kind is None:
