@@ -68,8 +68,15 @@ def test_output_is_byte_for_byte_deterministic_across_processes(tmp_path: Path) 
     for i in range(2):
         target = tmp_path / f"{i}.yaml"
         subprocess.run(
-            [sys.executable, "-m", "kfops", "compile", str(ROOT / "pipelines" / "iris"), "-o",
-             str(target)],
+            [
+                sys.executable,
+                "-m",
+                "kfops",
+                "compile",
+                str(ROOT / "pipelines" / "iris"),
+                "-o",
+                str(target),
+            ],
             check=True,
             capture_output=True,
         )
@@ -88,9 +95,10 @@ def test_default_output_path(tmp_path: Path, in_dir: object) -> None:
     result = CliRunner().invoke(cli, ["compile"])
     assert result.exit_code == 0, result.output
     assert result.stderr == "compiled hello -> .kfops/hello.yaml\n"
-    assert yaml.safe_load((project / ".kfops" / "hello.yaml").read_text())["pipelineInfo"][
-        "name"
-    ] == "hello"
+    assert (
+        yaml.safe_load((project / ".kfops" / "hello.yaml").read_text())["pipelineInfo"]["name"]
+        == "hello"
+    )
 
 
 def test_param_overrides_default() -> None:
@@ -174,8 +182,11 @@ def test_exception_in_user_code_points_at_user_file(
     ("param", "message"),
     [
         ("name", "error: --param 'name': expected NAME=VALUE\n"),
-        ("nme=x", "error: --param nme: the pipeline has no parameter `nme`\n  hint: its"
-         " parameters: name\n"),
+        (
+            "nme=x",
+            "error: --param nme: the pipeline has no parameter `nme`\n  hint: its"
+            " parameters: name\n",
+        ),
     ],
 )
 def test_bad_param_is_a_usage_error(param: str, message: str) -> None:
@@ -198,6 +209,6 @@ def test_mlops_parameter_of_wrong_real_type(tmp_path: Path, in_dir: object) -> N
     result = CliRunner().invoke(cli, ["compile", "-o", "-"])
     assert result.exit_code == 1
     assert result.stdout == (
-        "mlops.yaml:6:5: error: parameter `n` is an int, found string \"ten\""
+        'mlops.yaml:6:5: error: parameter `n` is an int, found string "ten"'
         " (at pipeline.parameters.n)\n"
     )

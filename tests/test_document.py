@@ -106,9 +106,7 @@ def test_deep_nesting_is_a_problem_not_a_crash() -> None:
         ("a: 1\n".encode("utf-16"), "file is UTF-16 encoded", (0, 0)),
     ],
 )
-def test_unreadable_files(
-    tmp_path: Path, raw: bytes, message: str, where: tuple[int, int]
-) -> None:
+def test_unreadable_files(tmp_path: Path, raw: bytes, message: str, where: tuple[int, int]) -> None:
     path = tmp_path / "mlops.yaml"
     path.write_bytes(raw)
     doc = document.load(path, "mlops.yaml")

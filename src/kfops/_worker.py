@@ -13,6 +13,7 @@ import json
 import sys
 import time
 import warnings
+from pathlib import Path
 from typing import Any
 
 EVENT_PREFIX = "\x1ekfops-event "
@@ -73,7 +74,7 @@ def _trace_tasks() -> None:
         )
         return outputs, status
 
-    cache.LocalCache.get = get  # type: ignore[method-assign]
+    cache.LocalCache.get = get
     task_executor.execute_single_task = execute_single_task
 
 
@@ -94,8 +95,7 @@ def main(argv: list[str]) -> int:
         cache_root=None if cache_root == "-" else cache_root,
     )
     pipeline = components.load_component_from_file(pipeline_yaml)
-    with open(arguments_json, encoding="utf-8") as f:
-        arguments = json.load(f)
+    arguments = json.loads(Path(arguments_json).read_text(encoding="utf-8"))
     task = pipeline(**arguments)
     outputs = getattr(task, "outputs", None) or {}
     emit({"event": "done", "outputs": {k: _serialise(v) for k, v in outputs.items()}})

@@ -22,7 +22,14 @@ from kfp import compiler as kfp_compiler
 from kfp.dsl import graph_component, pipeline_context, pipeline_task
 
 from kfops import document
-from kfops.errors import EXIT_USAGE, InvalidProject, KfopsError, Problem, UserCodeError
+from kfops.errors import (
+    EXIT_USAGE,
+    InvalidProject,
+    KfopsError,
+    Problem,
+    UserCodeError,
+    display_path,
+)
 from kfops.model import Project, StepOverride
 from kfops.schema import describe
 from kfops.source import value_fits, with_article
@@ -334,11 +341,7 @@ def _user_error(exc: BaseException, root: Path, doing: str) -> UserCodeError:
             " and their type annotations",
         )
     last = mine[-1]
-    shown = last.filename
-    try:
-        shown = str(Path(last.filename).relative_to(Path.cwd()))
-    except ValueError:
-        pass
+    shown = display_path(Path(last.filename))
     return UserCodeError(
         message=f"{shown}:{last.lineno}: {described}",
         hint=f"raised while {doing}; this is an error in your pipeline code",

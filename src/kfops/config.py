@@ -35,7 +35,7 @@ def check(path: Path) -> tuple[Project | None, list[Problem]]:
     config_file = find_config(path)
     shown = display_path(config_file)
     doc = document.load(config_file, shown)
-    if doc.problems or doc.data is None:
+    if doc.problems:
         return None, doc.problems
     if not isinstance(doc.data, dict):
         return None, [
@@ -67,9 +67,7 @@ def load(path: Path) -> Project:
     return project
 
 
-def _check_source(
-    doc: Document, config_file: Path, failed_paths: set[str]
-) -> list[Problem]:
+def _check_source(doc: Document, config_file: Path, failed_paths: set[str]) -> list[Problem]:
     data: dict[str, Any] = doc.data
     pipeline = data.get("pipeline")
     if not isinstance(pipeline, dict) or not isinstance(pipeline.get("python"), str):
@@ -110,9 +108,7 @@ def _check_source(
             hint = "pipelines defined there: " + ", ".join(f"`{n}`" for n in pipelines)
         else:
             hint = "define a function decorated with @dsl.pipeline"
-        return [
-            doc.problem(where, f"no function `{function_name}` in `{file_part}`", hint)
-        ]
+        return [doc.problem(where, f"no function `{function_name}` in `{file_part}`", hint)]
     if not function.is_pipeline:
         return [
             doc.problem(

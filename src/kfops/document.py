@@ -73,7 +73,9 @@ class Document:
             probe = probe[:-1]
         return self.values.get((), Mark(1, 1))
 
-    def problem(self, path: JsonPath, message: str, hint: str = "", *, key: bool = False) -> Problem:
+    def problem(
+        self, path: JsonPath, message: str, hint: str = "", *, key: bool = False
+    ) -> Problem:
         mark = self.mark_of(path, key=key)
         return Problem(self.file, mark.line, mark.column, message, hint, format_path(path))
 
@@ -95,7 +97,9 @@ def _mark(node_mark: Any) -> Mark:
 def read_text(path: Path, shown: str) -> tuple[str | None, list[Problem]]:
     """The file's text, or the problems that make it unreadable as a UTF-8 text file."""
 
-    def fail(message: str, hint: str = "", line: int = 0, column: int = 0) -> tuple[None, list[Problem]]:
+    def fail(
+        message: str, hint: str = "", line: int = 0, column: int = 0
+    ) -> tuple[None, list[Problem]]:
         return None, [Problem(shown, line, column, message, hint)]
 
     try:
@@ -196,9 +200,13 @@ def _syntax_problem(exc: yaml.MarkedYAMLError, shown: str, text: str) -> Problem
     problem = (exc.problem or "").strip()
     message = f"YAML syntax: {problem}" if problem else "YAML syntax error"
     context_mark = exc.context_mark
-    if exc.context and context_mark is not None and mark is not None:
-        if context_mark.line != mark.line:
-            message += f" ({exc.context} at line {context_mark.line + 1})"
+    if (
+        exc.context
+        and context_mark is not None
+        and mark is not None
+        and context_mark.line != mark.line
+    ):
+        message += f" ({exc.context} at line {context_mark.line + 1})"
     lines = text.splitlines()
     bad_char = lines[line - 1][column - 1 : column] if 0 < line <= len(lines) else ""
     hint = ""
@@ -259,7 +267,9 @@ class _Builder:
                 self.doc.problem(path, f"unsupported YAML tag `{node.tag}`", "remove the tag")
             )
 
-    def _pairs(self, node: yaml.MappingNode, path: JsonPath) -> Iterator[tuple[yaml.Node, yaml.Node]]:
+    def _pairs(
+        self, node: yaml.MappingNode, path: JsonPath
+    ) -> Iterator[tuple[yaml.Node, yaml.Node]]:
         """The mapping's own pairs, then those merged in with `<<`, own keys first."""
         merged: list[tuple[yaml.Node, yaml.Node]] = []
         for key, value in node.value:
@@ -314,8 +324,9 @@ class _Builder:
                 continue  # merged keys never override explicit ones
             if id(key_node) in own:
                 explicit[key] = key_mark
-            self.doc.keys[(*path, key)] = key_mark
-            out[key] = self.build(value_node, (*path, key))
+            key_path: JsonPath = (*path, key)
+            self.doc.keys[key_path] = key_mark
+            out[key] = self.build(value_node, key_path)
         return out
 
     def _scalar(self, node: yaml.ScalarNode, path: JsonPath) -> Any:

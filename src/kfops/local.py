@@ -139,8 +139,9 @@ def run(
     started = time.monotonic()
     _execute(project, run_dir, cache_root, result, console)
     result.seconds = time.monotonic() - started
+    # Steps keep the order they ran in.
     (run_dir / "result.json").write_text(
-        json.dumps(result.to_json(), indent=2, sort_keys=True, default=str), encoding="utf-8"
+        json.dumps(result.to_json(), indent=2, default=str), encoding="utf-8"
     )
     _print_summary(result, console)
     return result
@@ -195,30 +196,31 @@ def _execute(
             )
         except OSError as exc:
             raise KfopsError(f"cannot start the local runner: {exc}") from None
-        assert process.stdout is not None
-        try:
-            for raw in process.stdout:
-                line = _ANSI.sub("", raw.rstrip("\n"))
-                if line.startswith(EVENT_PREFIX):
-                    event = json.loads(line[len(EVENT_PREFIX) :])
-                    current = _on_event(event, result, run_dir, console, status)
-                    continue
-                run_log.write(line + "\n")
-                if _KFP_LOG.match(line):
-                    # kfp.local prints a step's own output after "Streamed logs:" and
-                    # before its next log record.
-                    streaming = line.endswith("Streamed logs:")
-                elif current is not None and streaming:
-                    current.log.append(line[4:] if line.startswith("    ") else line)
-            process.wait()
-        except KeyboardInterrupt:
-            process.terminate()
-            process.wait()
-            console.print(f"interrupted; what ran is kept in {display_path(run_dir)}")
-            raise
-        finally:
-            if status is not None:
-                status.stop()
+        with process:
+            assert process.stdout is not None
+            try:
+                for raw in process.stdout:
+                    line = _ANSI.sub("", raw.rstrip("\n"))
+                    if line.startswith(EVENT_PREFIX):
+                        event = json.loads(line[len(EVENT_PREFIX) :])
+                        current = _on_event(event, result, run_dir, console, status)
+                        continue
+                    run_log.write(line + "\n")
+                    if _KFP_LOG.match(line):
+                        # kfp.local prints a step's own output after "Streamed logs:" and
+                        # before its next log record.
+                        streaming = line.endswith("Streamed logs:")
+                    elif current is not None and streaming:
+                        current.log.append(line[4:] if line.startswith("    ") else line)
+                process.wait()
+            except KeyboardInterrupt:
+                process.terminate()
+                process.wait()
+                console.print(f"interrupted; what ran is kept in {display_path(run_dir)}")
+                raise
+            finally:
+                if status is not None:
+                    status.stop()
     steps_ok = all(s.status == "SUCCESS" for s in result.steps.values())
     result.succeeded = process.returncode == 0 and steps_ok and bool(result.steps)
     if process.returncode != 0 and steps_ok:

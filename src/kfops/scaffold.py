@@ -15,7 +15,11 @@ _IGNORED = ".kfops/"
 
 
 def init(
-    pipeline_file: Path, *, function: str | None = None, name: str | None = None, force: bool = False
+    pipeline_file: Path,
+    *,
+    function: str | None = None,
+    name: str | None = None,
+    force: bool = False,
 ) -> Path:
     """Write ``mlops.yaml`` beside ``pipeline_file`` and git-ignore ``.kfops/`` there.
 
@@ -75,8 +79,7 @@ def _choose(
             "decorate your pipeline function with @dsl.pipeline (from kfp import dsl)",
         )
     raise KfopsError(
-        f"{display_path(file)} defines several pipelines: "
-        + ", ".join(p.name for p in pipelines),
+        f"{display_path(file)} defines several pipelines: " + ", ".join(p.name for p in pipelines),
         "choose one with --function NAME",
         exit_code=EXIT_USAGE,
     )
@@ -101,7 +104,9 @@ def render(file_name: str, function: source.PipelineFunction, name: str, root: P
         f"  python: {file_name}:{function.name}",
     ]
     if params:
-        lines.append("  # Values for the pipeline's parameters (the defaults come from its signature;")
+        lines.append(
+            "  # Values for the pipeline's parameters (the defaults come from its signature;"
+        )
         lines.append("  # `kfops run --param NAME=VALUE` overrides them again):")
         lines.append("  # parameters:")
         lines += [f"  #   {p.name}: {_yaml_literal(p.default)}" for p in params]

@@ -76,7 +76,8 @@ def _explain(doc: Document, error: ValidationError) -> list[Problem]:
     path: JsonPath = tuple(error.absolute_path)
     where = format_path(path) or "the top level"
     sub: dict[str, Any] = error.schema if isinstance(error.schema, dict) else {}
-    value = error.instance
+    value: Any = error.instance
+    rule: Any = error.validator_value
     kind = error.validator
 
     if kind == "additionalProperties":
@@ -84,7 +85,7 @@ def _explain(doc: Document, error: ValidationError) -> list[Problem]:
         extras = [k for k in value if k not in sub.get("properties", {})]
         return [_unknown_key(doc, path, key, allowed) for key in extras]
     if kind == "required":
-        missing = [k for k in error.validator_value if k not in value]
+        missing = [k for k in rule if k not in value]
         # A misspelt key is reported as unknown with "did you mean"; saying it is also
         # missing would be the same mistake twice.
         extras = [k for k in value if k not in sub.get("properties", {})]
@@ -99,13 +100,11 @@ def _explain(doc: Document, error: ValidationError) -> list[Problem]:
         return out
     if kind == "propertyNames":
         hint = sub.get("propertyNames", {}).get("patternErrorMessage", "")
-        return [
-            doc.problem((*path, value), f"invalid name `{value}` in {where}", hint, key=True)
-        ]
+        return [doc.problem((*path, value), f"invalid name `{value}` in {where}", hint, key=True)]
     if kind == "type":
         return [doc.problem(path, _type_message(error), _type_hint(error))]
     if kind == "const":
-        expected = json.dumps(error.validator_value)
+        expected = json.dumps(rule)
         return [
             doc.problem(
                 path,
@@ -114,12 +113,14 @@ def _explain(doc: Document, error: ValidationError) -> list[Problem]:
             )
         ]
     if kind == "enum":
-        allowed_values = ", ".join(json.dumps(v) for v in error.validator_value)
+        allowed_values = ", ".join(json.dumps(v) for v in rule)
         return [
-            doc.problem(path, f"{describe(value)} is not allowed here", f"use one of {allowed_values}")
+            doc.problem(
+                path, f"{describe(value)} is not allowed here", f"use one of {allowed_values}"
+            )
         ]
     if kind == "pattern":
-        hint = sub.get("patternErrorMessage", f"it must match {error.validator_value}")
+        hint = sub.get("patternErrorMessage", f"it must match {rule}")
         return [doc.problem(path, f"invalid {where}: {json.dumps(value)}", hint)]
     if kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
         relation = {
@@ -131,7 +132,7 @@ def _explain(doc: Document, error: ValidationError) -> list[Problem]:
         return [
             doc.problem(
                 path,
-                f"{where} must be {relation} {error.validator_value}, found {value}",
+                f"{where} must be {relation} {rule}, found {value}",
                 _description_hint(sub),
             )
         ]
@@ -140,8 +141,7 @@ def _explain(doc: Document, error: ValidationError) -> list[Problem]:
         return [
             doc.problem(
                 path,
-                f"{where} must be {relation} {error.validator_value} characters,"
-                f" found {len(value)}",
+                f"{where} must be {relation} {rule} characters, found {len(value)}",
                 _description_hint(sub),
             )
         ]
@@ -162,17 +162,19 @@ def _unknown_key(doc: Document, parent: JsonPath, key: str, allowed: list[str]) 
 
 
 def _type_message(error: ValidationError) -> str:
-    expected = error.validator_value
+    expected: Any = error.validator_value
     names = [expected] if isinstance(expected, str) else list(expected)
-    shown = " or ".join("mapping" if n == "object" else "list" if n == "array" else n for n in names)
+    shown = " or ".join(
+        "mapping" if n == "object" else "list" if n == "array" else n for n in names
+    )
     where = format_path(tuple(error.absolute_path)) or "the top level"
     return f"{where} must be a {shown}, found {describe(error.instance)}"
 
 
 def _type_hint(error: ValidationError) -> str:
-    expected = error.validator_value
+    expected: Any = error.validator_value
     names = {expected} if isinstance(expected, str) else set(expected)
-    value = error.instance
+    value: Any = error.instance
     if "string" in names and isinstance(value, bool | int | float) and value is not None:
         literal = ("true" if value else "false") if isinstance(value, bool) else str(value)
         return f'quote it: "{literal}"'

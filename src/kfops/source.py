@@ -71,7 +71,11 @@ def _is_pipeline_decorator(node: ast.expr) -> bool:
 def _parameters(args: ast.arguments) -> dict[str, Parameter]:
     positional = [*args.posonlyargs, *args.args]
     defaults: dict[str, ast.expr] = dict(
-        zip([a.arg for a in positional[len(positional) - len(args.defaults) :]], args.defaults)
+        zip(
+            [a.arg for a in positional[len(positional) - len(args.defaults) :]],
+            args.defaults,
+            strict=True,
+        )
     )
     defaults |= {
         a.arg: d for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True) if d is not None

@@ -55,7 +55,8 @@ def evaluate(test: Input[Dataset], model: Input[Model], metrics: Output[Metrics]
     predicted = classifier.predict(frame.drop(columns="target"))
     accuracy = float(accuracy_score(frame["target"], predicted))
     metrics.log_metric("accuracy", round(accuracy, 4))
-    metrics.log_metric("f1_macro", round(float(f1_score(frame["target"], predicted, average="macro")), 4))
+    f1_macro = float(f1_score(frame["target"], predicted, average="macro"))
+    metrics.log_metric("f1_macro", round(f1_macro, 4))
     print(f"accuracy: {accuracy:.4f}")
     return accuracy
 

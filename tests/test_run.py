@@ -1,0 +1,161 @@
+"""kfops run: real pipelines executed by kfp.local in a child process."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import joblib
+import pytest
+from click.testing import CliRunner
+
+from kfops.cli import cli
+from tests.conftest import DATA, ROOT
+
+pytestmark = pytest.mark.slow
+PIPELINES = DATA / "pipelines"
+
+
+def _run(project: Path, runs: Path, *args: str) -> tuple[int, str, dict[str, object] | None]:
+    result = CliRunner().invoke(cli, ["run", str(project), "--runs-dir", str(runs), *args])
+    results = sorted(runs.glob("*/result.json"))
+    data = json.loads(results[-1].read_text()) if results else None
+    return result.exit_code, result.output, data
+
+
+def test_iris_example_end_to_end(tmp_path: Path) -> None:
+    code, out, result = _run(ROOT / "pipelines" / "iris", tmp_path, "--param", "n_estimators=20")
+    assert code == 0, out
+    assert result is not None
+    assert result["succeeded"] is True
+    assert result["parameters"] == {"n_estimators": 20}
+    assert list(result["steps"]) == ["load-data", "train-model", "evaluate"]  # type: ignore[call-overload]
+    metrics = result["metrics"]["evaluate"]  # type: ignore[index]
+    assert 0.85 <= metrics["accuracy"] <= 1.0
+    assert 0.85 <= metrics["f1_macro"] <= 1.0
+    assert result["outputs"]["Output"] == pytest.approx(metrics["accuracy"], abs=1e-4)  # type: ignore[index]
+    model_uri = result["steps"]["train-model"]["outputs"]["model"]["uri"]  # type: ignore[index]
+    assert joblib.load(model_uri).n_estimators == 20
+    # what the user sees: the notice, each step, the tables, where the run is kept
+    assert "the local runner ignores them for: train-model" in out
+    for step in ("load-data", "train-model", "evaluate"):
+        assert f"ok  {step}" in out
+    assert "accuracy" in out and "f1_macro" in out
+    run_dir = next(tmp_path.iterdir())
+    assert f"logs and artifacts: {run_dir}" in out.replace("\n", "")
+    assert (run_dir / "logs" / "evaluate.log").read_text().startswith("accuracy: ")
+    assert (run_dir / "pipeline.yaml").is_file()
+
+
+def test_env_override_reaches_the_step(tmp_path: Path) -> None:
+    code, out, result = _run(PIPELINES / "hello", tmp_path, "--no-cache", "-p", "name=kfops")
+    assert code == 0, out
+    assert result is not None
+    assert result["outputs"] == {"Output": "bonjour, kfops"}
+
+
+def test_typed_params_and_metrics(tmp_path: Path) -> None:
+    code, out, result = _run(
+        PIPELINES / "typed",
+        tmp_path,
+        "--no-cache",
+        "-p",
+        "flags=[1,2,3]",
+        "-p",
+        'weights={"b": 2}',
+    )
+    assert code == 0, out
+    assert result is not None
+    # factor 2 comes from mlops.yaml: 2 * 3 + 2
+    assert result["outputs"] == {"Output": 8.0}
+    assert result["metrics"] == {"score": {"score": 8.0}}
+
+
+@pytest.mark.parametrize(
+    ("param", "message"),
+    [
+        (
+            "factor=abc",
+            "error: --param factor=abc: `factor` is a number, and 'abc' is not one\n"
+            "  hint: for example: --param factor=0.5\n",
+        ),
+        (
+            "enabled=maybe",
+            "error: --param enabled=maybe: `enabled` is a boolean, and 'maybe' is"
+            " not one\n  hint: for example: --param enabled=true\n",
+        ),
+        (
+            "flags={}",
+            "error: --param flags={}: `flags` is a list (JSON), and '{}' is not one\n"
+            "  hint: for example: --param flags='[1, 2]'\n",
+        ),
+    ],
+)
+def test_bad_param_value(tmp_path: Path, param: str, message: str) -> None:
+    result = CliRunner().invoke(
+        cli, ["run", str(PIPELINES / "typed"), "--runs-dir", str(tmp_path), "-p", param]
+    )
+    assert result.exit_code == 2
+    assert result.stderr == message
+    assert not list(tmp_path.iterdir()), "nothing runs when a parameter is bad"
+
+
+def test_failing_step_exits_non_zero_with_its_log_tail(tmp_path: Path) -> None:
+    code, out, result = _run(PIPELINES / "failing", tmp_path, "--no-cache")
+    assert code == 1
+    assert result is not None
+    assert result["succeeded"] is False
+    assert result["steps"]["greet"]["status"] == "SUCCESS"  # type: ignore[index]
+    assert result["steps"]["explode"]["status"] == "FAILURE"  # type: ignore[index]
+    assert "FAILED  explode" in out
+    tail = out[out.index("--- last lines of") :]
+    assert "about to fail" in tail
+    assert "ValueError: the data is bad" in tail
+    assert "executor_main.py" not in tail, "kfp's own frames are left out of the tail"
+
+
+def test_required_parameter_without_value(tmp_path: Path) -> None:
+    project = tmp_path / "p"
+    project.mkdir()
+    shutil.copy(PIPELINES / "tiny.py", project)
+    (project / "mlops.yaml").write_text(
+        "version: 1\nname: r\npipeline:\n  python: tiny.py:retrying\n"
+    )
+    result = CliRunner().invoke(cli, ["run", str(project)])
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "error: the pipeline needs a value for `counter`\n"
+        "  hint: pass --param NAME=VALUE, or set it under pipeline.parameters in mlops.yaml\n"
+    )
+
+
+def test_retries_from_mlops_yaml_apply_locally(tmp_path: Path) -> None:
+    project = tmp_path / "p"
+    project.mkdir()
+    shutil.copy(PIPELINES / "tiny.py", project)
+    counter = tmp_path / "counter"
+    (project / "mlops.yaml").write_text(
+        "version: 1\nname: r\npipeline:\n  python: tiny.py:retrying\n"
+        f"  parameters: {{counter: {json.dumps(str(counter))}}}\n"
+        "  steps:\n    flaky: {retries: 1}\n"
+    )
+    code, out, result = _run(project, tmp_path / "runs", "--no-cache")
+    assert code == 0, out
+    assert result is not None
+    assert result["outputs"] == {"Output": 2}
+    assert counter.read_text() == "2"
+
+
+def test_rerun_is_served_from_the_cache(tmp_path: Path) -> None:
+    project = tmp_path / "hello"
+    shutil.copytree(PIPELINES / "hello", project, ignore=shutil.ignore_patterns(".kfops"))
+    shutil.copy(PIPELINES / "tiny.py", tmp_path)
+    first = _run(project, tmp_path / "runs1")
+    second = _run(project, tmp_path / "runs2")
+    assert first[0] == second[0] == 0
+    assert first[2] is not None and second[2] is not None
+    assert first[2]["steps"]["greet"]["cached"] is False  # type: ignore[index]
+    assert second[2]["steps"]["greet"]["cached"] is True  # type: ignore[index]
+    assert second[2]["outputs"] == first[2]["outputs"] == {"Output": "bonjour, world"}
+    assert "ok  greet  cached" in second[1]
