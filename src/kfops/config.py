@@ -37,6 +37,10 @@ def check(path: Path) -> tuple[Project | None, list[Problem]]:
     doc = document.load(config_file, shown)
     if doc.problems:
         return None, doc.problems
+    if doc.data is None:
+        return None, [
+            Problem(shown, 0, 0, "file has no content", "run `kfops init` for a starter file")
+        ]
     if not isinstance(doc.data, dict):
         return None, [
             doc.problem(
@@ -147,7 +151,7 @@ def _check_parameters(
                     path,
                     f"parameter `{name}` is {source.with_article(declared.kind)},"
                     f" found {schema.describe(value)}",
-                    f'quote it: "{value}"' if declared.kind == "str" else "",
+                    source.how_to_write(declared, value),
                 )
             )
     return problems

@@ -41,6 +41,11 @@ _FLOAT = re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?
 _INF = re.compile(r"^[-+]?\.(?:inf|Inf|INF)$")
 _NAN = re.compile(r"^\.(?:nan|NaN|NAN)$")
 _STANDARD_TAG = "tag:yaml.org,2002:"
+# The tags PyYAML's resolver gives plain scalars, and explicit `!!str` and the like.
+_SCALAR_TAGS = {
+    _STANDARD_TAG + name
+    for name in ("str", "int", "float", "bool", "null", "timestamp", "merge", "value")
+}
 _YAML_1_1_BOOLS = {"yes", "no", "on", "off", "y", "n"}
 
 
@@ -117,6 +122,8 @@ def read_text(path: Path, shown: str) -> tuple[str | None, list[Problem]]:
         )
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
         return fail("file is UTF-16 encoded", "save it as UTF-8")
+    if len(raw) >= 4 and (raw[1::2].count(0) > len(raw) // 4 or raw[0::2].count(0) > len(raw) // 4):
+        return fail("file looks UTF-16 encoded (every other byte is NUL)", "save it as UTF-8")
     if b"\x00" in raw:
         offset = raw.index(b"\x00")
         line, column = _position_of_byte(raw, offset)
@@ -131,10 +138,10 @@ def read_text(path: Path, shown: str) -> tuple[str | None, list[Problem]]:
             line,
             column,
         )
-    if not text.strip() or all(
-        not line.strip() or line.lstrip().startswith("#") for line in text.splitlines()
-    ):
+    if not text.strip():
         return fail("file is empty", "run `kfops init` to write a starter mlops.yaml")
+    if all(not line.strip() or line.lstrip().startswith("#") for line in text.splitlines()):
+        return fail("file has only comments", "run `kfops init` to write a starter mlops.yaml")
     return text, []
 
 
@@ -196,31 +203,40 @@ def parse(text: str, shown: str) -> Document:
 
 def _syntax_problem(exc: yaml.MarkedYAMLError, shown: str, text: str) -> Problem:
     mark = exc.problem_mark or exc.context_mark
-    line, column = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
     problem = (exc.problem or "").strip()
-    message = f"YAML syntax: {problem}" if problem else "YAML syntax error"
+    context = exc.context or ""
     context_mark = exc.context_mark
-    if (
-        exc.context
-        and context_mark is not None
-        and mark is not None
-        and context_mark.line != mark.line
-    ):
-        message += f" ({exc.context} at line {context_mark.line + 1})"
+    if "could not find expected ':'" in problem and context_mark is not None:
+        # PyYAML notices at the next line; the key without `:` is where the scan began.
+        mark = context_mark
+    line, column = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
+    message = f"YAML syntax: {problem}" if problem else "YAML syntax error"
+    opened = context_mark.line + 1 if context_mark is not None else 0
+    if context and context_mark is not None and opened != line:
+        message += f" ({context} at line {opened})"
     lines = text.splitlines()
     bad_char = lines[line - 1][column - 1 : column] if 0 < line <= len(lines) else ""
     hint = ""
     if bad_char == "\t" or "\\t" in problem:
         hint = "YAML does not allow tabs for indentation; indent with spaces"
-    elif "expected a single document" in (exc.context or "") + problem:
+    elif "expected a single document" in context + problem:
         message = "YAML syntax: more than one document in the file"
         hint = "remove the second `---` and what follows, or merge the documents"
+    elif "flow mapping" in context or "flow sequence" in context:
+        bracket = "{" if "mapping" in context else "["
+        hint = f"close the `{bracket}` opened at line {opened}"
+    elif "quoted scalar" in context:
+        hint = f"close the quote opened at line {opened}"
     elif "mapping values are not allowed" in problem:
-        hint = "put a space after `:` and quote values that contain `: `"
+        hint = (
+            "check this line's indentation against the line above; quote a value that contains `: `"
+        )
     elif "could not find expected ':'" in problem:
-        hint = "every key needs a `:`; check the indentation of this line and the one above"
+        hint = "every key needs a `:` after it"
     elif "found undefined alias" in problem:
         hint = "define the anchor (`&name`) before using the alias (`*name`)"
+    elif "block" in context or "indentation" in problem:
+        hint = "check this line's indentation against the lines above"
     return Problem(shown, line, column, message, hint)
 
 
@@ -264,7 +280,9 @@ class _Builder:
     def _check_tag(self, node: yaml.Node, kind: str, path: JsonPath) -> None:
         if node.tag != _STANDARD_TAG + kind:
             self.doc.problems.append(
-                self.doc.problem(path, f"unsupported YAML tag `{node.tag}`", "remove the tag")
+                self.doc.problem(
+                    path, f"unsupported YAML tag `{_short_tag(node.tag)}`", "remove the tag"
+                )
             )
 
     def _pairs(
@@ -332,14 +350,22 @@ class _Builder:
     def _scalar(self, node: yaml.ScalarNode, path: JsonPath) -> Any:
         value: str = node.value
         tag: str = node.tag
-        if not tag.startswith(_STANDARD_TAG):
+        if tag not in _SCALAR_TAGS:
             self.doc.problems.append(
-                self.doc.problem(path, f"unsupported YAML tag `{tag}`", "remove the tag")
+                self.doc.problem(
+                    path, f"unsupported YAML tag `{_short_tag(tag)}`", "remove the tag"
+                )
             )
             return value
         if node.style:  # quoted or block scalars are always strings (plain: None or "")
             return value
+        if tag == _STANDARD_TAG + "str":  # PyYAML resolves plain `4` as int: this was `!!str 4`
+            return value
         return resolve_plain(value)
+
+
+def _short_tag(tag: str) -> str:
+    return "!!" + tag.removeprefix(_STANDARD_TAG) if tag.startswith(_STANDARD_TAG) else tag
 
 
 def _mark_tuple(node: yaml.Node) -> tuple[int, int]:

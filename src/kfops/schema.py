@@ -13,10 +13,15 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-from kfops.document import Document, JsonPath, format_path
+from kfops.document import Document, JsonPath, format_path, looks_like_yaml11_bool
 from kfops.errors import Problem
 
 SCHEMA_NAME = "mlops.schema.json"
+_KEY_NOUNS = {
+    "steps": "step name",
+    "parameters": "parameter name",
+    "env": "environment variable name",
+}
 _JSON_TYPES = {
     bool: "boolean",
     int: "integer",
@@ -74,12 +79,24 @@ def describe(value: Any) -> str:
 
 def _explain(doc: Document, error: ValidationError) -> list[Problem]:
     path: JsonPath = tuple(error.absolute_path)
-    where = format_path(path) or "the top level"
+    where = _name(path)
     sub: dict[str, Any] = error.schema if isinstance(error.schema, dict) else {}
     value: Any = error.instance
     rule: Any = error.validator_value
     kind = error.validator
 
+    if "propertyNames" in error.relative_schema_path:
+        # jsonschema reports a bad key as a failure of the key string itself, located at
+        # the mapping that holds it.
+        noun = _KEY_NOUNS.get(str(path[-1]) if path else "", "key")
+        return [
+            doc.problem(
+                (*path, value),
+                f"invalid {noun} `{value}`",
+                sub.get("patternErrorMessage", ""),
+                key=True,
+            )
+        ]
     if kind == "additionalProperties":
         allowed = sorted(sub.get("properties", {}))
         extras = [k for k in value if k not in sub.get("properties", {})]
@@ -98,9 +115,6 @@ def _explain(doc: Document, error: ValidationError) -> list[Problem]:
             hint = f"add `{key}:`" + (f", e.g. `{key}: {example}`" if example else "")
             out.append(doc.problem(path, f"missing required key `{key}` in {where}", hint))
         return out
-    if kind == "propertyNames":
-        hint = sub.get("propertyNames", {}).get("patternErrorMessage", "")
-        return [doc.problem((*path, value), f"invalid name `{value}` in {where}", hint, key=True)]
     if kind == "type":
         return [doc.problem(path, _type_message(error), _type_hint(error))]
     if kind == "const":
@@ -109,7 +123,7 @@ def _explain(doc: Document, error: ValidationError) -> list[Problem]:
             doc.problem(
                 path,
                 f"{where} must be {expected}, found {describe(value)}",
-                f"set `{path[-1] if path else where}: {expected}`",
+                f"set `{path[-1] if path else 'version'}: {expected}`",
             )
         ]
     if kind == "enum":
@@ -152,7 +166,7 @@ def _explain(doc: Document, error: ValidationError) -> list[Problem]:
 
 
 def _unknown_key(doc: Document, parent: JsonPath, key: str, allowed: list[str]) -> Problem:
-    where = format_path(parent) or "the top level"
+    where = _name(parent)
     close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
     if close:
         hint = f"did you mean `{close[0]}`?"
@@ -164,25 +178,51 @@ def _unknown_key(doc: Document, parent: JsonPath, key: str, allowed: list[str]) 
 def _type_message(error: ValidationError) -> str:
     expected: Any = error.validator_value
     names = [expected] if isinstance(expected, str) else list(expected)
-    shown = " or ".join(
-        "mapping" if n == "object" else "list" if n == "array" else n for n in names
-    )
-    where = format_path(tuple(error.absolute_path)) or "the top level"
-    return f"{where} must be a {shown}, found {describe(error.instance)}"
+    shown = " or ".join(_TYPE_NAMES.get(n, n) for n in names)
+    return f"{_name(tuple(error.absolute_path))} must be {shown}, found {describe(error.instance)}"
+
+
+def _name(path: JsonPath) -> str:
+    """How a message names the value at ``path``; the full path follows as "(at ...)"."""
+    if not path:
+        return "the top level"
+    last = path[-1]
+    return f"`{format_path(path[-2:])}`" if isinstance(last, int) else f"`{last}`"
+
+
+_TYPE_NAMES = {
+    "object": "a mapping",
+    "array": "a list",
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "a boolean",
+    "null": "empty",
+}
 
 
 def _type_hint(error: ValidationError) -> str:
     expected: Any = error.validator_value
     names = {expected} if isinstance(expected, str) else set(expected)
     value: Any = error.instance
-    if "string" in names and isinstance(value, bool | int | float) and value is not None:
+    sub = error.schema if isinstance(error.schema, dict) else {}
+    if value is None:
+        example = _example(sub)
+        return "give it a value" + (f", e.g. {example}" if example else "")
+    if "string" in names and isinstance(value, bool | int | float):
+        if "pattern" in sub:
+            return f"write it as a string, e.g. {_example(sub)}"
         literal = ("true" if value else "false") if isinstance(value, bool) else str(value)
         return f'quote it: "{literal}"'
-    if "boolean" in names and isinstance(value, str):
-        return "write true or false (unquoted)"
-    if value is None and "object" in names:
-        return "give it keys, or remove it"
-    sub = error.schema if isinstance(error.schema, dict) else {}
+    if "boolean" in names and looks_like_yaml11_bool(value):
+        return f"`{value}` is a string in YAML 1.2 (which kfops reads); write true or false"
+    if isinstance(value, str) and names & {"integer", "number", "boolean"}:
+        try:
+            json.loads(value)
+        except ValueError:
+            pass
+        else:
+            return "remove the quotes"
     return _description_hint(sub)
 
 

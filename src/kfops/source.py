@@ -110,6 +110,24 @@ def with_article(kind: str | None) -> str:
     return f"an {kind}" if kind == "int" else f"a {kind}"
 
 
+def how_to_write(param: Parameter, value: object) -> str:
+    """A hint for a YAML value that does not fit the parameter's annotation."""
+    shape = {
+        "int": "a whole number",
+        "float": "a number",
+        "bool": "true or false",
+        "str": "a string (quote it)",
+        "list": "a list, e.g. [1, 2]",
+        "dict": "a mapping, e.g. {a: 1}",
+    }.get(param.kind or "", "a value of its type")
+    hint = f"write {shape}"
+    if isinstance(value, str) and param.kind in ("int", "float", "bool"):
+        hint += " without quotes"
+    if param.default is not None:
+        hint += f"; its default is {param.default}"
+    return hint
+
+
 def value_fits(kind: str | None, value: object) -> bool:
     """Whether a YAML value can be given to a parameter annotated as ``kind``."""
     if kind is None:
