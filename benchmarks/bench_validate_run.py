@@ -144,8 +144,11 @@ def time_interleaved(commands: dict[str, Sequence[str]], repeat: int) -> dict[st
 def time_one(
     label: str, command: Sequence[str], repeat: int, env: dict[str, str] | None = None
 ) -> Timing:
-    """Time `command` `repeat` times after one warm-up run (file cache, .pyc files)."""
-    run_command(command, env)
+    """Time `command` `repeat` times.
+
+    No warm-up run: the run benchmark before has read every file these commands need,
+    except pip's, and the median absorbs one slow first run.
+    """
     return Timing(label, [run_command(command, env)[0] for _ in range(repeat)])
 
 
@@ -415,29 +418,45 @@ def print_run(r: dict[str, Any], p: dict[str, Any]) -> None:
     runner = r["runner"].median - step_sum
     pips = n_steps * pip_per_step
     rest = sum(step_rest.values())
-    print(f"\n  kfops run, {secs(kfops.median)}:")
-    print(f"    CLI start, read mlops.yaml, compile     {secs(cli)}  (wall - result.seconds)")
-    print(f"    runner process: start, kfp.local        {secs(runner)}  (result.seconds - steps)")
-    print(f"    pip no-ops, {pip_per_step:.2f} s x {n_steps} steps         {secs(pips)}")
-    print(f"    step start-up (python, kfp, libraries)  {secs(starts)}")
-    print(f"    the functions' own work                 {secs(functions)}")
-    print(f"    rest (KFP executor, output files)       {secs(rest)}")
     unaccounted = baseline.median - sum(parts.values())
-    print(f"  plain python, {secs(baseline.median)}:")
-    print(f"    import kfp.dsl + pipeline.py            {secs(parts['kfp.dsl + pipeline.py'])}")
-    print(f"    import the steps' libraries, once       {secs(parts['step libraries'])}")
-    print(f"    the functions' own work                 {secs(functions)}")
-    print(f"    interpreter start-up and exit           {secs(unaccounted)}")
     gap = kfops.median - baseline.median
     startups = cli + runner + starts - (baseline.median - functions)
     executor = gap - pips - startups
-    print(
-        f"  so of the {gap:.1f} s gap, {pips:.1f} s ({pips / gap:.0%}) is pip no-ops,"
-        f" {startups:.1f} s ({startups / gap:.0%}) is starting Python and importing kfp"
-        f" {n_steps + 2} times (CLI, runner, each step) and the step libraries {n_steps}"
-        f" times instead of once each, and {executor:.1f} s ({executor / gap:.0%}) is the"
-        f" KFP executor and runner bookkeeping; the pipeline's own compute is {functions:.2f} s."
+    print_split(
+        f"kfops run, {secs(kfops.median)}",
+        [
+            ("CLI start, read mlops.yaml, compile", cli, "wall - result.seconds"),
+            ("runner process: start, kfp.local", runner, "result.seconds - sum of steps"),
+            (f"pip no-ops, {pip_per_step:.2f} s x {n_steps} steps", pips, ""),
+            ("steps' start-up: python, kfp, libraries", starts, ""),
+            ("the functions' own work", functions, "as timed in the baseline"),
+            ("rest of the steps: KFP executor", rest, ""),
+        ],
     )
+    print_split(
+        f"plain python, {secs(baseline.median)}",
+        [
+            ("import kfp.dsl + pipeline.py", parts["kfp.dsl + pipeline.py"], ""),
+            ("import the steps' libraries, once", parts["step libraries"], ""),
+            ("the functions' own work", functions, ""),
+            ("interpreter start-up and exit", unaccounted, ""),
+        ],
+    )
+    print(f"  so the {gap:.1f} s gap is:")
+    print(f"    {pips:5.1f} s ({pips / gap:4.0%}) pip no-ops before each step")
+    print(
+        f"    {startups:5.1f} s ({startups / gap:4.0%}) starting Python and importing kfp"
+        f" {n_steps + 2} times (CLI, runner, each step)"
+    )
+    print(f"{'':19}and the steps' libraries {n_steps} times, where the baseline does each once")
+    print(f"    {executor:5.1f} s ({executor / gap:4.0%}) KFP executor work inside the steps")
+    print(f"  while the pipeline's own compute is {functions:.2f} s.")
+
+
+def print_split(title: str, rows: list[tuple[str, float, str]]) -> None:
+    print(f"  {title}:")
+    for label, value, note in rows:
+        print(f"    {label:<42}{secs(value)}  {note}".rstrip())
 
 
 def print_table(v: dict[str, Any], r: dict[str, Any], p: dict[str, Any]) -> None:

@@ -95,7 +95,7 @@ def test_validate_github_format(in_dir: object, tmp_path: Path) -> None:
         "::error file=mlops.yaml,line=1,col=1,title=kfops::missing required key `pipeline`"
         " in the top level%0Ahint: add `pipeline:`, e.g. `pipeline: {python:"
         " 'pipeline.py:training_pipeline', parameters: {n_estimators: 100}}`",
-        '::error file=mlops.yaml,line=2,col=7,title=kfops::invalid name: "a,b" (at name)%0Ahint:'
+        '::error file=mlops.yaml,line=2,col=7,title=kfops::invalid `name`: "a,b" (at name)%0Ahint:'
         " use lowercase letters, digits and '-', starting and ending with a letter or digit"
         " (a DNS-1123 label)",
     ]

@@ -100,7 +100,7 @@ def test_deep_nesting_is_a_problem_not_a_crash() -> None:
     ("raw", "message", "where"),
     [
         (b"", "file is empty", (0, 0)),
-        (b"# only a comment\n\n", "file is empty", (0, 0)),
+        (b"# only a comment\n\n", "file has only comments", (0, 0)),
         (b"name: caf\xe9\n", "not valid UTF-8 (byte 0xe9)", (1, 10)),
         (b"a: 1\nb: \x00\x01\n", "binary file (contains a NUL byte), not YAML text", (2, 4)),
         ("a: 1\n".encode("utf-16"), "file is UTF-16 encoded", (0, 0)),

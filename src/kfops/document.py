@@ -359,9 +359,18 @@ class _Builder:
             return value
         if node.style:  # quoted or block scalars are always strings (plain: None or "")
             return value
-        if tag == _STANDARD_TAG + "str":  # PyYAML resolves plain `4` as int: this was `!!str 4`
-            return value
+        if tag == _STANDARD_TAG + "str" and _implicit_tag(value) != tag:
+            return value  # an explicit `!!str 4`: PyYAML alone would have called it an int
         return resolve_plain(value)
+
+
+_RESOLVER = yaml.resolver.Resolver()
+
+
+def _implicit_tag(value: str) -> str:
+    """The tag PyYAML's resolver gives a plain scalar with no explicit tag."""
+    tag: str = _RESOLVER.resolve(yaml.ScalarNode, value, (True, False))
+    return tag
 
 
 def _short_tag(tag: str) -> str:
