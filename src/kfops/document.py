@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -369,8 +369,8 @@ _RESOLVER = yaml.resolver.Resolver()
 
 def _implicit_tag(value: str) -> str:
     """The tag PyYAML's resolver gives a plain scalar with no explicit tag."""
-    tag: str = _RESOLVER.resolve(yaml.ScalarNode, value, (True, False))
-    return tag
+    resolve: Callable[..., str] = _RESOLVER.resolve  # untyped in PyYAML's stubs
+    return resolve(yaml.ScalarNode, value, (True, False))
 
 
 def _short_tag(tag: str) -> str:
