@@ -200,7 +200,7 @@ def bench_validate(repeat: int) -> dict[str, Any]:
         "validate": timings["validate"],
         "baseline": timings["baseline"],
         "modules": len(imported),
-        "total_import": max((row[2] for row in profile if row[1] == 0), default=0),
+        "total_import": sum(row[2] for row in profile if row[1] == 0),
         "heavy": heavy,
         "top": sorted(profile, key=lambda row: row[2], reverse=True)[:5],
     }
@@ -422,6 +422,7 @@ def print_run(r: dict[str, Any], p: dict[str, Any]) -> None:
     gap = kfops.median - baseline.median
     startups = cli + runner + starts - (baseline.median - functions)
     executor = gap - pips - startups
+    print()
     print_split(
         f"kfops run, {secs(kfops.median)}",
         [
@@ -451,6 +452,8 @@ def print_run(r: dict[str, Any], p: dict[str, Any]) -> None:
     print(f"{'':19}and the steps' libraries {n_steps} times, where the baseline does each once")
     print(f"    {executor:5.1f} s ({executor / gap:4.0%}) KFP executor work inside the steps")
     print(f"  while the pipeline's own compute is {functions:.2f} s.")
+    if rest < 0:
+        print("  (a negative 'rest' is noise: the pieces are timed apart from the run)")
 
 
 def print_split(title: str, rows: list[tuple[str, float, str]]) -> None:

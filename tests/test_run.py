@@ -18,9 +18,10 @@ PIPELINES = DATA / "pipelines"
 
 
 def _run(project: Path, runs: Path, *args: str) -> tuple[int, str, dict[str, object] | None]:
+    before = set(runs.glob("*/result.json"))
     result = CliRunner().invoke(cli, ["run", str(project), "--runs-dir", str(runs), *args])
-    results = sorted(runs.glob("*/result.json"))
-    data = json.loads(results[-1].read_text()) if results else None
+    new = sorted(set(runs.glob("*/result.json")) - before)
+    data = json.loads(new[0].read_text()) if new else None
     return result.exit_code, result.output, data
 
 
@@ -42,7 +43,7 @@ def test_iris_example_end_to_end(tmp_path: Path) -> None:
     for step in ("load-data", "train-model", "evaluate"):
         assert f"ok  {step}" in out
     assert "accuracy" in out and "f1_macro" in out
-    run_dir = next(tmp_path.iterdir())
+    [run_dir] = [p for p in tmp_path.iterdir() if p.name != ".cache"]
     assert f"logs and artifacts: {run_dir}" in out.replace("\n", "")
     assert (run_dir / "logs" / "evaluate.log").read_text().startswith("accuracy: ")
     assert (run_dir / "pipeline.yaml").is_file()
@@ -151,11 +152,12 @@ def test_rerun_is_served_from_the_cache(tmp_path: Path) -> None:
     project = tmp_path / "hello"
     shutil.copytree(PIPELINES / "hello", project, ignore=shutil.ignore_patterns(".kfops"))
     shutil.copy(PIPELINES / "tiny.py", tmp_path)
-    first = _run(project, tmp_path / "runs1")
-    second = _run(project, tmp_path / "runs2")
+    first = _run(project, tmp_path / "runs")
+    second = _run(project, tmp_path / "runs")
     assert first[0] == second[0] == 0
     assert first[2] is not None and second[2] is not None
     assert first[2]["steps"]["greet"]["cached"] is False  # type: ignore[index]
     assert second[2]["steps"]["greet"]["cached"] is True  # type: ignore[index]
     assert second[2]["outputs"] == first[2]["outputs"] == {"Output": "bonjour, world"}
     assert "ok  greet  cached" in second[1]
+    assert not (project / ".kfops").exists(), "with --runs-dir nothing is written in the project"

@@ -161,7 +161,7 @@ def _write_atomically(target: Path, text: str) -> None:
 @click.option(
     "--runs-dir",
     type=_PATH,
-    help="Where runs are kept.  [default: PROJECT/.kfops/runs]",
+    help="Where runs (and their cache) are kept.  [default: PROJECT/.kfops/runs]",
 )
 def run(path: Path, params: tuple[str, ...], cache: bool, runs_dir: Path | None) -> None:
     """Run PATH's pipeline on this machine with kfp.local (no cluster needed).

@@ -110,7 +110,7 @@ def run(
         KfopsError: a required parameter is missing, or the runner could not start.
         InvalidProject, UserCodeError: from compiling.
     """
-    console = console or Console(highlight=False)
+    console = console or _console()
     compiled = compiler.compile_project(project, cli_params)
     component_inputs = compiled.ir.get("root", {}).get("inputDefinitions", {})
     missing = [
@@ -135,7 +135,9 @@ def run(
     console.print(f"[bold]running[/] {project.name} locally (run {run_id})")
     for note in ignored_locally(compiled.ir):
         console.print(f"[yellow]notice:[/] {note}")
-    cache_root = str(project.root / ".kfops" / "cache") if cache else "-"
+    # With --runs-dir the cache moves too, so runs kept elsewhere never share it.
+    cache_dir = run_dir.parent / ".cache" if runs_dir else project.root / ".kfops" / "cache"
+    cache_root = str(cache_dir) if cache else "-"
     started = time.monotonic()
     _execute(project, run_dir, cache_root, result, console)
     result.seconds = time.monotonic() - started
@@ -145,6 +147,12 @@ def run(
     )
     _print_summary(result, console)
     return result
+
+
+def _console() -> Console:
+    """A console; off a terminal (CI logs) it is wide enough not to wrap paths."""
+    wide = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+    return Console(highlight=False, width=160 if wide else None)
 
 
 def ignored_locally(ir: dict[str, Any]) -> list[str]:
