@@ -211,4 +211,5 @@ def test_mlops_parameter_of_wrong_real_type(tmp_path: Path, in_dir: object) -> N
     assert result.stdout == (
         'mlops.yaml:6:5: error: parameter `n` is an int, found string "ten"'
         " (at pipeline.parameters.n)\n"
+        "  hint: write a whole number without quotes\n"
     )

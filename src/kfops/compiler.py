@@ -31,8 +31,7 @@ from kfops.errors import (
     display_path,
 )
 from kfops.model import Project, StepOverride
-from kfops.schema import describe
-from kfops.source import value_fits, with_article
+from kfops.source import Parameter, parameter_problem
 
 # KFP's names for parameter types, as they appear in component_spec.inputs.
 _PARAM_TYPES = {
@@ -166,32 +165,27 @@ def _parse_value(name: str, raw: str, kind: str) -> Any:
     )
 
 
-def check_parameters(project: Project, types: dict[str, str]) -> list[Problem]:
-    """mlops.yaml's ``parameters`` against the real pipeline's parameter types."""
+def check_parameters(project: Project, component: graph_component.GraphComponent) -> list[Problem]:
+    """mlops.yaml's ``parameters`` against the real pipeline's parameters and types."""
+    inputs = component.component_spec.inputs or {}
+    declared = {
+        name: Parameter(name, kind, inputs[name].default is not None, None)
+        for name, kind in parameter_types(component).items()
+    }
     problems = []
     for name, value in project.parameters.items():
-        mark = project.parameter_marks[name]
-        where = document.format_path(("pipeline", "parameters", name))
-        kind = types.get(name)
-        if kind is None:
+        found = parameter_problem(name, value, declared, project.pipeline.function)
+        if found is not None:
+            message, hint, _ = found
+            mark = project.parameter_marks[name]
             problems.append(
                 Problem(
                     project.shown,
                     mark.line,
                     mark.column,
-                    f"`{name}` is not a parameter of the pipeline",
-                    "its parameters: " + (", ".join(sorted(types)) or "none"),
-                    where,
-                )
-            )
-        elif not value_fits(kind, value):
-            problems.append(
-                Problem(
-                    project.shown,
-                    mark.line,
-                    mark.column,
-                    f"parameter `{name}` is {with_article(kind)}, found {describe(value)}",
-                    path=where,
+                    message,
+                    hint,
+                    document.format_path(("pipeline", "parameters", name)),
                 )
             )
     return problems
@@ -207,7 +201,7 @@ def compile_project(project: Project, cli_params: tuple[str, ...] = ()) -> Compi
     """
     component = load_pipeline(project)
     types = parameter_types(component)
-    problems = check_parameters(project, types)
+    problems = check_parameters(project, component)
     if problems:
         raise InvalidProject.of(problems)
     parameters = {**project.parameters, **parse_cli_params(cli_params, types)}

@@ -135,25 +135,10 @@ def _check_parameters(
         path = ("pipeline", "parameters", name)
         if document.format_path(path) in failed_paths:
             continue
-        declared = function.parameters.get(name)
-        if declared is None:
-            close = difflib.get_close_matches(name, list(function.parameters), n=1)
-            known = ", ".join(f"`{p}`" for p in function.parameters) or "none"
-            hint = f"did you mean `{close[0]}`?" if close else f"its parameters: {known}"
-            problems.append(
-                doc.problem(
-                    path, f"`{name}` is not a parameter of `{function.name}`", hint, key=True
-                )
-            )
-        elif not source.value_fits(declared.kind, value):
-            problems.append(
-                doc.problem(
-                    path,
-                    f"parameter `{name}` is {source.with_article(declared.kind)},"
-                    f" found {schema.describe(value)}",
-                    source.how_to_write(declared, value),
-                )
-            )
+        found = source.parameter_problem(name, value, function.parameters, function.name)
+        if found is not None:
+            message, hint, at_key = found
+            problems.append(doc.problem(path, message, hint, key=at_key))
     return problems
 
 

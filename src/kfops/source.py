@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,6 +109,27 @@ def _kind(annotation: ast.expr | None) -> str | None:
 def with_article(kind: str | None) -> str:
     """``an int``, ``a float``: a parameter kind in a sentence."""
     return f"an {kind}" if kind == "int" else f"a {kind}"
+
+
+def parameter_problem(
+    name: str, value: object, declared: dict[str, Parameter], function: str
+) -> tuple[str, str, bool] | None:
+    """What is wrong with giving ``value`` to parameter ``name``: (message, hint, at_key).
+
+    None when the pipeline has the parameter and the value fits its type.
+    """
+    param = declared.get(name)
+    if param is None:
+        close = difflib.get_close_matches(name, list(declared), n=1)
+        known = ", ".join(f"`{p}`" for p in declared) or "none"
+        hint = f"did you mean `{close[0]}`?" if close else f"its parameters: {known}"
+        return f"`{name}` is not a parameter of `{function}`", hint, True
+    if value_fits(param.kind, value):
+        return None
+    from kfops.schema import describe
+
+    message = f"parameter `{name}` is {with_article(param.kind)}, found {describe(value)}"
+    return message, how_to_write(param, value), False
 
 
 def how_to_write(param: Parameter, value: object) -> str:
