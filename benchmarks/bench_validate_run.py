@@ -12,7 +12,8 @@ from outside, so interpreter start-up counts on both sides of each comparison:
 2. `kfops run pipelines/iris --no-cache` against a plain Python script that calls the
    three components' functions once, in one process.
 3. The pieces of `run`'s overhead: compiling, starting Python and importing kfp, the
-   no-op `pip install`s each lightweight step runs first, and per-step durations.
+   no-op `pip install`s each lightweight step runs first, per-step durations from
+   result.json, and each step's phases from the timestamps in its run.log.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ KFOPS = str(Path(sys.executable).parent / "kfops")
 MUST_NOT_IMPORT = ("kfp", "kserve", "kubernetes")
 VALIDATE_TARGET = 2.0
 RESULT_MARKER = "@@baseline "
+# A step's process runs with _KFP_RUNTIME=true and imports these before the function.
+RUNTIME_ENV = {"_KFP_RUNTIME": "true"}
+EXECUTOR_IMPORTS = ["import kfp.dsl.executor_main", "import kfp", "from kfp.dsl import *"]
 
 # The plain-Python baseline for `kfops run`: import the pipeline file, then call each
 # component's underlying function with kfp.dsl artifacts under a temp folder.
@@ -113,43 +117,31 @@ class Timing:
         return min(self.samples)
 
 
+@dataclass
+class Command:
+    """A command line to time, with extra environment variables."""
+
+    label: str
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+
+
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
 def run_command(
-    command: Sequence[str], env: dict[str, str] | None = None
+    argv: Sequence[str], env: dict[str, str] | None = None
 ) -> tuple[float, subprocess.CompletedProcess[str]]:
-    """Run `command` from the repo root; return its wall time and the finished process."""
+    """Run `argv` from the repo root; return its wall time and the finished process."""
+    full_env = {**os.environ, **env} if env else None
     started = time.perf_counter()
-    process = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    process = subprocess.run(argv, cwd=REPO, env=full_env, capture_output=True, text=True)
     elapsed = time.perf_counter() - started
     if process.returncode != 0:
         output = (process.stdout + process.stderr).strip()[-2000:]
-        raise BenchError(f"{shlex.join(command)} exited {process.returncode}:\n{output}")
+        raise BenchError(f"{shlex.join(argv)} exited {process.returncode}:\n{output}")
     return elapsed, process
-
-
-def time_interleaved(commands: dict[str, Sequence[str]], repeat: int) -> dict[str, Timing]:
-    """Time each command `repeat` times (after one warm-up), alternating between them."""
-    timings = {label: Timing(label) for label in commands}
-    for command in commands.values():
-        run_command(command)
-    for _ in range(repeat):
-        for label, command in commands.items():
-            timings[label].samples.append(run_command(command)[0])
-    return timings
-
-
-def time_one(
-    label: str, command: Sequence[str], repeat: int, env: dict[str, str] | None = None
-) -> Timing:
-    """Time `command` `repeat` times.
-
-    No warm-up run: the run benchmark before has read every file these commands need,
-    except pip's, and the median absorbs one slow first run.
-    """
-    return Timing(label, [run_command(command, env)[0] for _ in range(repeat)])
 
 
 def component_imports(pipeline_file: Path) -> dict[str, list[str]]:
@@ -169,9 +161,9 @@ def component_imports(pipeline_file: Path) -> dict[str, list[str]]:
 # --- 1. validate ----------------------------------------------------------------------
 
 
-def import_profile(command: Sequence[str]) -> list[tuple[str, int, int]]:
+def import_profile(argv: Sequence[str]) -> list[tuple[str, int, int]]:
     """(module, nesting depth, cumulative microseconds) from `python -X importtime`."""
-    _, process = run_command([PYTHON, "-X", "importtime", *command])
+    _, process = run_command([PYTHON, "-X", "importtime", *argv])
     rows = []
     for line in process.stderr.splitlines():
         match = re.match(r"import time:\s+\d+ \|\s+(\d+) \|( *)(\S+)", line)
@@ -181,14 +173,18 @@ def import_profile(command: Sequence[str]) -> list[tuple[str, int, int]]:
 
 
 def bench_validate(repeat: int) -> dict[str, Any]:
-    log(f"[1/3] kfops validate vs import yaml, jsonschema ({repeat} runs each)")
-    timings = time_interleaved(
-        {
-            "validate": [KFOPS, "validate", PROJECT],
-            "baseline": [PYTHON, "-c", "import yaml, jsonschema"],
-        },
-        repeat,
-    )
+    log(f"[1/2] kfops validate vs import yaml, jsonschema ({repeat} runs each)")
+    commands = {
+        "validate": [KFOPS, "validate", PROJECT],
+        "baseline": [PYTHON, "-c", "import yaml, jsonschema"],
+    }
+    timings = {label: Timing(label) for label in commands}
+    for argv in commands.values():  # warm-up: file cache, .pyc files
+        run_command(argv)
+    for _ in range(repeat):  # alternate, so that load changes hit both alike
+        for label, argv in commands.items():
+            timings[label].samples.append(run_command(argv)[0])
+
     profile = import_profile(["-m", "kfops", "validate", PROJECT])
     imported = {name for name, _, _ in profile}
     heavy = sorted(
@@ -197,8 +193,7 @@ def bench_validate(repeat: int) -> dict[str, Any]:
         if any(name == top or name.startswith(top + ".") for top in MUST_NOT_IMPORT)
     )
     return {
-        "validate": timings["validate"],
-        "baseline": timings["baseline"],
+        **timings,
         "modules": len(imported),
         "total_import": sum(row[2] for row in profile if row[1] == 0),
         "heavy": heavy,
@@ -206,7 +201,144 @@ def bench_validate(repeat: int) -> dict[str, Any]:
     }
 
 
-# --- 2. run -----------------------------------------------------------------------------
+# --- 2. run, and 3. its pieces ----------------------------------------------------------
+
+
+_PIP = re.compile(r"((?:[A-Z_]+=\S+\s+)*)python3 -m pip install ([^&\n]*)")
+
+
+def pip_commands(ir_file: Path, kfp_version: str) -> tuple[list[Command], int]:
+    """The distinct `pip install`s in the compiled steps' command lines, as the shell runs
+    them (our environment, which the runner passes down, plus any VAR=value prefix), and
+    how many run before each step."""
+    ir = yaml.safe_load(ir_file.read_text(encoding="utf-8"))
+    commands: dict[str, Command] = {}
+    per_step = 0
+    for executor in ir["deploymentSpec"]["executors"].values():
+        script = "\n".join(executor["container"].get("command", []))
+        matches = list(_PIP.finditer(script))
+        per_step = max(per_step, len(matches))
+        for match in matches:
+            args = shlex.split(match.group(2))
+            # Requirements with a marker (typing-extensions; python_version<"3.9") are
+            # skipped by pip here, so leave them out of the label.
+            shown = [a for a in args if (";" not in a and a[:2] != "--") or a == "--no-deps"]
+            label = "pip no-op: " + " ".join(shown)
+            env = dict(pair.split("=", 1) for pair in match.group(1).split())
+            commands.setdefault(label, Command(label, [PYTHON, "-m", "pip", "install", *args], env))
+    if not commands:  # kfp changed its command line: time kfp's own install
+        args = ["--quiet", "--no-warn-script-location", f"kfp=={kfp_version}", "--no-deps"]
+        label = f"pip no-op: kfp=={kfp_version} --no-deps"
+        return [Command(label, [PYTHON, "-m", "pip", "install", *args])], 1
+    return list(commands.values()), per_step
+
+
+def piece_commands(ir_file: Path, kfp_version: str) -> dict[str, Any]:
+    """(a) compile, (b) start-up and imports, (c) pip no-ops, and each step's start-up."""
+    pips, pips_per_step = pip_commands(ir_file, kfp_version)
+    step_imports = component_imports(PIPELINE_FILE)
+    return {
+        "compile": Command("kfops compile", [KFOPS, "compile", PROJECT, "-o", str(ir_file)]),
+        "python_start": Command("python -c pass", [PYTHON, "-c", "pass"]),
+        "import_kfp": Command("python -c 'import kfp'", [PYTHON, "-c", "import kfp"]),
+        # A step's executor runs with _KFP_RUNTIME=true, which makes `import kfp` skip
+        # kfp.client (and with it the kubernetes client).
+        "executor_start": Command(
+            "python -c 'import kfp.dsl.executor_main' (step)",
+            [PYTHON, "-c", "import kfp.dsl.executor_main"],
+            RUNTIME_ENV,
+        ),
+        "pip": pips,
+        "pips_per_step": pips_per_step,
+        # What a step's process imports before its function returns: the executor, the
+        # component module's header and the libraries the function imports.
+        "step_imports": [
+            Command(
+                f"step process start + {step}'s imports",
+                [PYTHON, "-c", "\n".join([*EXECUTOR_IMPORTS, *imports])],
+                RUNTIME_ENV,
+            )
+            for step, imports in step_imports.items()
+        ],
+    }
+
+
+def kfp_import_profile() -> dict[str, int]:
+    """Cumulative microseconds of kfp, kfp.client and kubernetes in `import kfp`."""
+    profile = import_profile(["-c", "import kfp"])
+    wanted = ("kfp", "kfp.client", "kubernetes")
+    return {name: micros for name, _, micros in profile if name in wanted}
+
+
+_CLOCK = r"(\d\d):(\d\d):(\d\d)[.,](\d{3})"
+_RUNNER_LINE = re.compile(rf"^{_CLOCK} - \w+ - (.*)$")
+_EXECUTOR_LINE = re.compile(rf"^\s*\[KFP Executor \d{{4}}-\d\d-\d\d {_CLOCK} \w+\]: (.*)$")
+PHASES = {
+    "setup": "task start -> executor's first log line (pip no-ops, executor start)",
+    "function": "executor got its input -> wrote its output (the function, with its imports)",
+    "finish": "executor wrote its output -> task finished (process exit, reading outputs)",
+}
+
+
+def step_phases(run_log: Path) -> dict[str, dict[str, float]]:
+    """Each step's phases (see PHASES) from the kfp.local and KFP executor timestamps
+    in run.log: measured inside the run itself, so under the run's own load."""
+    marks: dict[str, dict[str, float]] = {}
+    task = ""
+    for line in run_log.read_text(encoding="utf-8").splitlines():
+        match = _RUNNER_LINE.match(line) or _EXECUTOR_LINE.match(line)
+        if not match:
+            continue
+        h, m, s, ms, message = match.groups()
+        clock = int(h) * 3600 + int(m) * 60 + int(s) + int(ms) / 1000
+        if started := re.match(r"Executing task '(.+)'", message):
+            task = started.group(1)
+            marks[task] = {"start": clock}
+        elif task and message.startswith("Looking for component"):
+            marks[task].setdefault("ready", clock)
+        elif task and message.startswith("Got executor_input"):
+            marks[task]["input"] = clock
+        elif task and message.startswith("Wrote executor output file"):
+            marks[task]["written"] = clock
+        elif task and re.match(rf"Task '{re.escape(task)}' finished", message):
+            marks[task]["end"] = clock
+
+    def between(a: float, b: float) -> float:
+        return (b - a) % 86400  # the log shows time of day only
+
+    phases = {}
+    for name, m in marks.items():
+        if not {"start", "ready", "input", "written", "end"} <= m.keys():
+            raise BenchError(f"{run_log}: no timestamps for each phase of {name}: {m}")
+        phases[name] = {
+            "setup": between(m["start"], m["ready"]),
+            "function": between(m["input"], m["written"]),
+            "finish": between(m["written"], m["end"]),
+        }
+    return phases
+
+
+def kfops_run_once() -> dict[str, Any]:
+    """One `kfops run`: its wall time, its result.json and its steps' phases."""
+    with tempfile.TemporaryDirectory(prefix="kfops-bench-runs-") as runs_dir:
+        wall, _ = run_command([KFOPS, "run", PROJECT, "--no-cache", "--runs-dir", runs_dir])
+        (result_file,) = Path(runs_dir).glob("*/result.json")
+        result = json.loads(result_file.read_text(encoding="utf-8"))
+        phases = step_phases(result_file.with_name("run.log"))
+    if not result["succeeded"]:
+        raise BenchError(f"kfops run did not succeed: {json.dumps(result)[:2000]}")
+    return {"wall": wall, "phases": phases, **result}
+
+
+def baseline_once(overrides: dict[str, Any], imports: list[str]) -> dict[str, Any]:
+    """One baseline process: its wall time and the timings it printed."""
+    with tempfile.TemporaryDirectory(prefix="kfops-bench-baseline-") as workdir:
+        argv = [PYTHON, "-c", BASELINE_CODE, str(PIPELINE_FILE), workdir]
+        wall, process = run_command([*argv, json.dumps(overrides), json.dumps(imports)])
+    for line in process.stdout.splitlines():
+        if line.startswith(RESULT_MARKER):
+            return {"wall": wall, **json.loads(line[len(RESULT_MARKER) :])}
+    raise BenchError(f"the baseline printed no result:\n{process.stdout[-2000:]}")
 
 
 def project_overrides() -> dict[str, Any]:
@@ -216,138 +348,63 @@ def project_overrides() -> dict[str, Any]:
     return dict(config["pipeline"].get("parameters") or {})
 
 
-def kfops_run_once() -> dict[str, Any]:
-    """One `kfops run`: its wall time, and what its result.json says."""
-    with tempfile.TemporaryDirectory(prefix="kfops-bench-runs-") as runs_dir:
-        wall, _ = run_command([KFOPS, "run", PROJECT, "--no-cache", "--runs-dir", runs_dir])
-        (result_file,) = Path(runs_dir).glob("*/result.json")
-        result = json.loads(result_file.read_text(encoding="utf-8"))
-    if not result["succeeded"]:
-        raise BenchError(f"kfops run did not succeed: {json.dumps(result)[:2000]}")
-    return {"wall": wall, **result}
-
-
-def baseline_once(overrides: dict[str, Any], imports: list[str]) -> dict[str, Any]:
-    """One baseline process: its wall time and the timings it printed."""
-    with tempfile.TemporaryDirectory(prefix="kfops-bench-baseline-") as workdir:
-        command = [PYTHON, "-c", BASELINE_CODE, str(PIPELINE_FILE), workdir]
-        wall, process = run_command([*command, json.dumps(overrides), json.dumps(imports)])
-    for line in process.stdout.splitlines():
-        if line.startswith(RESULT_MARKER):
-            return {"wall": wall, **json.loads(line[len(RESULT_MARKER) :])}
-    raise BenchError(f"the baseline printed no result:\n{process.stdout[-2000:]}")
-
-
-def bench_run(repeat: int) -> dict[str, Any]:
-    log(f"[2/3] kfops run vs plain Python ({repeat} runs each, ~15-20 s per kfops run)")
+def bench_run(run_repeat: int, piece_repeat: int, kfp_version: str) -> dict[str, Any]:
+    """kfops run against the baseline, with every piece timed in the same rounds so
+    that the machine's load changes touch all of them alike."""
+    rounds = max(run_repeat, piece_repeat)
+    log(
+        f"[2/2] kfops run vs plain Python ({run_repeat} runs each), and compile, start-up,"
+        f" imports and pip no-ops ({piece_repeat} runs each): {rounds} rounds of ~20-30 s"
+    )
     overrides = project_overrides()
     imports = list(dict.fromkeys(s for ss in component_imports(PIPELINE_FILE).values() for s in ss))
-    baseline_once(overrides, imports)  # warm-up
-    runs, baselines = [], []
-    for index in range(repeat):
-        log(f"      run {index + 1}/{repeat}")
-        runs.append(kfops_run_once())
-        baselines.append(baseline_once(overrides, imports))
+    with tempfile.TemporaryDirectory(prefix="kfops-bench-compile-") as tmp:
+        ir_file = Path(tmp) / "iris.yaml"
+        run_command([KFOPS, "compile", PROJECT, "-o", str(ir_file)])  # also a warm-up
+        pieces = piece_commands(ir_file, kfp_version)
+        single = [pieces[k] for k in ("compile", "python_start", "import_kfp", "executor_start")]
+        timed = [*single, *pieces["pip"], *pieces["step_imports"]]
+        baseline_once(overrides, imports)  # warm-up
+        for command in pieces["pip"]:
+            run_command(command.argv, command.env)  # warm-up
+        runs, baselines = [], []
+        piece_timings = {command.label: Timing(command.label) for command in timed}
+        for index in range(rounds):
+            log(f"      round {index + 1}/{rounds}")
+            if index < run_repeat:
+                runs.append(kfops_run_once())
+                baselines.append(baseline_once(overrides, imports))
+            if index < piece_repeat:
+                for command in timed:
+                    seconds = run_command(command.argv, command.env)[0]
+                    piece_timings[command.label].samples.append(seconds)
+
+    def median_of(values: list[float]) -> float:
+        return statistics.median(values)
+
+    steps = list(runs[0]["steps"])
     return {
         "kfops": Timing("kfops run", [r["wall"] for r in runs]),
         "baseline": Timing("baseline", [b["wall"] for b in baselines]),
-        "runner": Timing("runner", [r["seconds"] for r in runs]),
-        "steps": {
-            name: Timing(name, [r["steps"][name]["seconds"] for r in runs])
-            for name in runs[0]["steps"]
+        "runner": median_of([r["seconds"] for r in runs]),
+        "steps": {n: Timing(n, [r["steps"][n]["seconds"] for r in runs]) for n in steps},
+        "phases": {
+            n: {p: median_of([r["phases"][n][p] for r in runs]) for p in PHASES} for n in steps
         },
         "baseline_parts": {
-            name: statistics.median(b["timings"][name] for b in baselines)
+            name: median_of([b["timings"][name] for b in baselines])
             for name in baselines[0]["timings"]
         },
         "accuracy": baselines[0]["accuracy"],
         "params": baselines[0]["params"],
-    }
-
-
-# --- 3. where run's overhead goes ----------------------------------------------------------
-
-
-@dataclass
-class PipCall:
-    """One `python3 -m pip install ...` from a step's command line, as the shell runs it."""
-
-    env: dict[str, str]
-    args: list[str]
-
-    @property
-    def label(self) -> str:
-        # Requirements with an environment marker (typing-extensions; python<3.9) are
-        # skipped by pip here, so leave them out of the name.
-        shown = [
-            a
-            for a in self.args
-            if ";" not in a and a not in ("--quiet", "--no-warn-script-location")
-        ]
-        return "pip no-op: " + " ".join(shown)
-
-
-_PIP = re.compile(r"((?:[A-Z_]+=\S+\s+)*)python3 -m pip install ([^&\n]*)")
-
-
-def pip_calls_per_step(ir_file: Path) -> dict[str, list[PipCall]]:
-    """The pip installs in each executor's command line of the compiled pipeline."""
-    ir = yaml.safe_load(ir_file.read_text(encoding="utf-8"))
-    found = {}
-    for name, executor in ir["deploymentSpec"]["executors"].items():
-        script = "\n".join(executor["container"].get("command", []))
-        found[name] = [
-            PipCall(
-                env=dict(pair.split("=", 1) for pair in match.group(1).split()),
-                args=shlex.split(match.group(2)),
-            )
-            for match in _PIP.finditer(script)
-        ]
-    return found
-
-
-def time_pip(call: PipCall, repeat: int) -> Timing:
-    """Time a pip install with the environment the step's shell gives it."""
-    env = {**os.environ, **call.env}
-    if "PIP_DISABLE_PIP_VERSION_CHECK" not in call.env:
-        env.pop("PIP_DISABLE_PIP_VERSION_CHECK", None)
-    return time_one(call.label, [PYTHON, "-m", "pip", "install", *call.args], repeat, env)
-
-
-def bench_pieces(repeat: int, kfp_version: str) -> dict[str, Any]:
-    log(f"[3/3] compile, python start-up, imports, pip no-ops ({repeat} runs each)")
-    with tempfile.TemporaryDirectory(prefix="kfops-bench-compile-") as tmp:
-        ir_file = Path(tmp) / "iris.yaml"
-        compile_cmd = [KFOPS, "compile", PROJECT, "-o", str(ir_file)]
-        compile_timing = time_one("kfops compile", compile_cmd, repeat)
-        per_executor = pip_calls_per_step(ir_file)
-    if not any(per_executor.values()):  # kfp changed its command line: use the known one
-        call = PipCall({}, ["--quiet", "--no-warn-script-location", f"kfp=={kfp_version}"])
-        call.args.append("--no-deps")
-        per_executor = {"every step": [call]}
-    unique = {call.label: call for calls in per_executor.values() for call in calls}
-    pip = {label: time_pip(call, repeat) for label, call in unique.items()}
-
-    # What each step's process loads before the function runs: kfp (the executor) and
-    # the libraries the function imports.
-    step_start = {
-        step: time_one(
-            f"python + import kfp + {step}'s imports",
-            [PYTHON, "-c", "\n".join(["import kfp", "from kfp import dsl", *imports])],
-            repeat,
-        )
-        for step, imports in component_imports(PIPELINE_FILE).items()
-    }
-    return {
-        "compile": compile_timing,
-        "python_start": time_one("python -c pass", [PYTHON, "-c", "pass"], repeat),
-        "import_kfp": time_one("python -c 'import kfp'", [PYTHON, "-c", "import kfp"], repeat),
-        "pip": pip,
-        "pip_calls_per_step": max(len(calls) for calls in per_executor.values()),
-        "pip_per_step": max(
-            sum(pip[call.label].median for call in calls) for calls in per_executor.values()
-        ),
-        "step_start": step_start,
+        "compile": piece_timings[pieces["compile"].label],
+        "python_start": piece_timings[pieces["python_start"].label],
+        "import_kfp": piece_timings[pieces["import_kfp"].label],
+        "executor_start": piece_timings[pieces["executor_start"].label],
+        "kfp_profile": kfp_import_profile(),
+        "pip": [piece_timings[c.label] for c in pieces["pip"]],
+        "pips_per_step": pieces["pips_per_step"],
+        "step_imports": [piece_timings[c.label] for c in pieces["step_imports"]],
     }
 
 
@@ -379,11 +436,17 @@ def print_validate(v: dict[str, Any]) -> None:
         print(f"    {micros / 1000:6.1f} ms  {'  ' * depth}{name}")
 
 
-def print_run(r: dict[str, Any], p: dict[str, Any]) -> None:
+def print_split(title: str, rows: list[tuple[str, float, str]]) -> None:
+    print(f"  {title}:")
+    for label, value, note in rows:
+        print(f"    {label:<40}{secs(value)}  {note}".rstrip())
+
+
+def print_run(r: dict[str, Any]) -> None:
     kfops, baseline, parts = r["kfops"], r["baseline"], r["baseline_parts"]
     steps: dict[str, Timing] = r["steps"]
+    phases: dict[str, dict[str, float]] = r["phases"]
     n_steps = len(steps)
-    pip_per_step = p["pip_per_step"]
 
     print("\n== 2. kfops run --no-cache vs the same functions in one python process ==")
     print(f"  parameters {json.dumps(r['params'], sort_keys=True)}, accuracy {r['accuracy']:.4f}")
@@ -391,78 +454,85 @@ def print_run(r: dict[str, Any], p: dict[str, Any]) -> None:
     print(f"  plain python     median {secs(baseline.median)}, min {secs(baseline.min)}")
     print(f"  ratio            {kfops.median / baseline.median:.1f}x of the median")
 
+    pip_per_step = sum(t.median for t in r["pip"])
     print("\n== 3. where kfops run's time goes (medians) ==")
-    print(f"  (a) kfops compile alone                      {secs(p['compile'].median)}")
-    print(f"  (b) python start (-c pass)                   {secs(p['python_start'].median)}")
-    print(f"      python start + import kfp                {secs(p['import_kfp'].median)}")
-    for label, timing in p["pip"].items():
-        print(f"  (c) {label:<41}{secs(timing.median)}")
-    print(f"      = {p['pip_calls_per_step']} pip no-ops before every step, {secs(pip_per_step)}")
-    print("  (d) each step (result.json) = pip no-ops + process start-up + the function + rest")
-    print("      start-up = python + import kfp + the function's own imports, fresh process")
-    print("      function = the same call in the baseline, libraries already imported")
-    header = ("step", "step", "pip", "start-up", "function", "rest")
+    print(f"  (a) kfops compile alone                      {secs(r['compile'].median)}")
+    print(f"  (b) python start (-c pass)                   {secs(r['python_start'].median)}")
+    print(f"      python start + import kfp                {secs(r['import_kfp'].median)}")
+    prof = r["kfp_profile"]
+    if {"kfp", "kfp.client", "kubernetes"} <= prof.keys():
+        print(
+            f"        (-X importtime: kfp {prof['kfp'] / 1e6:.2f} s, of which kfp.client"
+            f" {prof['kfp.client'] / 1e6:.2f} s, kubernetes {prof['kubernetes'] / 1e6:.2f} s)"
+        )
+    label = "a step's executor start, _KFP_RUNTIME=true"
+    print(f"      {label:<41}{secs(r['executor_start'].median)}")
+    for timing in r["pip"]:
+        print(f"  (c) {timing.label:<41}{secs(timing.median)}")
+    print(f"      = {r['pips_per_step']} pip no-ops before every step, {secs(pip_per_step)}")
+    print("  (d) each step: result.json's seconds, and its phases from run.log's timestamps")
+    for phase, meaning in PHASES.items():
+        print(f"      {phase:<9}{meaning}")
+    header = ("step", "seconds", *PHASES, "baseline")
     print("      " + f"{header[0]:<12}" + "".join(f"{h:>10}" for h in header[1:]))
-    step_rest = {}
     for name, timing in steps.items():
-        start = p["step_start"][name].median if name in p["step_start"] else 0.0
-        own = parts.get(name, 0.0)
-        step_rest[name] = timing.median - pip_per_step - start - own
-        cells = (timing.median, pip_per_step, start, own, step_rest[name])
+        cells = (timing.median, *phases[name].values(), parts.get(name, 0.0))
         print("      " + f"{name:<12}" + "".join(f"{c:>9.2f}s" for c in cells))
+    print("      (baseline: the same call in the plain-python process, libraries imported)")
+    for timing in r["step_imports"]:
+        print(f"      fresh {timing.label:<42}{secs(timing.median)}")
 
     step_sum = sum(t.median for t in steps.values())
-    functions = sum(parts.get(name, 0.0) for name in steps)
-    starts = sum(p["step_start"][n].median for n in steps if n in p["step_start"])
-    cli = kfops.median - r["runner"].median
-    runner = r["runner"].median - step_sum
-    pips = n_steps * pip_per_step
-    rest = sum(step_rest.values())
-    unaccounted = baseline.median - sum(parts.values())
-    gap = kfops.median - baseline.median
-    startups = cli + runner + starts - (baseline.median - functions)
-    executor = gap - pips - startups
+    setup = sum(p["setup"] for p in phases.values())
+    function = sum(p["function"] for p in phases.values())
+    finish = sum(p["finish"] for p in phases.values())
+    in_step_other = step_sum - setup - function - finish
+    cli = kfops.median - r["runner"]
+    runner = r["runner"] - step_sum
+    # run.log cannot split setup into pip and python + kfp; split it as the separately
+    # timed pieces do.
+    pip_share = pip_per_step / (pip_per_step + r["executor_start"].median)
+    pips = setup * pip_share
+    compute = sum(parts.get(name, 0.0) for name in steps)
+    libraries = parts["step libraries"]
     print()
     print_split(
         f"kfops run, {secs(kfops.median)}",
         [
             ("CLI start, read mlops.yaml, compile", cli, "wall - result.seconds"),
             ("runner process: start, kfp.local", runner, "result.seconds - sum of steps"),
-            (f"pip no-ops, {pip_per_step:.2f} s x {n_steps} steps", pips, ""),
-            ("steps' start-up: python, kfp, libraries", starts, ""),
-            ("the functions' own work", functions, "as timed in the baseline"),
-            ("rest of the steps: KFP executor", rest, ""),
+            ("steps' setup: pip no-ops (est.)", pips, f"{pip_share:.0%} of setup, as in (c)"),
+            ("steps' setup: executor start (est.)", setup - pips, "python, light kfp import"),
+            ("steps' functions, with their imports", function, ""),
+            ("steps' exit, reading their outputs", finish, ""),
+            ("steps' other", in_step_other, "result.json - run.log phases"),
         ],
     )
     print_split(
         f"plain python, {secs(baseline.median)}",
         [
             ("import kfp.dsl + pipeline.py", parts["kfp.dsl + pipeline.py"], ""),
-            ("import the steps' libraries, once", parts["step libraries"], ""),
-            ("the functions' own work", functions, ""),
-            ("interpreter start-up and exit", unaccounted, ""),
+            ("import the steps' libraries, once", libraries, ""),
+            ("the functions' own work", compute, ""),
+            ("interpreter start-up and exit", baseline.median - sum(parts.values()), ""),
         ],
     )
+    gap = kfops.median - baseline.median
+    startups = cli + runner + (setup - pips) - (baseline.median - libraries - compute)
+    reimports = function - libraries - compute
+    finishing = finish + in_step_other
     print(f"  so the {gap:.1f} s gap is:")
-    print(f"    {pips:5.1f} s ({pips / gap:4.0%}) pip no-ops before each step")
-    print(
-        f"    {startups:5.1f} s ({startups / gap:4.0%}) starting Python and importing kfp"
-        f" {n_steps + 2} times (CLI, runner, each step)"
-    )
-    print(f"{'':19}and the steps' libraries {n_steps} times, where the baseline does each once")
-    print(f"    {executor:5.1f} s ({executor / gap:4.0%}) KFP executor work inside the steps")
-    print(f"  while the pipeline's own compute is {functions:.2f} s.")
-    if rest < 0:
-        print("  (a negative 'rest' is noise: the pieces are timed apart from the run)")
+    for value, what in (
+        (pips, "pip no-ops before each step (est.)"),
+        (startups, f"more Python start-ups and kfp imports: CLI, runner, {n_steps} executors"),
+        (reimports, f"importing the steps' libraries {n_steps} times, not once"),
+        (finishing, "step processes exiting, kfp.local reading their outputs"),
+    ):
+        print(f"    {value:5.1f} s ({value / gap:4.0%})  {what}")
+    print(f"  while the pipeline's own compute is {compute:.2f} s.")
 
 
-def print_split(title: str, rows: list[tuple[str, float, str]]) -> None:
-    print(f"  {title}:")
-    for label, value, note in rows:
-        print(f"    {label:<42}{secs(value)}  {note}".rstrip())
-
-
-def print_table(v: dict[str, Any], r: dict[str, Any], p: dict[str, Any]) -> None:
+def print_table(v: dict[str, Any], r: dict[str, Any]) -> None:
     rows: list[tuple[str, Timing | str]] = [
         ("kfops validate pipelines/iris", v["validate"]),
         ("python -c 'import yaml, jsonschema'", v["baseline"]),
@@ -470,12 +540,13 @@ def print_table(v: dict[str, Any], r: dict[str, Any], p: dict[str, Any]) -> None
         ("kfops run pipelines/iris --no-cache", r["kfops"]),
         ("plain python, same three functions", r["baseline"]),
         ("  ratio (medians)", f"{r['kfops'].median / r['baseline'].median:.1f}x"),
-        ("(a) kfops compile", p["compile"]),
-        ("(b) python -c pass", p["python_start"]),
-        ("(b) python -c 'import kfp'", p["import_kfp"]),
-        *[(f"(c) {label}", timing) for label, timing in p["pip"].items()],
+        ("(a) kfops compile", r["compile"]),
+        ("(b) python -c pass", r["python_start"]),
+        ("(b) python -c 'import kfp'", r["import_kfp"]),
+        (f"(b) {r['executor_start'].label}", r["executor_start"]),
+        *[(f"(c) {timing.label}", timing) for timing in r["pip"]],
         *[(f"(d) step {name} (result.json)", timing) for name, timing in r["steps"].items()],
-        *[(f"    {timing.label}", timing) for timing in p["step_start"].values()],
+        *[(f"    {timing.label}", timing) for timing in r["step_imports"]],
     ]
     width = max(len(label) for label, _ in rows) + 2
     print(f"\n{'measurement':<{width}}{'median':>10}{'min':>10}{'n':>4}")
@@ -511,14 +582,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         v = bench_validate(args.repeat)
-        r = bench_run(args.run_repeat)
-        p = bench_pieces(args.piece_repeat, kfp_version)
+        r = bench_run(args.run_repeat, args.piece_repeat, kfp_version)
     except BenchError as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         return 1
     print_validate(v)
-    print_run(r, p)
-    print_table(v, r, p)
+    print_run(r)
+    print_table(v, r)
     print(f"\n(benchmark took {time.perf_counter() - started:.0f} s)")
     return 0
 

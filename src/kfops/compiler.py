@@ -30,7 +30,7 @@ from kfops.errors import (
     UserCodeError,
     display_path,
 )
-from kfops.model import Project, StepOverride
+from kfops.model import NotebookRef, PipelineRef, Project, StepOverride
 from kfops.source import Parameter, parameter_problem
 
 # KFP's names for parameter types, as they appear in component_spec.inputs.
@@ -58,18 +58,34 @@ class Compiled:
     def ir(self) -> dict[str, Any]:
         import yaml
 
-        loaded: dict[str, Any] = yaml.safe_load(self.ir_text)
+        # With Kubernetes settings, KFP writes a second document: the platform spec.
+        loaded: dict[str, Any] = next(yaml.safe_load_all(self.ir_text))
         return loaded
+
+    @property
+    def platform(self) -> dict[str, Any]:
+        import yaml
+
+        documents = list(yaml.safe_load_all(self.ir_text))
+        found: dict[str, Any] = documents[1] if len(documents) > 1 else {}
+        return found
 
 
 def load_pipeline(project: Project) -> graph_component.GraphComponent:
-    """Import the user's pipeline file and return its @dsl.pipeline function.
+    """Import the user's pipeline (or the one generated from their notebook).
 
     Raises:
         UserCodeError: the user's module raised while being imported.
-        InvalidProject: the attribute is not a pipeline.
+        InvalidProject: the attribute is not a pipeline, or the notebook has problems.
     """
     ref = project.pipeline
+    if isinstance(ref, NotebookRef):
+        with tempfile.TemporaryDirectory(prefix="kfops-notebook-") as tmp:
+            generated = Path(tmp) / f"{ref.file.stem.replace('-', '_')}_pipeline.py"
+            generated.write_text(notebook_source(project), encoding="utf-8")
+            module = _import_user_module(generated, project.root)
+        component: Any = module.pipeline
+        return component
     module = _import_user_module(ref.file, project.root)
     component = getattr(module, ref.function, None)
     if not isinstance(component, graph_component.GraphComponent):
@@ -89,17 +105,32 @@ def load_pipeline(project: Project) -> graph_component.GraphComponent:
     return component
 
 
+def notebook_source(project: Project) -> str:
+    """The KFP pipeline module generated from the project's notebook.
+
+    Raises:
+        InvalidProject: the notebook has errors.
+        KfopsError: the project's pipeline is not a notebook.
+    """
+    from kfops import codegen
+
+    ref = project.pipeline
+    if not isinstance(ref, NotebookRef):
+        raise KfopsError(
+            "--emit-python shows the code generated from a notebook;"
+            f" this project's pipeline is already Python ({ref.file.name})",
+            exit_code=EXIT_USAGE,
+        )
+    text, nb = codegen.from_notebook(ref.file, display_path(ref.file), project.name)
+    if text is None:
+        raise InvalidProject.of(nb.problems)
+    return text
+
+
 def parameter_types(component: graph_component.GraphComponent) -> dict[str, str]:
     """Each pipeline parameter's kind: int, float, str, bool, list, dict (or "artifact")."""
     inputs = component.component_spec.inputs or {}
     return {name: _PARAM_TYPES.get(str(spec.type), "artifact") for name, spec in inputs.items()}
-
-
-def required_parameters(component: graph_component.GraphComponent) -> list[str]:
-    inputs = component.component_spec.inputs or {}
-    return sorted(
-        name for name, spec in inputs.items() if spec.default is None and not spec.optional
-    )
 
 
 def parse_cli_params(pairs: tuple[str, ...], types: dict[str, str]) -> dict[str, Any]:
@@ -174,7 +205,9 @@ def check_parameters(project: Project, component: graph_component.GraphComponent
     }
     problems = []
     for name, value in project.parameters.items():
-        found = parameter_problem(name, value, declared, project.pipeline.function)
+        ref = project.pipeline
+        function = ref.function if isinstance(ref, PipelineRef) else ref.file.name
+        found = parameter_problem(name, value, declared, function)
         if found is not None:
             message, hint, _ = found
             mark = project.parameter_marks[name]

@@ -4,13 +4,15 @@ the frozen ``Project``. Imports nothing heavy: ``kfops validate`` must stay fast
 from __future__ import annotations
 
 import difflib
+import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from kfops import document, schema, source
 from kfops.document import Document, Mark
 from kfops.errors import EXIT_USAGE, InvalidProject, KfopsError, Problem, display_path
-from kfops.model import PipelineRef, Project, Resources, StepOverride
+from kfops.model import NotebookRef, PipelineRef, Project, Resources, StepOverride
 
 CONFIG_NAMES = ("mlops.yaml", "mlops.yml")
 
@@ -31,7 +33,12 @@ def find_config(path: Path) -> Path:
 
 
 def check(path: Path) -> tuple[Project | None, list[Problem]]:
-    """Every problem with the project at ``path``; the project when there are no errors."""
+    """Every problem with the project at ``path``; the project when there are no errors.
+
+    ``path`` is a project folder, its mlops.yaml, or a Kale-tagged notebook.
+    """
+    if path.suffix == ".ipynb" and path.is_file():
+        return _check_notebook(path)
     config_file = find_config(path)
     shown = display_path(config_file)
     doc = document.load(config_file, shown)
@@ -56,7 +63,57 @@ def check(path: Path) -> tuple[Project | None, list[Problem]]:
     problems += source_problems
     if any(p.severity == "error" for p in problems):
         return None, problems
-    return _project(doc, config_file, shown), problems
+    return _project(doc, config_file, shown, problems), problems
+
+
+def _check_notebook(path: Path) -> tuple[Project | None, list[Problem]]:
+    """A notebook given directly: its own metadata makes the project, unless an
+    mlops.yaml beside it names it; then that file wins, and we say so."""
+    for name in CONFIG_NAMES:
+        config_file = path.parent / name
+        if config_file.is_file() and _names_notebook(config_file, path):
+            project, problems = check(config_file)
+            notice = Problem(
+                display_path(path),
+                0,
+                0,
+                f"using {display_path(config_file)}, which names this notebook;"
+                " its settings take precedence over the notebook's metadata",
+                severity="warning",
+            )
+            if project is not None:
+                project = replace(project, warnings=(notice, *project.warnings))
+            return project, [notice, *problems]
+    from kfops import codegen
+
+    shown = display_path(path)
+    _, nb = codegen.from_notebook(path, shown, "pipeline")
+    problems = list(nb.problems)
+    if any(p.severity == "error" for p in problems):
+        return None, problems
+    project = Project(
+        root=path.parent.resolve(),
+        config_file=path.resolve(),
+        shown=shown,
+        name=dns_name(nb.name or path.stem) or "notebook",
+        description=nb.description,
+        pipeline=NotebookRef(file=path.resolve(), mark=Mark(0, 0)),
+        warnings=tuple(problems),
+    )
+    return project, problems
+
+
+def _names_notebook(config_file: Path, notebook: Path) -> bool:
+    doc = document.load(config_file, str(config_file))
+    pipeline = doc.data.get("pipeline") if isinstance(doc.data, dict) else None
+    named = pipeline.get("notebook") if isinstance(pipeline, dict) else None
+    return isinstance(named, str) and (config_file.parent / named).resolve() == notebook.resolve()
+
+
+def dns_name(text: str) -> str:
+    """``text`` made into a DNS-1123 label (may be empty)."""
+    cleaned = re.sub(r"-+", "-", re.sub(r"[^a-z0-9]", "-", text.lower())).strip("-")
+    return cleaned[:63].strip("-")
 
 
 def load(path: Path) -> Project:
@@ -74,20 +131,17 @@ def load(path: Path) -> Project:
 def _check_source(doc: Document, config_file: Path, failed_paths: set[str]) -> list[Problem]:
     data: dict[str, Any] = doc.data
     pipeline = data.get("pipeline")
-    if not isinstance(pipeline, dict) or not isinstance(pipeline.get("python"), str):
+    if not isinstance(pipeline, dict):
         return []
-    if "pipeline.python" in failed_paths:
+    if isinstance(pipeline.get("notebook"), str) and "pipeline.notebook" not in failed_paths:
+        return _check_notebook_source(doc, config_file, failed_paths)
+    if not isinstance(pipeline.get("python"), str) or "pipeline.python" in failed_paths:
         return []
     where = ("pipeline", "python")
     file_part, function_name = pipeline["python"].rsplit(":", 1)
     file = (config_file.parent / file_part).resolve()
     if not file.is_file():
-        nearby = sorted(
-            str(p.relative_to(config_file.parent)) for p in config_file.parent.glob("**/*.py")
-        )[:200]
-        close = difflib.get_close_matches(file_part, nearby, n=1)
-        hint = f"did you mean `{close[0]}`?" if close else "paths are relative to mlops.yaml"
-        return [doc.problem(where, f"pipeline file `{file_part}` not found", hint)]
+        return [_missing_file(doc, config_file, where, file_part, "*.py")]
     try:
         functions = source.functions_in(file)
     except source.SourceSyntaxError as exc:
@@ -124,6 +178,46 @@ def _check_source(doc: Document, config_file: Path, failed_paths: set[str]) -> l
     return _check_parameters(doc, function, failed_paths)
 
 
+def _missing_file(
+    doc: Document, config_file: Path, where: tuple[str, ...], file_part: str, pattern: str
+) -> Problem:
+    nearby = sorted(
+        str(p.relative_to(config_file.parent)) for p in config_file.parent.glob(f"**/{pattern}")
+    )
+    close = difflib.get_close_matches(file_part, nearby[:200], n=1)
+    hint = f"did you mean `{close[0]}`?" if close else "paths are relative to mlops.yaml"
+    return doc.problem(where, f"{where[-1]} file `{file_part}` not found", hint)
+
+
+def _check_notebook_source(
+    doc: Document, config_file: Path, failed_paths: set[str]
+) -> list[Problem]:
+    from kfops import codegen
+
+    where = ("pipeline", "notebook")
+    file_part = doc.data["pipeline"]["notebook"]
+    file = (config_file.parent / file_part).resolve()
+    if not file.is_file():
+        return [_missing_file(doc, config_file, where, file_part, "*.ipynb")]
+    _, nb = codegen.from_notebook(file, display_path(file), "pipeline")
+    problems = list(nb.problems)
+    name = doc.data.get("name")
+    if nb.name and isinstance(name, str) and dns_name(nb.name) != name:
+        problems.append(
+            doc.problem(
+                ("name",),
+                f"`name: {name}` is used; the notebook's pipeline_name `{nb.name}` is not",
+                severity="warning",
+            )
+        )
+    declared = {
+        p.name: source.Parameter(p.name, p.kind, True, repr(p.value))
+        for p in nb.parameters.values()
+    }
+    function = source.PipelineFunction(file.name, 0, True, declared)
+    return problems + _check_parameters(doc, function, failed_paths)
+
+
 def _check_parameters(
     doc: Document, function: source.PipelineFunction, failed_paths: set[str]
 ) -> list[Problem]:
@@ -142,10 +236,22 @@ def _check_parameters(
     return problems
 
 
-def _project(doc: Document, config_file: Path, shown: str) -> Project:
+def _project(doc: Document, config_file: Path, shown: str, problems: list[Problem]) -> Project:
     data: dict[str, Any] = doc.data
     pipeline: dict[str, Any] = data["pipeline"]
-    file_part, function_name = pipeline["python"].rsplit(":", 1)
+    ref: PipelineRef | NotebookRef
+    if "notebook" in pipeline:
+        ref = NotebookRef(
+            file=(config_file.parent / pipeline["notebook"]).resolve(),
+            mark=doc.mark_of(("pipeline", "notebook")),
+        )
+    else:
+        file_part, function_name = pipeline["python"].rsplit(":", 1)
+        ref = PipelineRef(
+            file=(config_file.parent / file_part).resolve(),
+            function=function_name,
+            mark=doc.mark_of(("pipeline", "python")),
+        )
     params: dict[str, Any] = pipeline.get("parameters") or {}
     steps = tuple(
         _step(name, spec, doc.mark_of(("pipeline", "steps", name), key=True))
@@ -157,16 +263,13 @@ def _project(doc: Document, config_file: Path, shown: str) -> Project:
         shown=shown,
         name=data["name"],
         description=data.get("description"),
-        pipeline=PipelineRef(
-            file=(config_file.parent / file_part).resolve(),
-            function=function_name,
-            mark=doc.mark_of(("pipeline", "python")),
-        ),
+        pipeline=ref,
         parameters=dict(params),
         parameter_marks={
             name: doc.mark_of(("pipeline", "parameters", name), key=True) for name in params
         },
         steps=steps,
+        warnings=tuple(p for p in problems if p.severity == "warning"),
     )
 
 

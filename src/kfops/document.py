@@ -79,10 +79,18 @@ class Document:
         return self.values.get((), Mark(1, 1))
 
     def problem(
-        self, path: JsonPath, message: str, hint: str = "", *, key: bool = False
+        self,
+        path: JsonPath,
+        message: str,
+        hint: str = "",
+        *,
+        key: bool = False,
+        severity: str = "error",
     ) -> Problem:
         mark = self.mark_of(path, key=key)
-        return Problem(self.file, mark.line, mark.column, message, hint, format_path(path))
+        return Problem(
+            self.file, mark.line, mark.column, message, hint, format_path(path), severity
+        )
 
 
 def format_path(path: JsonPath) -> str:

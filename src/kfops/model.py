@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kfops.document import JsonPath, Mark
+from kfops.document import Mark
+from kfops.errors import Problem
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,14 @@ class PipelineRef:
 
 
 @dataclass(frozen=True)
+class NotebookRef:
+    """``pipeline.notebook``: a Jupyter notebook with Kale cell tags."""
+
+    file: Path  # absolute
+    mark: Mark
+
+
+@dataclass(frozen=True)
 class Project:
     """An mlops.yaml that passed validation."""
 
@@ -46,26 +55,15 @@ class Project:
     shown: str  # the config file as the user named it, for messages
     name: str
     description: str | None
-    pipeline: PipelineRef
+    pipeline: PipelineRef | NotebookRef
     parameters: dict[str, Any] = field(default_factory=dict)
     parameter_marks: dict[str, Mark] = field(default_factory=dict)
     steps: tuple[StepOverride, ...] = ()
+    warnings: tuple[Problem, ...] = ()
 
-    def ignored_locally(self) -> list[str]:
-        """Step settings in mlops.yaml that the local runner cannot apply."""
-        notes = []
-        for step in self.steps:
-            kinds = []
-            if step.resources is not None:
-                kinds.append("resources")
-            if step.retries is not None:
-                kinds.append("retries")
-            if step.cache is not None:
-                kinds.append("cache")
-            if kinds:
-                notes.append(f"{step.name}: {', '.join(kinds)}")
-        return notes
-
-
-def path_mark(values: dict[JsonPath, Mark], path: JsonPath) -> Mark:
-    return values.get(path, Mark(1, 1))
+    @property
+    def workdir(self) -> Path:
+        """Where steps run locally: a notebook's folder (as in Jupyter), else the project."""
+        if isinstance(self.pipeline, NotebookRef):
+            return self.pipeline.file.parent
+        return self.root

@@ -115,6 +115,31 @@ def _explain(doc: Document, error: ValidationError) -> list[Problem]:
             hint = f"add `{key}:`" + (f", e.g. `{key}: {example}`" if example else "")
             out.append(doc.problem(path, f"missing required key `{key}` in {where}", hint))
         return out
+    if kind == "oneOf":
+        if not isinstance(value, dict):
+            return []  # its type error says it all
+        given = [k for k in ("python", "notebook") if k in value]
+        extras = [k for k in value if k not in sub.get("properties", {})]
+        if not given and difflib.get_close_matches("python", extras, n=1, cutoff=0.6):
+            return []  # reported as a misspelt key, with "did you mean"
+        if not given and difflib.get_close_matches("notebook", extras, n=1, cutoff=0.6):
+            return []
+        if given:
+            return [
+                doc.problem(
+                    (*path, "notebook"),
+                    "give either `python` or `notebook`, not both",
+                    "remove one of them",
+                    key=True,
+                )
+            ]
+        return [
+            doc.problem(
+                path,
+                f"{where} has neither `python` nor `notebook`",
+                "add `python: FILE.py:FUNCTION` or `notebook: FILE.ipynb`",
+            )
+        ]
     if kind == "type":
         return [doc.problem(path, _type_message(error), _type_hint(error))]
     if kind == "const":

@@ -1,0 +1,275 @@
+"""Which values flow between notebook steps, found by static analysis (the AST).
+
+A step's inputs are the names it uses before (or without) defining them, that an
+upstream step has; they come from the upstream step that ran last in notebook order,
+as in Jupyter. Names from the imports and functions cells, the pipeline parameters and
+Python's builtins are available in every step and never handed over.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import difflib
+from dataclasses import dataclass, field
+
+from kfops.notebook import Cell, Notebook, Step
+
+# Names IPython provides in a notebook that a step should not look for upstream.
+_IPYTHON_NAMES = {"display", "get_ipython", "In", "Out", "exit", "quit", "__name__", "__file__"}
+
+
+@dataclass
+class Flow:
+    """The pipeline a notebook becomes: steps in run order, and what each hands over."""
+
+    order: list[str]
+    upstream: dict[str, list[str]]  # step -> direct prev steps
+    inputs: dict[str, dict[str, str]] = field(default_factory=dict)  # step -> {name: producer}
+    outputs: dict[str, list[str]] = field(default_factory=dict)  # step -> names it hands over
+    parameters: dict[str, list[str]] = field(default_factory=dict)  # step -> params it uses
+    metrics: dict[str, list[str]] = field(default_factory=dict)  # step -> metrics it logs
+
+
+def names_in(code: str) -> tuple[list[str], set[str]]:
+    """(names used before being defined, in order of first use; names defined) at the
+    top level of ``code``. Function and class bodies count their free names as used."""
+    tree = ast.parse(code)
+    defined: set[str] = set()
+    used: list[str] = []
+    for statement in tree.body:
+        for name in _loads(statement):
+            if name not in defined and name not in used:
+                used.append(name)
+        defined |= _stores(statement)
+    return used, defined
+
+
+def _loads(node: ast.AST) -> list[str]:
+    found: list[str] = []
+    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | ast.ClassDef):
+        inner = _local_names(node)
+        for child in ast.walk(node):
+            if (
+                isinstance(child, ast.Name)
+                and isinstance(child.ctx, ast.Load)
+                and child.id not in inner
+                and child.id not in found
+            ):
+                found.append(child.id)
+        return found
+    for child in ast.walk(node):
+        if (
+            isinstance(child, ast.Name)
+            and isinstance(child.ctx, ast.Load)
+            and child.id not in found
+        ):
+            found.append(child.id)
+    # names a comprehension binds are its own
+    comprehension_targets = {
+        n.id
+        for comp in ast.walk(node)
+        if isinstance(comp, ast.comprehension)
+        for n in ast.walk(comp.target)
+        if isinstance(n, ast.Name)
+    }
+    return [n for n in found if n not in comprehension_targets]
+
+
+def _local_names(node: ast.AST) -> set[str]:
+    names: set[str] = set()
+    for child in ast.walk(node):
+        if isinstance(child, ast.arg):
+            names.add(child.arg)
+        elif isinstance(child, ast.Name) and isinstance(child.ctx, ast.Store | ast.Del):
+            names.add(child.id)
+        elif isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            if child is not node:
+                names.add(child.name)
+        elif isinstance(child, ast.alias):
+            names.add((child.asname or child.name).split(".")[0])
+    return names
+
+
+def _stores(statement: ast.stmt) -> set[str]:
+    if isinstance(statement, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+        return {statement.name}
+    if isinstance(statement, ast.Import | ast.ImportFrom):
+        return {(a.asname or a.name).split(".")[0] for a in statement.names if a.name != "*"}
+    names: set[str] = set()
+    for child in ast.walk(statement):
+        if isinstance(child, ast.Name) and isinstance(child.ctx, ast.Store):
+            names.add(child.id)
+        elif isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(child.name)
+        elif isinstance(child, ast.Import | ast.ImportFrom):
+            names |= {(a.asname or a.name).split(".")[0] for a in child.names if a.name != "*"}
+    return names
+
+
+def analyse(nb: Notebook) -> Flow | None:
+    """The data flow of ``nb``; problems are added to ``nb.problems`` (None when fatal)."""
+    steps = nb.steps
+    if not steps:
+        nb.problem(None, "no steps: tag at least one code cell `step:NAME`", "see KALE_TAGS.md")
+        return None
+    ok = True
+    for step in steps.values():
+        for prev, cell in step.prev:
+            if prev not in steps:
+                close = difflib.get_close_matches(prev, list(steps), n=1)
+                hint = f"did you mean `prev:{close[0]}`?" if close else "steps: " + ", ".join(steps)
+                nb.problem(cell, f"`prev:{prev}` names a step that does not exist", hint)
+                ok = False
+            elif prev == step.name:
+                nb.problem(cell, f"step `{step.name}` lists itself as `prev:`")
+                ok = False
+    if not ok:
+        return None
+    upstream = {name: [p for p, _ in step.prev] for name, step in steps.items()}
+    order = _topological(upstream, nb)
+    if order is None:
+        return None
+    shared: set[str] = set(dir(builtins)) | _IPYTHON_NAMES
+    for cell, code in nb.imports + nb.functions:
+        try:
+            shared |= names_in(code)[1]
+        except SyntaxError as exc:
+            nb.problem(cell, f"line {exc.lineno}: Python syntax: {exc.msg}")
+            ok = False
+    uses: dict[str, list[str]] = {}
+    defines: dict[str, set[str]] = {}
+    for name in order:
+        step = steps[name]
+        code = "\n".join(c for _, c in step.code)
+        if not _has_code(code):
+            nb.problem(step.first, f"step `{name}` has no code", "add code, or remove the tag")
+            ok = False
+            continue
+        used, defined = _step_names(step, nb)
+        if used is None or defined is None:
+            ok = False
+            continue
+        uses[name], defines[name] = used, defined
+    if not ok:
+        return None
+    return _connect(nb, order, upstream, uses, defines, shared)
+
+
+def _has_code(code: str) -> bool:
+    try:
+        return bool(ast.parse(code).body)
+    except SyntaxError:
+        return True  # reported with its line by _step_names
+
+
+def _step_names(step: Step, nb: Notebook) -> tuple[list[str] | None, set[str] | None]:
+    used: list[str] = []
+    defined: set[str] = set()
+    for cell, code in step.code:
+        try:
+            cell_used, cell_defined = names_in(code)
+        except SyntaxError as exc:
+            nb.problem(cell, f"line {exc.lineno}: Python syntax: {exc.msg}")
+            return None, None
+        used += [n for n in cell_used if n not in defined and n not in used]
+        defined |= cell_defined
+    return used, defined
+
+
+def _connect(
+    nb: Notebook,
+    order: list[str],
+    upstream: dict[str, list[str]],
+    uses: dict[str, list[str]],
+    defines: dict[str, set[str]],
+    shared: set[str],
+) -> Flow | None:
+    flow = Flow(order=order, upstream=upstream)
+    ancestors = _ancestors(order, upstream)
+    position = {name: i for i, name in enumerate(nb.steps)}  # notebook order
+    has: dict[str, set[str]] = {}
+    ok = True
+    for name in order:
+        step = nb.steps[name]
+        flow.inputs[name] = {}
+        flow.parameters[name] = [n for n in uses[name] if n in nb.parameters]
+        for var in uses[name]:
+            if var in shared or var in nb.parameters:
+                continue
+            candidates = [a for a in ancestors[name] if var in has.get(a, set())]
+            if candidates:
+                flow.inputs[name][var] = max(candidates, key=lambda a: position[a])
+                continue
+            elsewhere = sorted(s for s in order if s != name and var in defines.get(s, set()))
+            if elsewhere:
+                nb.problem(
+                    step.first,
+                    f"step `{name}` uses `{var}`, which only step `{elsewhere[0]}` defines,"
+                    " and that step is not upstream of it",
+                    f"add `prev:{elsewhere[0]}` to step `{name}`",
+                )
+                ok = False
+        has[name] = defines[name] | set(flow.inputs[name])
+    for name in order:
+        needed = sorted(
+            {var for consumer in order for var, src in flow.inputs[consumer].items() if src == name}
+        )
+        flow.outputs[name] = needed
+        flow.metrics[name] = []
+    for metric, cell in nb.metrics.items():
+        producers = [s for s in order if metric in defines[s]]
+        if not producers:
+            nb.problem(
+                cell,
+                f"metric `{metric}` is not defined by any step",
+                "assign it in a step, e.g. `accuracy = ...`",
+            )
+            ok = False
+            continue
+        flow.metrics[max(producers, key=lambda s: position[s])].append(metric)
+    return flow if ok else None
+
+
+def _ancestors(order: list[str], upstream: dict[str, list[str]]) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for name in order:
+        found[name] = set(upstream[name])
+        for parent in upstream[name]:
+            found[name] |= found[parent]
+    return found
+
+
+def _topological(upstream: dict[str, list[str]], nb: Notebook) -> list[str] | None:
+    """Steps in an order where every step follows its prev steps (ties: notebook order)."""
+    order: list[str] = []
+    state: dict[str, str] = {}
+
+    def visit(name: str, path: list[str]) -> bool:
+        if state.get(name) == "done":
+            return True
+        if state.get(name) == "active":
+            cycle = [*path[path.index(name) :], name]
+            step = nb.steps[name]
+            nb.problem(
+                step.first,
+                "the steps depend on each other in a cycle: " + " -> ".join(cycle),
+                "remove one of these `prev:` tags",
+            )
+            return False
+        state[name] = "active"
+        for parent in upstream[name]:
+            if not visit(parent, [*path, name]):
+                return False
+        state[name] = "done"
+        order.append(name)
+        return True
+
+    for name in upstream:
+        if not visit(name, []):
+            return None
+    return order
+
+
+def cells_of(step: Step) -> list[Cell]:
+    return [cell for cell, _ in step.code]

@@ -1,0 +1,478 @@
+"""Jupyter notebooks with Kale cell tags (both generations) -> steps, parameters, metrics.
+
+Reads the notebook as JSON, never runs it. Every problem names the cell (its number
+and first line) and where the cell starts in the .ipynb file, so an editor or a pull
+request can point at it. See KALE_TAGS.md for the tag language.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kfops.errors import Problem
+
+STEP_NAME = re.compile(r"^[_a-z][_a-z0-9]*$")
+# Each tag form, as (name, pattern, how it is written).
+_TAGS: list[tuple[str, re.Pattern[str], str]] = [
+    ("imports", re.compile(r"^imports$"), "imports"),
+    ("functions", re.compile(r"^functions$"), "functions"),
+    ("parameters", re.compile(r"^pipeline-parameters$"), "pipeline-parameters"),
+    ("metrics", re.compile(r"^pipeline-metrics$"), "pipeline-metrics"),
+    ("skip", re.compile(r"^skip$"), "skip"),
+    ("step", re.compile(r"^(?:step|block):(.*)$"), "step:NAME (or block:NAME)"),
+    ("prev", re.compile(r"^prev:(.*)$"), "prev:NAME"),
+    ("limit", re.compile(r"^limit:([a-zA-Z0-9./-]+):([^:\s]+)$"), "limit:RESOURCE:VALUE"),
+    ("annotation", re.compile(r"^annotation:([a-zA-Z0-9./_-]+):(.*)$"), "annotation:KEY:VALUE"),
+    ("label", re.compile(r"^label:([a-zA-Z0-9./_-]+):(.*)$"), "label:KEY:VALUE"),
+    ("image", re.compile(r"^image:(\S+)$"), "image:IMAGE"),
+    ("cache", re.compile(r"^cache:(enabled|disabled)$"), "cache:enabled|disabled"),
+    (
+        "secret",
+        re.compile(r"^secret:([a-z0-9.-]+):([-._a-zA-Z0-9]+):([A-Za-z_][A-Za-z0-9_]*)$"),
+        "secret:SECRET:KEY:ENV_VAR",
+    ),
+    ("report", re.compile(r"^report:(enabled|disabled)$"), "report:enabled|disabled"),
+    ("notebook", re.compile(r"^notebook:(.*)$"), "notebook:NAME"),
+]
+VALID_FORMS = ", ".join(form for _, _, form in _TAGS)
+_BLOCK_KINDS = {"imports", "functions", "parameters", "metrics", "skip", "step", "notebook"}
+_KNOWN_METADATA = {
+    "pipeline_name",
+    "pipeline_description",
+    "experiment_name",
+    "experiment",
+    "base_image",
+    "docker_image",
+    "enable_caching",
+    "volumes",
+    "steps_defaults",
+    "katib_run",
+    "katib_metadata",
+    "snapshot_volumes",
+    "autosnapshot",
+}
+# Cell magics whose body is still Python: only the magic line goes.
+_PYTHON_CELL_MAGICS = {"time", "timeit", "capture", "prun", "debug"}
+_SHELL_ASSIGN = re.compile(r"^\s*[A-Za-z_][A-Za-z0-9_]*\s*=\s*[!%]")
+_PIP_INSTALL = re.compile(r"^\s*[!%]\s*pip3?\s+install\s+(.*)$")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A code cell: ``number`` counts all cells from 1, as a user counts them."""
+
+    number: int
+    line: int  # where the cell starts in the .ipynb file (1-based), 0 if unknown
+    source: str
+    tags: tuple[str, ...]
+
+    def label(self) -> str:
+        first = next((ln.strip() for ln in self.source.splitlines() if ln.strip()), "")
+        if len(first) > 40:
+            first = first[:37] + "..."
+        return f'cell {self.number} ("{first}")' if first else f"cell {self.number}"
+
+
+@dataclass
+class Step:
+    name: str
+    cells: list[Cell] = field(default_factory=list)
+    code: list[tuple[Cell, str]] = field(default_factory=list)  # cleaned code per cell
+    prev: list[tuple[str, Cell]] = field(default_factory=list)
+    limits: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    image: str | None = None
+    cache: bool | None = None
+    secrets: list[tuple[str, str, str]] = field(default_factory=list)
+    report: bool | None = None
+
+    @property
+    def first(self) -> Cell:
+        return self.cells[0]
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    value: Any
+    kind: str  # int, float, str, bool, list, dict
+
+
+@dataclass
+class Notebook:
+    """What a tagged notebook declares, before data-flow analysis."""
+
+    path: Path
+    shown: str
+    name: str | None = None
+    description: str | None = None
+    experiment: str | None = None
+    base_image: str | None = None
+    enable_caching: bool | None = None
+    volumes: list[dict[str, Any]] = field(default_factory=list)
+    imports: list[tuple[Cell, str]] = field(default_factory=list)
+    functions: list[tuple[Cell, str]] = field(default_factory=list)
+    parameters: dict[str, Parameter] = field(default_factory=dict)
+    metrics: dict[str, Cell] = field(default_factory=dict)
+    steps: dict[str, Step] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+    def problem(self, cell: Cell | None, message: str, hint: str = "", warn: bool = False) -> None:
+        where = f"{cell.label()}: " if cell is not None else ""
+        self.problems.append(
+            Problem(
+                self.shown,
+                cell.line if cell is not None else 0,
+                1 if cell is not None and cell.line else 0,
+                where + message,
+                hint,
+                severity="warning" if warn else "error",
+            )
+        )
+
+
+def read(path: Path, shown: str) -> Notebook:
+    """Parse the notebook at ``path``; problems are collected, never raised."""
+    nb = Notebook(path=path, shown=shown)
+    raw = _load_json(path, nb)
+    if raw is None:
+        return nb
+    metadata = raw.get("metadata") or {}
+    kale = metadata.get("kubeflow_notebook") if isinstance(metadata, dict) else None
+    defaults: list[str] = []
+    if isinstance(kale, dict):
+        defaults = _read_metadata(kale, nb)
+    cells = _cells(raw, path, nb)
+    _assign(cells, defaults, nb)
+    return nb
+
+
+def _load_json(path: Path, nb: Notebook) -> dict[str, Any] | None:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        nb.problem(None, "file not found")
+        return None
+    except OSError as exc:
+        nb.problem(None, f"cannot read the notebook: {exc.strerror}")
+        return None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        nb.problem(None, f"not valid UTF-8 (byte {exc.start})", "save the notebook as UTF-8")
+        return None
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        nb.problems.append(
+            Problem(
+                nb.shown,
+                exc.lineno,
+                exc.colno,
+                f"not a valid notebook: malformed JSON ({exc.msg})",
+                "open and save it in Jupyter, or fix the JSON at this position",
+            )
+        )
+        return None
+    if not isinstance(raw, dict) or ("cells" not in raw and "worksheets" not in raw):
+        nb.problem(None, "not a Jupyter notebook (no `cells`)", "pass a .ipynb file")
+        return None
+    if raw.get("nbformat", 4) < 4:
+        import nbformat
+
+        reads: Any = nbformat.reads  # untyped
+        try:
+            upgraded: dict[str, Any] = dict(reads(text, as_version=4))
+        except Exception as exc:
+            nb.problem(None, f"cannot read this old notebook format: {exc}")
+            return None
+        return upgraded
+    if not isinstance(raw.get("cells"), list):
+        nb.problem(None, "not a Jupyter notebook (`cells` is not a list)")
+        return None
+    return raw
+
+
+def _read_metadata(kale: dict[str, Any], nb: Notebook) -> list[str]:
+    for key in sorted(set(kale) - _KNOWN_METADATA):
+        nb.problem(None, f"unknown kubeflow_notebook metadata key `{key}` ignored", warn=True)
+    name = kale.get("pipeline_name")
+    nb.name = name if isinstance(name, str) and name else None
+    description = kale.get("pipeline_description")
+    nb.description = description if isinstance(description, str) and description else None
+    experiment = kale.get("experiment_name") or (kale.get("experiment") or {}).get("name")
+    nb.experiment = experiment if isinstance(experiment, str) else None
+    image = kale.get("base_image") or kale.get("docker_image")
+    nb.base_image = image if isinstance(image, str) and image else None
+    caching = kale.get("enable_caching")
+    nb.enable_caching = caching if isinstance(caching, bool) else None
+    volumes = kale.get("volumes") or []
+    nb.volumes = [v for v in volumes if isinstance(v, dict)] if isinstance(volumes, list) else []
+    for key in ("katib_run", "snapshot_volumes", "autosnapshot"):
+        if kale.get(key):
+            nb.problem(None, f"`{key}` is not supported by kfops and is ignored", warn=True)
+    defaults = kale.get("steps_defaults") or []
+    if not isinstance(defaults, list) or not all(isinstance(t, str) for t in defaults):
+        nb.problem(None, "`steps_defaults` must be a list of tags", 'e.g. ["label:team:ml"]')
+        return []
+    return list(defaults)
+
+
+def _cells(raw: dict[str, Any], path: Path, nb: Notebook) -> list[Cell]:
+    text = path.read_text(encoding="utf-8-sig")
+    starts = [text.count("\n", 0, m.start()) + 1 for m in re.finditer(r'"cell_type"\s*:', text)]
+    raw_cells = raw.get("cells") or []
+    if len(starts) != len(raw_cells):
+        starts = [0] * len(raw_cells)
+    cells = []
+    for number, (raw_cell, line) in enumerate(zip(raw_cells, starts, strict=True), start=1):
+        if not isinstance(raw_cell, dict) or raw_cell.get("cell_type") != "code":
+            continue
+        source = raw_cell.get("source", "")
+        if isinstance(source, list):
+            source = "".join(str(s) for s in source)
+        meta = raw_cell.get("metadata") or {}
+        tags = meta.get("tags") if isinstance(meta, dict) else None
+        tags = tuple(t for t in tags if isinstance(t, str)) if isinstance(tags, list) else ()
+        cells.append(Cell(number, line, str(source), tags))
+    return cells
+
+
+def _assign(cells: list[Cell], defaults: list[str], nb: Notebook) -> None:
+    """Give every code cell to a block, following the tags (and untagged continuation)."""
+    current: tuple[str, str] | None = None  # (kind, step name)
+    for cell in cells:
+        parsed = [(_parse_tag(tag, cell, nb), tag) for tag in cell.tags]
+        kinds = [p for p, _ in parsed if p is not None and p[0] in _BLOCK_KINDS]
+        if len(kinds) > 1:
+            names = ", ".join(f"`{t}`" for p, t in parsed if p is not None and p[0] in _BLOCK_KINDS)
+            nb.problem(cell, f"has more than one block tag ({names})", "keep one per cell")
+            continue
+        if kinds:
+            kind, args = kinds[0]
+            if kind == "skip":
+                continue
+            current = (kind, args[0] if args else "")
+        elif current is None:
+            if cell.source.strip():
+                nb.problem(
+                    cell,
+                    "has no tag, and no tagged cell above it to continue",
+                    "tag it `imports`, `step:NAME` or `skip`",
+                )
+            continue
+        step_tags = [
+            p for p in (p for p, _ in parsed) if p is not None and p[0] not in _BLOCK_KINDS
+        ]
+        _add(cell, current, step_tags, defaults, nb)
+
+
+def _parse_tag(tag: str, cell: Cell, nb: Notebook) -> tuple[str, tuple[str, ...]] | None:
+    for kind, pattern, _ in _TAGS:
+        match = pattern.match(tag)
+        if match is None:
+            continue
+        args = match.groups()
+        if kind in ("step", "prev", "notebook") and not STEP_NAME.match(args[0]):
+            nb.problem(
+                cell,
+                f"invalid step name `{args[0]}` in tag `{tag}`",
+                "step names are lowercase letters, digits and '_', not starting with a digit",
+            )
+            return None
+        return kind, args
+    prefix = tag.split(":", 1)[0]
+    stems = {form.split(":", 1)[0].split(" ", 1)[0]: form for _, _, form in _TAGS}
+    stems["block"] = stems["step"]
+    if prefix in stems:
+        nb.problem(cell, f"malformed tag `{tag}`", f"write it as {stems[prefix]}")
+    else:
+        close = difflib.get_close_matches(prefix, list(stems), n=1, cutoff=0.6)
+        hint = f"did you mean `{stems[close[0]]}`? " if close else ""
+        nb.problem(cell, f"unknown tag `{tag}`", f"{hint}valid tags: {VALID_FORMS}")
+    return None
+
+
+def _add(
+    cell: Cell,
+    block: tuple[str, str],
+    step_tags: list[tuple[str, tuple[str, ...]]],
+    defaults: list[str],
+    nb: Notebook,
+) -> None:
+    kind, name = block
+    code = clean_code(cell, nb)
+    if kind == "imports":
+        nb.imports.append((cell, code))
+    elif kind == "functions":
+        nb.functions.append((cell, code))
+    elif kind == "parameters":
+        _read_parameters(cell, code, nb)
+    elif kind == "metrics":
+        _read_metrics(cell, code, nb)
+    elif kind == "notebook":
+        nb.problem(
+            cell,
+            "sub-pipelines (`notebook:NAME`) are not supported yet",
+            "copy the other notebook's steps into this one",
+        )
+    else:
+        step = nb.steps.get(name)
+        if step is None:
+            step = nb.steps[name] = Step(name)
+            for tag in defaults:
+                parsed = _parse_tag(tag, cell, nb)
+                if parsed is not None and parsed[0] not in _BLOCK_KINDS:
+                    _apply_tag(step, parsed, cell)
+        step.cells.append(cell)
+        step.code.append((cell, code))
+    if step_tags and kind != "step":
+        nb.problem(
+            cell,
+            "step settings (" + ", ".join(t for t, _ in step_tags) + f") on a `{kind}` cell",
+            "move them to a cell tagged step:NAME",
+        )
+        return
+    for parsed in step_tags:
+        _apply_tag(nb.steps[name], parsed, cell)
+
+
+def _apply_tag(step: Step, parsed: tuple[str, tuple[str, ...]], cell: Cell) -> None:
+    kind, args = parsed
+    if kind == "prev":
+        if args[0] not in [p for p, _ in step.prev]:
+            step.prev.append((args[0], cell))
+    elif kind == "limit":
+        step.limits[args[0]] = args[1]
+    elif kind == "annotation":
+        step.annotations[args[0]] = args[1]
+    elif kind == "label":
+        step.labels[args[0]] = args[1]
+    elif kind == "image":
+        step.image = args[0]
+    elif kind == "cache":
+        step.cache = args[0] == "enabled"
+    elif kind == "secret":
+        step.secrets.append((args[0], args[1], args[2]))
+    elif kind == "report":
+        step.report = args[0] == "enabled"
+
+
+def clean_code(cell: Cell, nb: Notebook) -> str:
+    """The cell's code as plain Python: IPython magics and shell escapes removed, with a
+    warning naming the cell. Line numbers are kept, so tracebacks match the notebook."""
+    source = cell.source
+    if _parses(source):
+        return source
+    lines = source.split("\n")
+    first = lines[0].strip() if lines else ""
+    if first.startswith("%%"):
+        magic = first[2:].split(None, 1)[0] if len(first) > 2 else ""
+        if magic not in _PYTHON_CELL_MAGICS:
+            nb.problem(
+                cell,
+                f"`%%{magic}` cell is not Python; it is left out of the pipeline",
+                "do its work in Python, or tag the cell `skip`",
+                warn=True,
+            )
+            return ""
+        lines[0] = ""
+    for i, line in enumerate(lines):
+        stripped = line.lstrip()
+        is_magic = stripped.startswith("%") or (
+            stripped.startswith("!") and not stripped.startswith("!=")
+        )
+        if not is_magic and not _SHELL_ASSIGN.match(line):
+            continue
+        indent = line[: len(line) - len(stripped)]
+        lines[i] = f"{indent}pass  # kfops: removed `{stripped[:60]}`"
+        pip = _PIP_INSTALL.match(line)
+        if pip:
+            packages = pip.group(1).strip()
+            nb.problem(
+                cell,
+                f"line {i + 1}: `{stripped}` removed (a step cannot install packages)",
+                f"add {packages} to the requirements of the step image",
+                warn=True,
+            )
+        else:
+            nb.problem(
+                cell,
+                f"line {i + 1}: IPython magic or shell command `{stripped}` removed",
+                "a pipeline step runs plain Python; do this in Python or outside the notebook",
+                warn=True,
+            )
+    return "\n".join(lines)
+
+
+def _parses(code: str) -> bool:
+    try:
+        ast.parse(code)
+    except SyntaxError:
+        return False
+    except ValueError:  # NUL bytes
+        return False
+    return True
+
+
+_KINDS = {bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "dict"}
+
+
+def _read_parameters(cell: Cell, code: str, nb: Notebook) -> None:
+    try:
+        tree = ast.parse(code)
+    except SyntaxError as exc:
+        nb.problem(cell, f"line {exc.lineno}: Python syntax: {exc.msg}")
+        return
+    for node in tree.body:
+        target = (
+            node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else None
+        )
+        if isinstance(node, ast.AnnAssign) and node.value is not None:
+            target = node.target
+        value_node = getattr(node, "value", None)
+        if not isinstance(target, ast.Name) or value_node is None:
+            nb.problem(
+                cell,
+                f"line {node.lineno}: a pipeline-parameters cell holds only `NAME = literal`",
+                "move other code to an imports, functions or step cell",
+            )
+            continue
+        try:
+            value = ast.literal_eval(value_node)
+        except (ValueError, SyntaxError):
+            nb.problem(
+                cell,
+                f"line {node.lineno}: `{target.id}` is not a literal value",
+                "parameters must be literals (numbers, strings, booleans, lists, dicts)",
+            )
+            continue
+        kind = _KINDS.get(type(value))
+        if kind is None:
+            nb.problem(
+                cell,
+                f"line {node.lineno}: `{target.id}` is a {type(value).__name__}",
+                "parameters are numbers, strings, booleans, lists or dicts",
+            )
+            continue
+        nb.parameters[target.id] = Parameter(target.id, value, kind)
+
+
+def _read_metrics(cell: Cell, code: str, nb: Notebook) -> None:
+    try:
+        tree = ast.parse(code)
+    except SyntaxError as exc:
+        nb.problem(cell, f"line {exc.lineno}: Python syntax: {exc.msg}")
+        return
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+            if node.id in ("print", "display"):
+                continue
+            nb.metrics.setdefault(node.id, cell)
