@@ -86,10 +86,11 @@ def cli() -> None:
     help="text for people; json for tools; github for workflow annotations on the exact line.",
 )
 def validate(path: Path, output_format: str) -> None:
-    """Check PATH's mlops.yaml (a project folder or the file) without running any code.
+    """Check a project without running any of its code.
 
-    Every problem is reported at once as FILE:LINE:COL with a hint. The pipeline
-    file is read but not imported; step names are checked by `compile` and `run`.
+    PATH is a project folder, its mlops.yaml, or a Kale-tagged notebook. Every
+    problem is reported at once as FILE:LINE:COL with a hint. The pipeline file is
+    read but not imported; step names are checked by `compile` and `run`.
     """
     from kfops import config
     from kfops.report import print_problems
@@ -117,15 +118,26 @@ def validate(path: Path, output_format: str) -> None:
     metavar="NAME=VALUE",
     help="Override a pipeline parameter's default (repeatable).",
 )
-def compile_command(path: Path, output: Path | None, params: tuple[str, ...]) -> None:
+@click.option(
+    "--emit-python",
+    is_flag=True,
+    help="For a notebook: print the KFP pipeline code generated from it, instead of the IR.",
+)
+def compile_command(
+    path: Path, output: Path | None, params: tuple[str, ...], emit_python: bool
+) -> None:
     """Compile PATH's pipeline to KFP IR YAML, ready to upload to Kubeflow Pipelines.
 
-    Applies mlops.yaml's `parameters` (as defaults) and `steps` settings. The output
-    is byte-for-byte the same for the same inputs.
+    PATH is a project folder, its mlops.yaml, or a Kale-tagged notebook. Applies
+    mlops.yaml's `parameters` (as defaults) and `steps` settings. The output is
+    byte-for-byte the same for the same inputs.
     """
-    from kfops import compiler, config
+    from kfops import compiler
 
-    project = config.load(path)
+    project = _load(path)
+    if emit_python:
+        click.echo(compiler.notebook_source(project), nl=False)
+        return
     compiled = compiler.compile_project(project, params)
     if output is not None and str(output) == "-":
         click.echo(compiled.ir_text, nl=False)
@@ -133,6 +145,16 @@ def compile_command(path: Path, output: Path | None, params: tuple[str, ...]) ->
     target = output or project.root / ".kfops" / f"{project.name}.yaml"
     _write_atomically(target, compiled.ir_text)
     click.echo(f"compiled {project.name} -> {display_path(target)}", err=True)
+
+
+def _load(path: Path) -> Any:
+    """The project at PATH, with its warnings (e.g. removed notebook magics) on stderr."""
+    from kfops import config
+
+    project = config.load(path)
+    for warning in project.warnings:
+        click.echo(warning.render(), err=True)
+    return project
 
 
 def _write_atomically(target: Path, text: str) -> None:
@@ -166,12 +188,14 @@ def _write_atomically(target: Path, text: str) -> None:
 def run(path: Path, params: tuple[str, ...], cache: bool, runs_dir: Path | None) -> None:
     """Run PATH's pipeline on this machine with kfp.local (no cluster needed).
 
-    Each step runs as a subprocess in the current Python environment. Outputs,
-    artifacts and logs are kept in PROJECT/.kfops/runs/RUN_ID/.
+    PATH is a project folder, its mlops.yaml, or a Kale-tagged notebook. Each step
+    runs as a subprocess in the current Python environment (a notebook's steps in the
+    notebook's folder, as in Jupyter). Outputs, artifacts and logs are kept in
+    PROJECT/.kfops/runs/RUN_ID/.
     """
-    from kfops import config, local
+    from kfops import local
 
-    project = config.load(path)
+    project = _load(path)
     result = local.run(project, params, cache=cache, runs_dir=runs_dir)
     if not result.succeeded:
         sys.exit(EXIT_FAILED)

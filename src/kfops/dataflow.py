@@ -33,16 +33,57 @@ class Flow:
 
 def names_in(code: str) -> tuple[list[str], set[str]]:
     """(names used before being defined, in order of first use; names defined) at the
-    top level of ``code``. Function and class bodies count their free names as used."""
-    tree = ast.parse(code)
+    top level of ``code``. Function and class bodies count their free names as used.
+
+    Raises:
+        SyntaxError: ``code`` is not valid Python.
+    """
     defined: set[str] = set()
     used: list[str] = []
-    for statement in tree.body:
-        for name in _loads(statement):
-            if name not in defined and name not in used:
-                used.append(name)
-        defined |= _stores(statement)
+    _scan(ast.parse(code).body, defined, used)
     return used, defined
+
+
+def _scan(statements: list[ast.stmt], defined: set[str], used: list[str]) -> None:
+    """Walk statements in execution order; compound statements bind before their body."""
+
+    def use(node: ast.AST | None) -> None:
+        if node is not None:
+            used.extend(n for n in _loads(node) if n not in defined and n not in used)
+            defined.update(_stores_in_expression(node))
+
+    for statement in statements:
+        if isinstance(statement, ast.For | ast.AsyncFor):
+            use(statement.iter)
+            defined.update(_stores_in_expression(statement.target))
+            _scan(statement.body + statement.orelse, defined, used)
+        elif isinstance(statement, ast.With | ast.AsyncWith):
+            for item in statement.items:
+                use(item.context_expr)
+                if item.optional_vars is not None:
+                    defined.update(_stores_in_expression(item.optional_vars))
+            _scan(statement.body, defined, used)
+        elif isinstance(statement, ast.If | ast.While):
+            use(statement.test)
+            _scan(statement.body + statement.orelse, defined, used)
+        elif isinstance(statement, ast.Try):
+            _scan(statement.body, defined, used)
+            for handler in statement.handlers:
+                use(handler.type)
+                if handler.name:
+                    defined.add(handler.name)
+                _scan(handler.body, defined, used)
+            _scan(statement.orelse + statement.finalbody, defined, used)
+        else:
+            use_statement = [n for n in _loads(statement) if n not in defined and n not in used]
+            used.extend(use_statement)
+            defined.update(_stores(statement))
+
+
+def _stores_in_expression(node: ast.AST) -> set[str]:
+    return {
+        n.id for n in _walk_scope(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)
+    }
 
 
 def _loads(node: ast.AST) -> list[str]:
@@ -97,7 +138,7 @@ def _stores(statement: ast.stmt) -> set[str]:
     if isinstance(statement, ast.Import | ast.ImportFrom):
         return {(a.asname or a.name).split(".")[0] for a in statement.names if a.name != "*"}
     names: set[str] = set()
-    for child in ast.walk(statement):
+    for child in _walk_scope(statement):
         if isinstance(child, ast.Name) and isinstance(child.ctx, ast.Store):
             names.add(child.id)
         elif isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
@@ -105,6 +146,22 @@ def _stores(statement: ast.stmt) -> set[str]:
         elif isinstance(child, ast.Import | ast.ImportFrom):
             names |= {(a.asname or a.name).split(".")[0] for a in child.names if a.name != "*"}
     return names
+
+
+_OWN_SCOPES = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp, ast.Lambda)
+
+
+def _walk_scope(node: ast.AST) -> list[ast.AST]:
+    """Like ast.walk, without entering comprehensions and lambdas (their names are theirs)."""
+    found: list[ast.AST] = []
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        found.append(current)
+        if current is not node and isinstance(current, _OWN_SCOPES):
+            continue
+        stack.extend(ast.iter_child_nodes(current))
+    return found
 
 
 def analyse(nb: Notebook) -> Flow | None:

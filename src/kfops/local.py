@@ -133,7 +133,7 @@ def run(
     result = RunResult(run_id=run_id, run_dir=run_dir, parameters=compiled.parameters)
 
     console.print(f"[bold]running[/] {project.name} locally (run {run_id})")
-    for note in ignored_locally(compiled.ir):
+    for note in ignored_locally(compiled.ir, compiled.platform):
         console.print(f"[yellow]notice:[/] {note}")
     # With --runs-dir the cache moves too, so runs kept elsewhere never share it.
     cache_dir = run_dir.parent / ".cache" if runs_dir else project.root / ".kfops" / "cache"
@@ -155,22 +155,38 @@ def _console() -> Console:
     return Console(highlight=False, width=160 if wide else None)
 
 
-def ignored_locally(ir: dict[str, Any]) -> list[str]:
+def ignored_locally(ir: dict[str, Any], platform: dict[str, Any]) -> list[str]:
     """Settings in the compiled pipeline that kfp.local does not apply, said once."""
     executors = ir.get("deploymentSpec", {}).get("executors", {})
     components = ir.get("components", {})
-    steps = []
+    with_resources = []
     for task_name, task in sorted(ir.get("root", {}).get("dag", {}).get("tasks", {}).items()):
         component = components.get(task.get("componentRef", {}).get("name", ""), {})
         executor = executors.get(component.get("executorLabel", ""), {})
         if executor.get("container", {}).get("resources"):
-            steps.append(task_name)
-    if not steps:
-        return []
-    return [
-        "resource requests and limits (cpu, memory, gpu) apply on Kubeflow only; the local"
-        " runner ignores them for: " + ", ".join(steps)
-    ]
+            with_resources.append(task_name)
+    notes = []
+    if with_resources:
+        notes.append(
+            "resource requests and limits (cpu, memory, gpu) apply on Kubeflow only; the"
+            " local runner ignores them for: " + ", ".join(with_resources)
+        )
+    kubernetes = platform.get("platforms", {}).get("kubernetes", {})
+    configs = kubernetes.get("deploymentSpec", {}).get("executors", {})
+    kinds = sorted({_K8S_SETTINGS.get(key, key) for config in configs.values() for key in config})
+    if kinds:
+        notes.append(
+            "Kubernetes settings (" + ", ".join(kinds) + ") apply on Kubeflow only;"
+            " the local runner ignores them"
+        )
+    return notes
+
+
+_K8S_SETTINGS = {
+    "podMetadata": "pod labels and annotations",
+    "secretAsEnv": "secrets",
+    "pvcMount": "volumes",
+}
 
 
 def _execute(

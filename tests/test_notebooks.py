@@ -1,0 +1,356 @@
+"""Kale-tagged notebooks: both tag generations, every tag, data hand-over, real local runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+import yaml
+from click.testing import CliRunner
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from kfops import dataflow, notebook
+from kfops.cli import cli
+from tests.conftest import GOLDEN, ROOT, check_golden
+
+WINE = ROOT / "pipelines" / "wine-notebook"
+
+
+def cell(source: str, *tags: str) -> Any:
+    made = new_code_cell(source)
+    if tags:
+        made.metadata["tags"] = list(tags)
+    return made
+
+
+def write(path: Path, cells: list[Any], **kale: Any) -> Path:
+    made = new_notebook(cells=cells)
+    if kale:
+        made.metadata["kubeflow_notebook"] = kale
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(made, str(path))
+    return path
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+# A notebook in each tag generation, otherwise the same.
+def _generation(tmp_path: Path, old: bool) -> Path:
+    step = "block" if old else "step"
+    image = {"docker_image": "python:3.10"} if old else {"base_image": "python:3.10"}
+    return write(
+        tmp_path / ("old.ipynb" if old else "new.ipynb"),
+        [
+            cell("import math", "imports"),
+            cell("RATE = 0.5", "pipeline-parameters"),
+            cell("x = [1, 2, 3]", f"{step}:make"),
+            cell("y = [v * RATE for v in x]", f"{step}:scale", "prev:make"),
+            cell("total = math.fsum(y)"),  # untagged: continues `scale`
+            cell("total", "pipeline-metrics"),
+        ],
+        pipeline_name="gen",
+        **image,
+    )
+
+
+def test_both_generations_generate_the_same_pipeline(tmp_path: Path) -> None:
+    old = invoke("compile", str(_generation(tmp_path, old=True)), "--emit-python")
+    new = invoke("compile", str(_generation(tmp_path, old=False)), "--emit-python")
+    assert old[0] == new[0] == 0
+    assert old[1].replace("old.ipynb", "X") == new[1].replace("new.ipynb", "X")
+    assert 'base_image="python:3.10"' in new[1]
+
+
+def test_data_flow_of_the_example() -> None:
+    nb = notebook.read(WINE / "train.ipynb", "train.ipynb")
+    flow = dataflow.analyse(nb)
+    assert flow is not None
+    assert flow.order == ["load_data", "split", "train_forest", "train_logreg", "evaluate"]
+    assert flow.inputs["split"] == {"wine": "load_data"}
+    assert flow.inputs["evaluate"] == {
+        "forest": "train_forest",
+        "logreg": "train_logreg",
+        "x_test": "split",
+        "y_test": "split",
+    }
+    assert flow.outputs["split"] == ["x_test", "x_train", "y_test", "y_train"]
+    assert flow.parameters["split"] == ["TEST_SIZE", "SEED"]
+    assert flow.metrics["evaluate"] == ["forest_accuracy", "logreg_accuracy", "best_accuracy"]
+    assert [p.name for p in nb.parameters.values()] == ["TEST_SIZE", "N_ESTIMATORS", "C", "SEED"]
+    # the `skip` cell and the markdown cells are not in any step
+    assert [c.number for c in nb.steps["load_data"].cells] == [6, 7]
+
+
+def test_in_place_change_upstream_is_seen_downstream(tmp_path: Path) -> None:
+    # `clean` changes `rows` without assigning it; `report` must get the cleaned rows.
+    path = write(
+        tmp_path / "nb.ipynb",
+        [
+            cell("rows = [3, None, 1]", "step:load"),
+            cell("rows.remove(None)", "step:clean", "prev:load"),
+            cell("print(sorted(rows))", "step:report", "prev:clean"),
+        ],
+    )
+    nb = notebook.read(path, "nb.ipynb")
+    flow = dataflow.analyse(nb)
+    assert flow is not None
+    assert flow.inputs["report"] == {"rows": "clean"}
+    assert flow.outputs == {"load": ["rows"], "clean": ["rows"], "report": []}
+
+
+@pytest.mark.parametrize(
+    ("code", "used", "defined"),
+    [
+        ("a = b + 1", ["b"], {"a"}),
+        ("a = 1\nb = a", [], {"a", "b"}),
+        ("x = x + 1", ["x"], {"x"}),
+        ("import numpy as np\nfrom os import path", [], {"np", "path"}),
+        ("def f(v):\n    return v + k", ["k"], {"f"}),
+        ("squares = [i * i for i in items]", ["items"], {"squares"}),
+        ("for i in range(n):\n    acc = i", ["range", "n"], {"i", "acc"}),
+        ("with open(p) as f:\n    text = f.read()", ["open", "p"], {"f", "text"}),
+        ("class A(Base):\n    size = n", ["Base", "n"], {"A"}),
+        ("if (m := len(xs)) > 2:\n    pass", ["len", "xs"], {"m"}),
+    ],
+)
+def test_names_in(code: str, used: list[str], defined: set[str]) -> None:
+    assert dataflow.names_in(code) == (used, defined)
+
+
+def test_every_cluster_tag_reaches_the_ir(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "tags.ipynb",
+        [
+            cell("import os", "imports"),
+            cell(
+                "value = 1",
+                "step:first",
+                "limit:cpu:500m",
+                "limit:memory:1Gi",
+                "limit:nvidia.com/gpu:2",
+                "annotation:example.com/owner:data-team",
+                "label:tier:gold",
+                "image:python:3.12-slim",
+                "cache:disabled",
+                "secret:db-creds:password:DB_PASSWORD",
+                "report:enabled",
+            ),
+            cell("print(value)", "step:second", "prev:first", "cache:enabled"),
+        ],
+        pipeline_name="tags",
+        base_image="python:3.11",
+        enable_caching=True,
+        steps_defaults=["label:team:ml"],
+        volumes=[{"name": "shared-data", "mount_point": "/data", "type": "pvc"}],
+        experiment_name="tags",
+    )
+    code, out, err = invoke("compile", str(path), "-o", "-")
+    assert code == 0, err
+    ir, platform = yaml.safe_load_all(out)
+    first = ir["deploymentSpec"]["executors"]["exec-first"]["container"]
+    assert first["image"] == "python:3.12-slim"
+    assert first["resources"]["resourceCpuLimit"] == "500m"
+    assert first["resources"]["resourceMemoryLimit"] == "1Gi"
+    assert first["resources"]["accelerator"]["resourceCount"] == "2"
+    assert first["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    second = ir["deploymentSpec"]["executors"]["exec-second"]["container"]
+    assert second["image"] == "python:3.11"
+    tasks = ir["root"]["dag"]["tasks"]
+    assert tasks["first"]["cachingOptions"] == {}
+    assert tasks["second"]["cachingOptions"] == {"enableCache": True}
+    assert tasks["second"]["dependentTasks"] == ["first"]
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert k8s["exec-first"]["podMetadata"] == {
+        "annotations": {"example.com/owner": "data-team"},
+        "labels": {"team": "ml", "tier": "gold"},
+    }
+    assert k8s["exec-second"]["podMetadata"] == {"labels": {"team": "ml"}}
+    assert k8s["exec-first"]["secretAsEnv"][0]["keyToEnv"] == [
+        {"envVar": "DB_PASSWORD", "secretKey": "password"}
+    ]
+    assert k8s["exec-first"]["pvcMount"][0]["mountPath"] == "/data"
+
+
+def test_magics_are_removed_with_warnings(tmp_path: Path, in_dir: Any) -> None:
+    path = write(
+        tmp_path / "magic.ipynb",
+        [
+            cell("%%time\nx = 1\n!pip install scikit-learn pandas\nfiles = !ls", "step:one"),
+            cell("%%bash\necho hi", "step:two", "prev:one"),
+            cell("print(x)", "step:three", "prev:one"),
+        ],
+    )
+    in_dir(tmp_path)
+    code, out, _ = invoke("validate", path.name)
+    assert code == 1  # step `two` has no code left
+    lines = [line for line in out.splitlines() if not line.startswith("  hint")]
+    assert lines == [
+        'magic.ipynb:4:1: warning: cell 1 ("%%time"): line 3: `!pip install scikit-learn'
+        " pandas` removed (a step cannot install packages)",
+        'magic.ipynb:4:1: warning: cell 1 ("%%time"): line 4: IPython magic or shell command'
+        " `files = !ls` removed",
+        'magic.ipynb:21:1: warning: cell 2 ("%%bash"): `%%bash` cell is not Python; it is left'
+        " out of the pipeline",
+        'magic.ipynb:21:1: error: cell 2 ("%%bash"): step `two` has no code',
+    ]
+    assert "hint: add scikit-learn pandas to the requirements of the step image" in out
+
+
+def test_unknown_metadata_is_a_warning(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "meta.ipynb",
+        [cell("x = 1", "step:only")],
+        pipeline_name="meta",
+        snapshot_volumes=True,
+        something_new={"a": 1},
+    )
+    code, out, _ = invoke("validate", str(path))
+    assert code == 0
+    assert "warning: unknown kubeflow_notebook metadata key `something_new` ignored" in out
+    assert "warning: `snapshot_volumes` is not supported by kfops and is ignored" in out
+
+
+def test_mlops_yaml_beside_a_notebook_wins_and_says_so() -> None:
+    code, out, _ = invoke("validate", str(WINE / "train.ipynb"))
+    assert code == 0
+    assert "using " in out and "mlops.yaml, which names this notebook" in out
+
+
+def test_mlops_yaml_parameters_override_the_notebook() -> None:
+    code, out, _ = invoke("compile", str(WINE), "-o", "-", "-p", "C=0.5")
+    assert code == 0
+    params = yaml.safe_load_all(out).__next__()["root"]["inputDefinitions"]["parameters"]
+    assert params["N_ESTIMATORS"]["defaultValue"] == 50  # from mlops.yaml
+    assert params["C"]["defaultValue"] == 0.5  # from --param
+    assert params["TEST_SIZE"]["defaultValue"] == 0.3  # from the notebook
+
+
+def test_mlops_yaml_parameter_must_exist_in_the_notebook(tmp_path: Path, in_dir: Any) -> None:
+    write(tmp_path / "nb.ipynb", [cell("N = 1", "pipeline-parameters"), cell("x = N", "step:a")])
+    (tmp_path / "mlops.yaml").write_text(
+        "version: 1\nname: nb\npipeline:\n  notebook: nb.ipynb\n  parameters:\n    M: 2\n"
+    )
+    in_dir(tmp_path)
+    code, out, _ = invoke("validate")
+    assert code == 1
+    assert out == (
+        "mlops.yaml:6:5: error: `M` is not a parameter of `nb.ipynb`"
+        " (at pipeline.parameters.M)\n  hint: its parameters: `N`\n"
+    )
+
+
+def test_compile_goldens(regen: bool) -> None:
+    code, out, err = invoke("compile", str(WINE), "--emit-python")
+    assert code == 0, err
+    check_golden(GOLDEN / "notebook" / "wine_pipeline.py", out, regen)
+    code, out, err = invoke("compile", str(WINE), "-o", "-")
+    assert code == 0, err
+    stable = "\n".join(
+        line for line in out.splitlines() if not line.startswith("sdkVersion:")
+    ).replace("kfp==2.17.3", "kfp==2.17.X")
+    check_golden(GOLDEN / "notebook" / "wine.yaml", stable + "\n", regen)
+
+
+def test_generated_code_is_valid_python_and_names_its_cells() -> None:
+    code, out, _ = invoke("compile", str(WINE), "--emit-python")
+    assert code == 0
+    compile(out, "generated.py", "exec")
+    assert '"""Step `evaluate` of train.ipynb: cell 12."""' in out
+    assert 'exec(compile(r"""\nforest_accuracy = accuracy(forest, x_test, y_test)' in out
+
+
+# --- real runs --------------------------------------------------------------------------
+
+
+def _run(path: Path, runs: Path, *args: str) -> tuple[int, str, dict[str, Any]]:
+    result = CliRunner().invoke(cli, ["run", str(path), "--runs-dir", str(runs), *args])
+    found = sorted(runs.glob("*/result.json"))
+    return result.exit_code, result.output, json.loads(found[-1].read_text()) if found else {}
+
+
+@pytest.mark.slow
+def test_example_notebook_runs(tmp_path: Path) -> None:
+    code, out, result = _run(WINE, tmp_path, "--no-cache")
+    assert code == 0, out
+    assert list(result["steps"]) == [
+        "load-data",
+        "split",
+        "train-forest",
+        "train-logreg",
+        "evaluate",
+    ]
+    metrics = result["metrics"]["evaluate"]
+    assert set(metrics) == {"forest_accuracy", "logreg_accuracy", "best_accuracy"}
+    assert metrics["best_accuracy"] == max(metrics["forest_accuracy"], metrics["logreg_accuracy"])
+    assert metrics["best_accuracy"] >= 0.9
+    forest = result["steps"]["train-forest"]["outputs"]["out_forest"]
+    assert forest["metadata"]["kfops_format"] == "joblib"
+    x_train = result["steps"]["split"]["outputs"]["out_x_train"]
+    assert x_train["metadata"] == {"kfops_format": "npy", "python_type": "numpy.ndarray"}
+    wine = result["steps"]["load-data"]["outputs"]["out_wine"]
+    assert wine["metadata"]["kfops_format"] == "pandas"
+    run_dir = next(p for p in tmp_path.iterdir() if p.name != ".cache")
+    # the step's own output is kept; the data file was found by its relative path
+    assert (run_dir / "logs" / "load-data.log").read_text() == "(178, 14)\n"
+    assert "best is" in (run_dir / "logs" / "evaluate.log").read_text()
+
+
+@pytest.mark.slow
+def test_old_generation_notebook_runs_with_params(tmp_path: Path) -> None:
+    path = _generation(tmp_path, old=True)
+    code, out, result = _run(path, tmp_path / "runs", "--no-cache", "-p", "RATE=2")
+    assert code == 0, out
+    assert result["metrics"] == {"scale": {"total": 12.0}}
+    assert result["parameters"] == {"RATE": 2.0}
+
+
+@pytest.mark.slow
+def test_hand_over_of_every_kind_and_a_failing_cell(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "rows.csv").write_text("a,b\n1,2\n3,4\n")
+    path = write(
+        tmp_path / "kinds.ipynb",
+        [
+            new_markdown_cell("kinds of values"),
+            cell("import numpy as np\nimport pandas as pd", "imports"),
+            cell("class Box:\n    def __init__(self, v):\n        self.v = v", "functions"),
+            cell(
+                "frame = pd.read_csv('data/rows.csv')\narray = np.arange(4)\nbox = Box(7)\n"
+                "count = 3\nlabel = 'ok'\nnested = {'k': (1, 2)}",
+                "step:make",
+            ),
+            cell(
+                "assert frame['b'].sum() == 6\nassert array.tolist() == [0, 1, 2, 3]\n"
+                "assert box.v == 7 and count == 3 and label == 'ok'\nassert nested['k'] == (1, 2)\n"
+                "print('all good')",
+                "step:check",
+                "prev:make",
+            ),
+            cell("raise RuntimeError(f'broken on purpose {count}')", "step:fail", "prev:check"),
+        ],
+    )
+    code, out, result = _run(path, tmp_path / "runs", "--no-cache")
+    assert code == 1
+    assert result["steps"]["check"]["status"] == "SUCCESS"
+    assert result["steps"]["fail"]["status"] == "FAILURE"
+    formats = {
+        name: value["metadata"]["kfops_format"]
+        for name, value in result["steps"]["make"]["outputs"].items()
+    }
+    assert formats == {
+        "out_array": "npy",
+        "out_box": "pickle",
+        "out_count": "json",
+        "out_frame": "pandas",
+        "out_label": "json",
+        "out_nested": "pickle",
+    }
+    # the traceback points at the notebook cell and line
+    assert 'File "kinds.ipynb, cell 6", line 1, in <module>' in out
+    assert "RuntimeError: broken on purpose 3" in out
