@@ -235,6 +235,8 @@ def from_notebook(path: Path, shown: str, pipeline_name: str) -> tuple[str | Non
 
     nb = notebook.read(path, shown)
     if any(p.severity == "error" for p in nb.problems):
+        if nb.steps:
+            dataflow.analyse(nb, structure_only=True)
         return None, nb
     flow = dataflow.analyse(nb)
     if flow is None or any(p.severity == "error" for p in nb.problems):

@@ -11,9 +11,10 @@ from __future__ import annotations
 import ast
 import builtins
 import difflib
+from itertools import pairwise
 from dataclasses import dataclass, field
 
-from kfops.notebook import Cell, Notebook, Step
+from kfops.notebook import Cell, Notebook, Step, syntax_message
 
 # Names IPython provides in a notebook that a step should not look for upstream.
 _IPYTHON_NAMES = {"display", "get_ipython", "In", "Out", "exit", "quit", "__name__", "__file__"}
@@ -164,8 +165,12 @@ def _walk_scope(node: ast.AST) -> list[ast.AST]:
     return found
 
 
-def analyse(nb: Notebook) -> Flow | None:
-    """The data flow of ``nb``; problems are added to ``nb.problems`` (None when fatal)."""
+def analyse(nb: Notebook, *, structure_only: bool = False) -> Flow | None:
+    """The data flow of ``nb``; problems are added to ``nb.problems`` (None when fatal).
+
+    With ``structure_only`` (the notebook already has errors), only the `prev:` graph
+    is checked, so its problems are reported too without guessing at the data flow.
+    """
     steps = nb.steps
     if not steps:
         nb.problem(None, "no steps: tag at least one code cell `step:NAME`", "see KALE_TAGS.md")
@@ -179,20 +184,24 @@ def analyse(nb: Notebook) -> Flow | None:
                 nb.problem(cell, f"`prev:{prev}` names a step that does not exist", hint)
                 ok = False
             elif prev == step.name:
-                nb.problem(cell, f"step `{step.name}` lists itself as `prev:`")
+                nb.problem(
+                    cell,
+                    f"step `{step.name}` lists itself as `prev:`",
+                    f"remove the tag `prev:{prev}`",
+                )
                 ok = False
     if not ok:
         return None
     upstream = {name: [p for p, _ in step.prev] for name, step in steps.items()}
     order = _topological(upstream, nb)
-    if order is None:
+    if order is None or structure_only:
         return None
     shared: set[str] = set(dir(builtins)) | _IPYTHON_NAMES
     for cell, code in nb.imports + nb.functions:
         try:
             shared |= names_in(code)[1]
-        except SyntaxError as exc:
-            nb.problem(cell, f"line {exc.lineno}: Python syntax: {exc.msg}")
+        except (SyntaxError, ValueError) as exc:
+            nb.problem(cell, syntax_message(exc))
             ok = False
     uses: dict[str, list[str]] = {}
     defines: dict[str, set[str]] = {}
@@ -216,7 +225,7 @@ def analyse(nb: Notebook) -> Flow | None:
 def _has_code(code: str) -> bool:
     try:
         return bool(ast.parse(code).body)
-    except SyntaxError:
+    except (SyntaxError, ValueError):
         return True  # reported with its line by _step_names
 
 
@@ -226,8 +235,8 @@ def _step_names(step: Step, nb: Notebook) -> tuple[list[str] | None, set[str] | 
     for cell, code in step.code:
         try:
             cell_used, cell_defined = names_in(code)
-        except SyntaxError as exc:
-            nb.problem(cell, f"line {exc.lineno}: Python syntax: {exc.msg}")
+        except (SyntaxError, ValueError) as exc:
+            nb.problem(cell, syntax_message(exc))
             return None, None
         used += [n for n in cell_used if n not in defined and n not in used]
         defined |= cell_defined
@@ -280,7 +289,7 @@ def _connect(
             nb.problem(
                 cell,
                 f"metric `{metric}` is not defined by any step",
-                "assign it in a step, e.g. `accuracy = ...`",
+                f"assign it in a step, e.g. `{metric} = ...`",
             )
             ok = False
             continue
@@ -310,7 +319,8 @@ def _topological(upstream: dict[str, list[str]], nb: Notebook) -> list[str] | No
             step = nb.steps[name]
             nb.problem(
                 step.first,
-                "the steps depend on each other in a cycle: " + " -> ".join(cycle),
+                "the steps wait for each other in a cycle: "
+                + ", ".join(f"`{a}` has `prev:{b}`" for a, b in pairwise(cycle)),
                 "remove one of these `prev:` tags",
             )
             return False

@@ -149,6 +149,8 @@ def read(path: Path, shown: str) -> Notebook:
     defaults: list[str] = []
     if isinstance(kale, dict):
         defaults = _read_metadata(kale, nb)
+    elif kale is not None:
+        nb.problem(None, "`kubeflow_notebook` metadata should be a mapping; ignored", warn=True)
     cells = _cells(raw, path, nb)
     _assign(cells, defaults, nb)
     return nb
@@ -184,7 +186,15 @@ def _load_json(path: Path, nb: Notebook) -> dict[str, Any] | None:
     if not isinstance(raw, dict) or ("cells" not in raw and "worksheets" not in raw):
         nb.problem(None, "not a Jupyter notebook (no `cells`)", "pass a .ipynb file")
         return None
-    if raw.get("nbformat", 4) < 4:
+    version = raw.get("nbformat", 4)
+    if not isinstance(version, int) or isinstance(version, bool):
+        nb.problem(
+            None,
+            f"`nbformat` must be a whole number, found {json.dumps(version)}",
+            "open and save the notebook in Jupyter",
+        )
+        return None
+    if version < 4:
         import nbformat
 
         reads: Any = nbformat.reads  # untyped
@@ -203,11 +213,19 @@ def _load_json(path: Path, nb: Notebook) -> dict[str, Any] | None:
 def _read_metadata(kale: dict[str, Any], nb: Notebook) -> list[str]:
     for key in sorted(set(kale) - _KNOWN_METADATA):
         nb.problem(None, f"unknown kubeflow_notebook metadata key `{key}` ignored", warn=True)
+    for key in ("pipeline_name", "pipeline_description", "base_image", "docker_image"):
+        if key in kale and not isinstance(kale[key], str):
+            nb.problem(None, f"`{key}` should be a string; ignored", warn=True)
+    if "enable_caching" in kale and not isinstance(kale["enable_caching"], bool):
+        nb.problem(None, "`enable_caching` should be true or false; ignored", warn=True)
     name = kale.get("pipeline_name")
     nb.name = name if isinstance(name, str) and name else None
     description = kale.get("pipeline_description")
     nb.description = description if isinstance(description, str) and description else None
-    experiment = kale.get("experiment_name") or (kale.get("experiment") or {}).get("name")
+    old_experiment = kale.get("experiment")
+    if isinstance(old_experiment, dict):
+        old_experiment = old_experiment.get("name")
+    experiment = kale.get("experiment_name") or old_experiment
     nb.experiment = experiment if isinstance(experiment, str) else None
     image = kale.get("base_image") or kale.get("docker_image")
     nb.base_image = image if isinstance(image, str) and image else None
@@ -222,7 +240,21 @@ def _read_metadata(kale: dict[str, Any], nb: Notebook) -> list[str]:
     if not isinstance(defaults, list) or not all(isinstance(t, str) for t in defaults):
         nb.problem(None, "`steps_defaults` must be a list of tags", 'e.g. ["label:team:ml"]')
         return []
-    return list(defaults)
+    allowed = []
+    for tag in defaults:
+        parsed = _parse_tag(tag, None, nb)
+        if parsed is None:
+            continue
+        if parsed[0] in _BLOCK_KINDS or parsed[0] == "prev":
+            nb.problem(
+                None,
+                f"`steps_defaults` cannot hold `{tag}`",
+                "it holds settings for every step: limit:, annotation:, label:, image:, cache:,"
+                " secret:, report:",
+            )
+            continue
+        allowed.append(tag)
+    return allowed
 
 
 def _cells(raw: dict[str, Any], path: Path, nb: Notebook) -> list[Cell]:
@@ -240,8 +272,17 @@ def _cells(raw: dict[str, Any], path: Path, nb: Notebook) -> list[Cell]:
             source = "".join(str(s) for s in source)
         meta = raw_cell.get("metadata") or {}
         tags = meta.get("tags") if isinstance(meta, dict) else None
-        tags = tuple(t for t in tags if isinstance(t, str)) if isinstance(tags, list) else ()
-        cells.append(Cell(number, line, str(source), tags))
+        made = Cell(number, line, str(source), ())
+        if tags is not None and (
+            not isinstance(tags, list) or not all(isinstance(t, str) for t in tags)
+        ):
+            nb.problem(
+                made,
+                "`metadata.tags` must be a list of strings",
+                'write e.g. "tags": ["step:train"]',
+            )
+            continue
+        cells.append(Cell(number, line, str(source), tuple(tags or ())))
     return cells
 
 
@@ -274,12 +315,15 @@ def _assign(cells: list[Cell], defaults: list[str], nb: Notebook) -> None:
         _add(cell, current, step_tags, defaults, nb)
 
 
-def _parse_tag(tag: str, cell: Cell, nb: Notebook) -> tuple[str, tuple[str, ...]] | None:
+def _parse_tag(tag: str, cell: Cell | None, nb: Notebook) -> tuple[str, tuple[str, ...]] | None:
     for kind, pattern, _ in _TAGS:
         match = pattern.match(tag)
         if match is None:
             continue
         args = match.groups()
+        if kind in ("step", "prev", "notebook") and not args[0]:
+            nb.problem(cell, f"`{tag}` has no step name", f"write it as {tag}NAME")
+            return None
         if kind in ("step", "prev", "notebook") and not STEP_NAME.match(args[0]):
             nb.problem(
                 cell,
@@ -295,8 +339,12 @@ def _parse_tag(tag: str, cell: Cell, nb: Notebook) -> tuple[str, tuple[str, ...]
         nb.problem(cell, f"malformed tag `{tag}`", f"write it as {stems[prefix]}")
     else:
         close = difflib.get_close_matches(prefix, list(stems), n=1, cutoff=0.6)
-        hint = f"did you mean `{stems[close[0]]}`? " if close else ""
-        nb.problem(cell, f"unknown tag `{tag}`", f"{hint}valid tags: {VALID_FORMS}")
+        if close:
+            rest = tag.split(":", 1)[1] if ":" in tag else ""
+            guess = f"{close[0]}:{rest}" if rest else stems[close[0]]
+            nb.problem(cell, f"unknown tag `{tag}`", f"did you mean `{guess}`?")
+        else:
+            nb.problem(cell, f"unknown tag `{tag}`", f"valid tags: {VALID_FORMS}")
     return None
 
 
@@ -333,15 +381,26 @@ def _add(
                     _apply_tag(step, parsed, cell)
         step.cells.append(cell)
         step.code.append((cell, code))
-    if step_tags and kind != "step":
+    if step_tags and kind not in ("step", "notebook"):
+        written = _WRITTEN.get(kind, kind)
         nb.problem(
             cell,
-            "step settings (" + ", ".join(t for t, _ in step_tags) + f") on a `{kind}` cell",
+            "step settings (" + ", ".join(t for t, _ in step_tags) + f") on {_an(written)}"
+            f" `{written}` cell",
             "move them to a cell tagged step:NAME",
         )
         return
+    if kind == "notebook":
+        return
     for parsed in step_tags:
         _apply_tag(nb.steps[name], parsed, cell)
+
+
+_WRITTEN = {"parameters": "pipeline-parameters", "metrics": "pipeline-metrics"}
+
+
+def _an(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
 
 
 def _apply_tag(step: Step, parsed: tuple[str, tuple[str, ...]], cell: Cell) -> None:
@@ -412,6 +471,13 @@ def clean_code(cell: Cell, nb: Notebook) -> str:
     return "\n".join(lines)
 
 
+def syntax_message(exc: SyntaxError | ValueError) -> str:
+    """A syntax error in a cell, as a message naming the line."""
+    if isinstance(exc, SyntaxError):
+        return f"line {exc.lineno or 1}: Python syntax: {exc.msg}"
+    return "Python syntax: the cell contains a NUL byte"
+
+
 def _parses(code: str) -> bool:
     try:
         ast.parse(code)
@@ -428,8 +494,8 @@ _KINDS = {bool: "bool", int: "int", float: "float", str: "str", list: "list", di
 def _read_parameters(cell: Cell, code: str, nb: Notebook) -> None:
     try:
         tree = ast.parse(code)
-    except SyntaxError as exc:
-        nb.problem(cell, f"line {exc.lineno}: Python syntax: {exc.msg}")
+    except (SyntaxError, ValueError) as exc:
+        nb.problem(cell, syntax_message(exc))
         return
     for node in tree.body:
         target = (
@@ -468,8 +534,8 @@ def _read_parameters(cell: Cell, code: str, nb: Notebook) -> None:
 def _read_metrics(cell: Cell, code: str, nb: Notebook) -> None:
     try:
         tree = ast.parse(code)
-    except SyntaxError as exc:
-        nb.problem(cell, f"line {exc.lineno}: Python syntax: {exc.msg}")
+    except (SyntaxError, ValueError) as exc:
+        nb.problem(cell, syntax_message(exc))
         return
     for node in ast.walk(tree):
         if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
