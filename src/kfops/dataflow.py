@@ -11,8 +11,8 @@ from __future__ import annotations
 import ast
 import builtins
 import difflib
-from itertools import pairwise
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 from kfops.notebook import Cell, Notebook, Step, syntax_message
 
