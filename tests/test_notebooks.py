@@ -354,3 +354,57 @@ def test_hand_over_of_every_kind_and_a_failing_cell(tmp_path: Path) -> None:
     # the traceback points at the notebook cell and line
     assert 'File "kinds.ipynb, cell 6", line 1, in <module>' in out
     assert "RuntimeError: broken on purpose 3" in out
+
+
+@pytest.mark.slow
+def test_nested_notebook_runs_in_its_own_folder(tmp_path: Path) -> None:
+    # mlops.yaml at the top, the notebook and its data one folder down: relative paths
+    # resolve against the notebook's folder, as in Jupyter.
+    (tmp_path / "notebooks" / "data").mkdir(parents=True)
+    (tmp_path / "notebooks" / "data" / "n.txt").write_text("41")
+    write(
+        tmp_path / "notebooks" / "nb.ipynb",
+        [
+            cell("n = int(open('data/n.txt').read())", "step:read"),
+            cell("answer = n + 1", "step:add", "prev:read"),
+            cell("answer", "pipeline-metrics"),
+        ],
+    )
+    (tmp_path / "mlops.yaml").write_text(
+        "version: 1\nname: nested\npipeline:\n  notebook: notebooks/nb.ipynb\n"
+    )
+    code, out, result = _run(tmp_path, tmp_path / "runs", "--no-cache")
+    assert code == 0, out
+    assert result["metrics"] == {"add": {"answer": 42.0}}
+
+
+def test_notebook_ir_is_byte_for_byte_stable_across_processes(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    outputs = []
+    for i in range(2):
+        target = tmp_path / f"{i}.yaml"
+        subprocess.run(
+            [sys.executable, "-m", "kfops", "compile", str(WINE), "-o", str(target)],
+            check=True,
+            capture_output=True,
+        )
+        outputs.append(target.read_bytes())
+    assert outputs[0] == outputs[1]
+
+
+def test_init_for_a_notebook(tmp_path: Path, in_dir: Any) -> None:
+    write(
+        tmp_path / "My Notebook.ipynb",
+        [cell("K = 3", "pipeline-parameters"), cell("x = K * 2", "step:double_it")],
+    )
+    in_dir(tmp_path)
+    code, _, err = invoke("init", "My Notebook.ipynb")
+    assert code == 0, err
+    text = (tmp_path / "mlops.yaml").read_text()
+    assert "name: my-notebook" in text
+    assert "  notebook: My Notebook.ipynb\n" in text
+    assert "  #   K: 3\n" in text
+    assert "  #   double-it:\n" in text
+    assert invoke("validate") == (0, "", "valid\n")

@@ -211,7 +211,7 @@ def _execute(
         try:
             process = subprocess.Popen(
                 command,
-                cwd=project.root,
+                cwd=project.workdir,
                 env=env,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,

@@ -313,6 +313,14 @@ def _assign(cells: list[Cell], defaults: list[str], nb: Notebook) -> None:
             p for p in (p for p, _ in parsed) if p is not None and p[0] not in _BLOCK_KINDS
         ]
         _add(cell, current, step_tags, defaults, nb)
+    reports = sorted(name for name, step in nb.steps.items() if step.report)
+    if reports:
+        nb.problem(
+            None,
+            "HTML reports (`report:enabled`) are not produced yet; each step's printed output"
+            " is kept with the run instead (steps: " + ", ".join(reports) + ")",
+            warn=True,
+        )
 
 
 def _parse_tag(tag: str, cell: Cell | None, nb: Notebook) -> tuple[str, tuple[str, ...]] | None:

@@ -26,12 +26,15 @@ def init(
     Raises:
         KfopsError: the file has no (or several) pipelines, or mlops.yaml exists.
     """
-    if pipeline_file.suffix != ".py" or not pipeline_file.is_file():
+    if pipeline_file.suffix not in (".py", ".ipynb") or not pipeline_file.is_file():
         raise KfopsError(
-            f"{display_path(pipeline_file)}: not a Python file",
-            "pass the .py file that defines your @dsl.pipeline function",
+            f"{display_path(pipeline_file)}: not a Python file or notebook",
+            "pass the .py file that defines your @dsl.pipeline function, or a Kale-tagged"
+            " .ipynb notebook",
             exit_code=EXIT_USAGE,
         )
+    if pipeline_file.suffix == ".ipynb":
+        return _init_notebook(pipeline_file, name, force)
     try:
         functions = source.functions_in(pipeline_file)
     except source.SourceSyntaxError as exc:
@@ -40,22 +43,91 @@ def init(
         ) from None
     chosen = _choose(pipeline_file, functions, function)
     root = pipeline_file.parent
+    target = _target(root, force)
+    project_name = name or _dns_name(root.resolve().name) or _dns_name(chosen.name) or "pipeline"
+    _check_name(project_name)
+    target.write_text(render(pipeline_file.name, chosen, project_name, root), encoding="utf-8")
+    _ignore_runs(root)
+    return target
+
+
+def _init_notebook(path: Path, name: str | None, force: bool) -> Path:
+    from kfops import notebook
+
+    nb = notebook.read(path, display_path(path))
+    if any(p.severity == "error" for p in nb.problems):
+        raise KfopsError(
+            f"{display_path(path)} has problems to fix first",
+            f"run `kfops validate {display_path(path)}` to see them",
+        )
+    root = path.parent
+    target = _target(root, force)
+    project_name = name or _dns_name(nb.name or path.stem) or "notebook"
+    _check_name(project_name)
+    params = [f"  #   {p.name}: {_yaml_literal(repr(p.value))}" for p in nb.parameters.values()]
+    steps = list(nb.steps)
+    lines = [
+        *_header(root, project_name),
+        "pipeline:",
+        f"  notebook: {path.name}",
+    ]
+    if params:
+        lines += [
+            "  # Values for the notebook's pipeline-parameters (`kfops run --param NAME=VALUE`",
+            "  # overrides them again):",
+            "  # parameters:",
+            *params,
+        ]
+    example = (steps[0] if steps else "train").replace("_", "-")
+    lines += _steps_comment(example)
+    target.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    _ignore_runs(root)
+    return target
+
+
+def _target(root: Path, force: bool) -> Path:
     target = root / "mlops.yaml"
     if target.exists() and not force:
         raise KfopsError(
             f"{display_path(target)} already exists",
             "pass --force to overwrite it, or edit it by hand",
         )
-    project_name = name or _dns_name(root.resolve().name) or _dns_name(chosen.name) or "pipeline"
+    return target
+
+
+def _check_name(project_name: str) -> None:
     if not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", project_name) or len(project_name) > 63:
         raise KfopsError(
             f"--name {project_name!r} is not a DNS-1123 name",
             "use lowercase letters, digits and '-', e.g. --name churn-model",
             exit_code=EXIT_USAGE,
         )
-    target.write_text(render(pipeline_file.name, chosen, project_name, root), encoding="utf-8")
-    _ignore_runs(root)
-    return target
+
+
+def _header(root: Path, name: str) -> list[str]:
+    schema = Path(os.path.relpath(schema_path(), root.resolve())).as_posix()
+    return [
+        f"# yaml-language-server: $schema={schema}",
+        "# kfops project file: `kfops validate` checks it, `kfops run` runs the pipeline",
+        "# on this machine, `kfops compile` writes it as KFP IR YAML.",
+        "version: 1",
+        f"name: {name}  # names the compiled pipeline: lowercase letters, digits and '-'",
+        "# description: What this pipeline does, in a sentence.",
+        "",
+    ]
+
+
+def _steps_comment(example: str) -> list[str]:
+    return [
+        "  # Per-step settings, keyed by task name (a component or notebook step",
+        "  # `train_model` is task `train-model`); they override the code's and tags' own:",
+        "  # steps:",
+        f"  #   {example}:",
+        '  #     resources: {cpu: "2", memory: 4Gi, gpu: 1}',
+        "  #     retries: 2",
+        "  #     cache: false",
+        "  #     env: {LOG_LEVEL: info}",
+    ]
 
 
 def _choose(
@@ -90,19 +162,8 @@ def _dns_name(text: str) -> str:
 
 
 def render(file_name: str, function: source.PipelineFunction, name: str, root: Path) -> str:
-    schema = Path(os.path.relpath(schema_path(), root.resolve())).as_posix()
     params = [p for p in function.parameters.values() if p.has_default]
-    lines = [
-        f"# yaml-language-server: $schema={schema}",
-        "# kfops project file: `kfops validate` checks it, `kfops run` runs the pipeline",
-        "# on this machine, `kfops compile` writes it as KFP IR YAML.",
-        "version: 1",
-        f"name: {name}  # names the compiled pipeline: lowercase letters, digits and '-'",
-        "# description: What this pipeline does, in a sentence.",
-        "",
-        "pipeline:",
-        f"  python: {file_name}:{function.name}",
-    ]
+    lines = [*_header(root, name), "pipeline:", f"  python: {file_name}:{function.name}"]
     if params:
         lines.append(
             "  # Values for the pipeline's parameters (the defaults come from its signature;"
@@ -110,16 +171,7 @@ def render(file_name: str, function: source.PipelineFunction, name: str, root: P
         lines.append("  # `kfops run --param NAME=VALUE` overrides them again):")
         lines.append("  # parameters:")
         lines += [f"  #   {p.name}: {_yaml_literal(p.default)}" for p in params]
-    lines += [
-        "  # Per-step settings, keyed by task name (a component `train_model` is task",
-        "  # `train-model`); they override what the pipeline code sets:",
-        "  # steps:",
-        "  #   train-model:",
-        '  #     resources: {cpu: "2", memory: 4Gi, gpu: 1}',
-        "  #     retries: 2",
-        "  #     cache: false",
-        "  #     env: {LOG_LEVEL: info}",
-    ]
+    lines += _steps_comment("train-model")
     return "\n".join(lines) + "\n"
 
 
