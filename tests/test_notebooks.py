@@ -278,13 +278,10 @@ def _run(path: Path, runs: Path, *args: str) -> tuple[int, str, dict[str, Any]]:
 def test_example_notebook_runs(tmp_path: Path) -> None:
     code, out, result = _run(WINE, tmp_path, "--no-cache")
     assert code == 0, out
-    assert list(result["steps"]) == [
-        "load-data",
-        "split",
-        "train-forest",
-        "train-logreg",
-        "evaluate",
-    ]
+    order = list(result["steps"])
+    # the two training steps are independent (fan-out): either may run first
+    assert order[:2] == ["load-data", "split"] and order[4] == "evaluate"
+    assert set(order[2:4]) == {"train-forest", "train-logreg"}
     metrics = result["metrics"]["evaluate"]
     assert set(metrics) == {"forest_accuracy", "logreg_accuracy", "best_accuracy"}
     assert metrics["best_accuracy"] == max(metrics["forest_accuracy"], metrics["logreg_accuracy"])
