@@ -405,3 +405,44 @@ def test_init_for_a_notebook(tmp_path: Path, in_dir: Any) -> None:
     assert "  #   K: 3\n" in text
     assert "  #   double-it:\n" in text
     assert invoke("validate") == (0, "", "valid\n")
+
+
+@pytest.mark.slow
+def test_sub_pipeline_notebook_is_inlined_and_runs(tmp_path: Path) -> None:
+    (tmp_path / "prep" / "data").mkdir(parents=True)
+    (tmp_path / "prep" / "data" / "base.txt").write_text("5\n")
+    write(
+        tmp_path / "prep" / "prep.ipynb",
+        [
+            cell("import math", "imports"),
+            cell("base = int(open('data/base.txt').read())", "step:read"),
+            cell("root = math.sqrt(base * seed)", "step:calc", "prev:read"),
+        ],
+    )
+    sub = cell("", "notebook:prep", "prev:start")
+    sub.metadata["notebook_path"] = "prep/prep.ipynb"
+    main = write(
+        tmp_path / "main.ipynb",
+        [
+            cell("import json", "imports"),
+            cell("seed = 20", "step:start"),
+            sub,
+            cell("print(json.dumps({'root': root}))", "step:finish", "prev:prep"),
+            cell("root", "pipeline-metrics"),
+        ],
+    )
+    nb = notebook.read(main, "main.ipynb")
+    flow = dataflow.analyse(nb)
+    assert flow is not None, [p.render() for p in nb.problems]
+    assert flow.upstream == {
+        "start": [],
+        "prep_read": ["start"],
+        "prep_calc": ["prep_read"],
+        "finish": ["prep_calc"],
+    }
+    assert flow.inputs["prep_calc"] == {"base": "prep_read", "seed": "start"}
+    code, out, result = _run(main, tmp_path / "runs", "--no-cache")
+    assert code == 0, out
+    assert result["metrics"] == {"prep-calc": {"root": 10.0}}
+    run_dir = next(p for p in (tmp_path / "runs").iterdir() if p.name != ".cache")
+    assert (run_dir / "logs" / "finish.log").read_text() == '{"root": 10.0}\n'

@@ -127,19 +127,26 @@ def _component(nb: Notebook, flow: Flow, step: Step) -> list[str]:
         args.append("kfops_metrics: Output[Metrics]")
     numbers = ", ".join(str(c.number) for c in step.cells)
     numbers = ("cells " if len(step.cells) > 1 else "cell ") + numbers
+    source = Path(step.first.file).name if step.first.file else nb.path.name
     out = [
         f"@dsl.component(base_image={json.dumps(image)})",
         f"def {function_name(step.name)}({', '.join(args)}):",
-        f'    """Step `{step.name}` of {nb.path.name}: {numbers}."""',
+        f'    """Step `{step.name}` of {source}: {numbers}."""',
         *_RUNTIME.strip("\n").split("\n"),
         "",
         '    namespace = types.ModuleType("__main__")',
         '    sys.modules["__main__"] = namespace  # as in Jupyter, so pickle finds classes',
         "    scope = namespace.__dict__",
     ]
+    if step.workdir:
+        out.append("    import os")
+        out.append("")
+        out.append(f"    os.chdir({step.workdir!r})  # the sub-pipeline notebook's folder")
     for param in flow.parameters[step.name]:
         out.append(f"    scope[{param!r}] = {param}")
-    for kind, cells in (("imports", nb.imports), ("functions", nb.functions)):
+    imports = step.imports if step.imports is not None else nb.imports
+    functions = step.functions if step.functions is not None else nb.functions
+    for kind, cells in (("imports", imports), ("functions", functions)):
         for cell, code in cells:
             out += _exec(nb.path.name, cell, code, kind)
     for var in sorted(flow.inputs[step.name]):
@@ -157,7 +164,7 @@ def _component(nb: Notebook, flow: Flow, step: Step) -> list[str]:
 def _exec(notebook: str, cell: Cell, code: str, what: str) -> list[str]:
     if not code.strip():
         return []
-    label = f"{notebook}, cell {cell.number}"
+    label = f"{Path(cell.file).name if cell.file else notebook}, cell {cell.number}"
     return [
         f"    # {what}: cell {cell.number}",
         f'    exec(compile({_literal(code)}, {label!r}, "exec"), scope)',

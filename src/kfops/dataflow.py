@@ -196,13 +196,21 @@ def analyse(nb: Notebook, *, structure_only: bool = False) -> Flow | None:
     order = _topological(upstream, nb)
     if order is None or structure_only:
         return None
-    shared: set[str] = set(dir(builtins)) | _IPYTHON_NAMES
-    for cell, code in nb.imports + nb.functions:
-        try:
-            shared |= names_in(code)[1]
-        except (SyntaxError, ValueError) as exc:
-            nb.problem(cell, syntax_message(exc))
-            ok = False
+    shared: dict[str, set[str]] = {}
+    for name, step in steps.items():
+        preamble = (step.imports if step.imports is not None else nb.imports) + (
+            step.functions if step.functions is not None else nb.functions
+        )
+        shared[name] = set(dir(builtins)) | _IPYTHON_NAMES
+        for cell, code in preamble:
+            try:
+                shared[name] |= names_in(code)[1]
+            except (SyntaxError, ValueError) as exc:
+                if step.imports is None:  # the main notebook's cells: report once
+                    nb.problem(cell, syntax_message(exc))
+                ok = False
+    if not ok and any(p.severity == "error" for p in nb.problems):
+        return None
     uses: dict[str, list[str]] = {}
     defines: dict[str, set[str]] = {}
     for name in order:
@@ -249,7 +257,7 @@ def _connect(
     upstream: dict[str, list[str]],
     uses: dict[str, list[str]],
     defines: dict[str, set[str]],
-    shared: set[str],
+    shared: dict[str, set[str]],
 ) -> Flow | None:
     flow = Flow(order=order, upstream=upstream)
     ancestors = _ancestors(order, upstream)
@@ -261,7 +269,7 @@ def _connect(
         flow.inputs[name] = {}
         flow.parameters[name] = [n for n in uses[name] if n in nb.parameters]
         for var in uses[name]:
-            if var in shared or var in nb.parameters:
+            if var in shared[name] or var in nb.parameters:
                 continue
             candidates = [a for a in ancestors[name] if var in has.get(a, set())]
             if candidates:

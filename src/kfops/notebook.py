@@ -10,8 +10,9 @@ from __future__ import annotations
 import ast
 import difflib
 import json
+import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,8 @@ class Cell:
     line: int  # where the cell starts in the .ipynb file (1-based), 0 if unknown
     source: str
     tags: tuple[str, ...]
+    notebook_path: str | None = None  # a `notebook:NAME` cell's sub-pipeline
+    file: str = ""  # the notebook it comes from, when inlined from a sub-pipeline
 
     def label(self) -> str:
         first = next((ln.strip() for ln in self.source.splitlines() if ln.strip()), "")
@@ -92,6 +95,11 @@ class Step:
     cache: bool | None = None
     secrets: list[tuple[str, str, str]] = field(default_factory=list)
     report: bool | None = None
+    # Set for steps inlined from a sub-pipeline notebook: its own imports and functions
+    # cells, and its folder relative to the main notebook's (the step's working directory).
+    imports: list[tuple[Cell, str]] | None = None
+    functions: list[tuple[Cell, str]] | None = None
+    workdir: str = ""
 
     @property
     def first(self) -> Cell:
@@ -123,12 +131,13 @@ class Notebook:
     metrics: dict[str, Cell] = field(default_factory=dict)
     steps: dict[str, Step] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    subpipelines: list[tuple[str, Cell, list[str]]] = field(default_factory=list)
 
     def problem(self, cell: Cell | None, message: str, hint: str = "", warn: bool = False) -> None:
         where = f"{cell.label()}: " if cell is not None else ""
         self.problems.append(
             Problem(
-                self.shown,
+                cell.file if cell is not None and cell.file else self.shown,
                 cell.line if cell is not None else 0,
                 1 if cell is not None and cell.line else 0,
                 where + message,
@@ -138,8 +147,16 @@ class Notebook:
         )
 
 
-def read(path: Path, shown: str) -> Notebook:
-    """Parse the notebook at ``path``; problems are collected, never raised."""
+MAX_SUBPIPELINE_DEPTH = 4
+
+
+def read(path: Path, shown: str, _within: tuple[Path, ...] = ()) -> Notebook:
+    """Parse the notebook at ``path``; problems are collected, never raised.
+
+    ``notebook:NAME`` cells are inlined: the other notebook's steps become steps
+    ``NAME_STEP`` here, after the cell's ``prev:`` steps, and a ``prev:NAME`` waits for
+    all of its last steps.
+    """
     nb = Notebook(path=path, shown=shown)
     raw = _load_json(path, nb)
     if raw is None:
@@ -153,7 +170,75 @@ def read(path: Path, shown: str) -> Notebook:
         nb.problem(None, "`kubeflow_notebook` metadata should be a mapping; ignored", warn=True)
     cells = _cells(raw, path, nb)
     _assign(cells, defaults, nb)
+    for name, cell, prevs in nb.subpipelines:
+        _inline(nb, name, cell, prevs, (*_within, path.resolve()))
     return nb
+
+
+def _inline(
+    nb: Notebook, name: str, cell: Cell, prevs: list[str], within: tuple[Path, ...]
+) -> None:
+    if not cell.notebook_path:
+        nb.problem(
+            cell,
+            f"`notebook:{name}` has no `notebook_path` in the cell's metadata",
+            'add "notebook_path": "OTHER.ipynb" to the cell metadata',
+        )
+        return
+    target = (nb.path.parent / cell.notebook_path).resolve()
+    if not target.is_file():
+        nb.problem(cell, f"sub-pipeline notebook `{cell.notebook_path}` not found")
+        return
+    if target in within or len(within) > MAX_SUBPIPELINE_DEPTH:
+        nb.problem(cell, f"sub-pipeline `{cell.notebook_path}` includes itself")
+        return
+    from kfops.errors import display_path
+
+    child = read(target, display_path(target), within)
+    nb.problems.extend(child.problems)
+    if any(p.severity == "error" for p in child.problems):
+        return
+    if not child.steps:
+        nb.problem(cell, f"sub-pipeline `{cell.notebook_path}` has no steps")
+        return
+    waited_on = {p for step in child.steps.values() for p, _ in step.prev}
+    leaves = [f"{name}_{s}" for s in child.steps if s not in waited_on]
+    workdir = os.path.relpath(target.parent, nb.path.parent.resolve())
+    for step in child.steps.values():
+        inlined = replace(
+            step,
+            name=f"{name}_{step.name}",
+            cells=[replace(c, file=c.file or child.shown) for c in step.cells],
+            code=[(replace(c, file=c.file or child.shown), code) for c, code in step.code],
+            prev=[(f"{name}_{p}", c) for p, c in step.prev] or [(p, cell) for p in prevs],
+            imports=step.imports if step.imports is not None else child.imports,
+            functions=step.functions if step.functions is not None else child.functions,
+            workdir="" if workdir == "." else workdir,
+            image=step.image or child.base_image,
+        )
+        if inlined.name in nb.steps:
+            nb.problem(cell, f"sub-pipeline step `{inlined.name}` clashes with a step here")
+            return
+        nb.steps[inlined.name] = inlined
+    for param in child.parameters.values():
+        mine = nb.parameters.get(param.name)
+        if mine is not None and mine != param:
+            nb.problem(
+                cell,
+                f"parameter `{param.name}` is {mine.value!r} here and {param.value!r} in"
+                f" `{cell.notebook_path}`",
+                "give them the same value, or rename one",
+            )
+        nb.parameters.setdefault(param.name, param)
+    for metric, metric_cell in child.metrics.items():
+        nb.metrics.setdefault(metric, replace(metric_cell, file=child.shown))
+    for step in nb.steps.values():
+        if any(p == name for p, _ in step.prev):
+            step.prev = [
+                item
+                for p, c in step.prev
+                for item in ([(leaf, c) for leaf in leaves] if p == name else [(p, c)])
+            ]
 
 
 def _load_json(path: Path, nb: Notebook) -> dict[str, Any] | None:
@@ -282,7 +367,16 @@ def _cells(raw: dict[str, Any], path: Path, nb: Notebook) -> list[Cell]:
                 'write e.g. "tags": ["step:train"]',
             )
             continue
-        cells.append(Cell(number, line, str(source), tuple(tags or ())))
+        path_meta = meta.get("notebook_path") if isinstance(meta, dict) else None
+        cells.append(
+            Cell(
+                number,
+                line,
+                str(source),
+                tuple(tags or ()),
+                path_meta if isinstance(path_meta, str) else None,
+            )
+        )
     return cells
 
 
@@ -374,11 +468,11 @@ def _add(
     elif kind == "metrics":
         _read_metrics(cell, code, nb)
     elif kind == "notebook":
-        nb.problem(
-            cell,
-            "sub-pipelines (`notebook:NAME`) are not supported yet",
-            "copy the other notebook's steps into this one",
-        )
+        prevs = [args[0] for tag_kind, args in step_tags if tag_kind == "prev"]
+        if name in nb.steps or any(name == n for n, _, _ in nb.subpipelines):
+            nb.problem(cell, f"`notebook:{name}` reuses the name of another step")
+        else:
+            nb.subpipelines.append((name, cell, prevs))
     else:
         step = nb.steps.get(name)
         if step is None:
