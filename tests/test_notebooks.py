@@ -446,3 +446,39 @@ def test_sub_pipeline_notebook_is_inlined_and_runs(tmp_path: Path) -> None:
     assert result["metrics"] == {"prep-calc": {"root": 10.0}}
     run_dir = next(p for p in (tmp_path / "runs").iterdir() if p.name != ".cache")
     assert (run_dir / "logs" / "finish.log").read_text() == '{"root": 10.0}\n'
+
+
+@pytest.mark.slow
+def test_every_tag_and_magics_run_locally(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "all.ipynb",
+        [
+            cell("%load_ext autoreload\nimport os", "imports"),
+            cell("def twice(v):\n    return 2 * v", "functions"),
+            cell("START = 4", "pipeline-parameters"),
+            cell(
+                "%%time\n!pip install scikit-learn\nvalue = twice(START)",
+                "step:first",
+                "limit:cpu:500m",
+                "limit:memory:1Gi",
+                "annotation:example.com/owner:data",
+                "label:tier:gold",
+                "image:python:3.12-slim",
+                "cache:disabled",
+                "secret:db-creds:password:DB_PASSWORD",
+            ),
+            cell("print(value)"),  # untagged: still `first`
+            cell("raise SystemExit('skipped cells never run')", "skip"),
+            cell("final = value + 1", "step:second", "prev:first", "cache:enabled"),
+            cell("final", "pipeline-metrics"),
+        ],
+        steps_defaults=["label:team:ml"],
+        volumes=[{"name": "shared-data", "mount_point": "/data", "type": "pvc"}],
+    )
+    code, out, result = _run(path, tmp_path / "runs", "--no-cache")
+    assert code == 0, out
+    assert result["metrics"] == {"second": {"final": 9.0}}
+    assert "the local runner ignores them for: first" in out
+    assert "Kubernetes settings (pod labels and annotations, secrets, volumes)" in out
+    run_dir = next(p for p in (tmp_path / "runs").iterdir() if p.name != ".cache")
+    assert (run_dir / "logs" / "first.log").read_text().splitlines()[-1] == "8"
