@@ -12,7 +12,15 @@ from typing import Any
 from kfops import document, schema, source
 from kfops.document import Document, Mark
 from kfops.errors import EXIT_USAGE, InvalidProject, KfopsError, Problem, display_path
-from kfops.model import NotebookRef, PipelineRef, Project, Resources, StepOverride
+from kfops.model import (
+    NotebookRef,
+    PipelineRef,
+    Project,
+    Resources,
+    StepOverride,
+    Trigger,
+    Triggers,
+)
 
 CONFIG_NAMES = ("mlops.yaml", "mlops.yml")
 
@@ -270,6 +278,29 @@ def _project(doc: Document, config_file: Path, shown: str, problems: list[Proble
         },
         steps=steps,
         warnings=tuple(p for p in problems if p.severity == "warning"),
+        triggers=_triggers(data.get("on")),
+    )
+
+
+def _triggers(on: dict[str, Any] | None) -> Triggers:
+    if on is None:
+        return Triggers()
+
+    def trigger(key: str) -> Trigger | None:
+        spec = on.get(key)
+        if spec is None:
+            return None
+        return Trigger(
+            branches=tuple(spec.get("branches") or ()),
+            pattern=spec.get("pattern"),
+            run=bool(spec.get("run", False)),
+        )
+
+    return Triggers(
+        pull_request=trigger("pull_request"),
+        push=trigger("push"),
+        tag=trigger("tag"),
+        declared=True,
     )
 
 

@@ -39,6 +39,25 @@ class PipelineRef:
 
 
 @dataclass(frozen=True)
+class Trigger:
+    """One entry of ``on:``: which events count, and whether CI also runs the pipeline."""
+
+    branches: tuple[str, ...] = ()  # globs; empty means every branch
+    pattern: str | None = None  # tags only
+    run: bool = False
+
+
+@dataclass(frozen=True)
+class Triggers:
+    """The ``on:`` section. Without it: validate and compile on pull requests and pushes."""
+
+    pull_request: Trigger | None = Trigger()
+    push: Trigger | None = Trigger()
+    tag: Trigger | None = None
+    declared: bool = False
+
+
+@dataclass(frozen=True)
 class NotebookRef:
     """``pipeline.notebook``: a Jupyter notebook with Kale cell tags."""
 
@@ -60,6 +79,7 @@ class Project:
     parameter_marks: dict[str, Mark] = field(default_factory=dict)
     steps: tuple[StepOverride, ...] = ()
     warnings: tuple[Problem, ...] = ()
+    triggers: Triggers = Triggers()
 
     @property
     def workdir(self) -> Path:
