@@ -85,7 +85,10 @@ def steps_of(ir: dict[str, Any]) -> dict[str, dict[str, Any]]:
                 "resources": container.get("resources"),
                 "env": container.get("env"),
                 "inputs": task.get("inputs"),
-                "interface": [component.get("inputDefinitions"), component.get("outputDefinitions")],
+                "interface": [
+                    component.get("inputDefinitions"),
+                    component.get("outputDefinitions"),
+                ],
                 "dependencies": sorted(task.get("dependentTasks", [])),
                 "retries": task.get("retryPolicy"),
                 "cache": task.get("cachingOptions"),

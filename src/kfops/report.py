@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 import click
 
 from kfops.errors import Problem
+
+if TYPE_CHECKING:
+    from kfops.ci import CiResult
 
 
 def print_problems(problems: list[Problem], output_format: str) -> None:
@@ -55,3 +59,177 @@ def _escape_data(text: str) -> str:
 
 def _escape_property(text: str) -> str:
     return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+# --- the pull-request report -------------------------------------------------------------
+
+COMMENT_LIMIT = 65_536  # GitHub rejects longer comment bodies
+MAX_PROBLEMS = 50
+_MARKDOWN_SPECIAL = set("\\`*_{}[]()#+-.!|~>")
+
+
+def escape(text: object) -> str:
+    """User-controlled text made inert in Markdown: no links, HTML, tables or markers."""
+    out = []
+    for char in str(text).replace("\r", " ").replace("\n", " "):
+        if char == "<":
+            out.append("&lt;")
+        elif char == ">":
+            out.append("&gt;")
+        elif char == "&":
+            out.append("&amp;")
+        elif char in _MARKDOWN_SPECIAL:
+            out.append("\\" + char)
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def markdown(result: CiResult, marker: str, limit: int = COMMENT_LIMIT) -> str:
+    """The report as Markdown, starting with ``marker``; summarised to fit ``limit``."""
+    for max_problems, max_rows in ((MAX_PROBLEMS, 200), (10, 30), (3, 5), (0, 0)):
+        text = _render(result, marker, max_problems, max_rows)
+        if len(text) <= limit:
+            return text
+    return text[: limit - 40] + "\n\n… (report cut to fit)\n"
+
+
+def _render(result: CiResult, marker: str, max_problems: int, max_rows: int) -> str:
+    errors = [p for p in result.problems if p.severity == "error"]
+    warnings = [p for p in result.problems if p.severity != "error"]
+    title = escape(result.name or result.project)
+    lines = [marker, f"### kfops · {title}", "", _status(result, errors), ""]
+    if result.decision is not None and not result.decision.kind:
+        lines += [f"Nothing to do: {escape(result.decision.reason)}.", ""]
+    if result.problems:
+        lines += [f"#### Problems ({len(errors)} errors, {len(warnings)} warnings)", ""]
+        lines += ["| where | problem | how to fix |", "|---|---|---|"]
+        for problem in sorted(result.problems)[:max_problems]:
+            icon = "❌" if problem.severity == "error" else "⚠️"
+            lines.append(
+                f"| {escape(problem.location())} | {icon} {escape(problem.message)}"
+                f" | {escape(problem.hint)} |"
+            )
+        hidden = len(result.problems) - min(len(result.problems), max_problems)
+        if hidden:
+            lines.append(f"\n… and {hidden} more: see the annotations in the workflow run.")
+        lines.append("")
+    if result.compile_error:
+        lines += ["#### Compile failed", "", escape(result.compile_error), ""]
+    if result.plan is not None or result.plan_note:
+        lines += _plan_lines(result, max_rows)
+    if result.metrics or result.base_metrics:
+        lines += _metric_lines(result, max_rows)
+    for notice in result.notices:
+        lines += [f"> {escape(notice)}", ""]
+    footer = []
+    if result.compiled:
+        footer.append(f"compiled: `{result.compiled.replace('`', '')}`")
+    if result.sha:
+        footer.append(f"commit {escape(result.sha[:7])}")
+    if result.run_url:
+        footer.append(f"[workflow run]({result.run_url})")
+    if footer:
+        lines.append("<sub>" + " · ".join(footer) + "</sub>")
+    return "\n".join(lines) + "\n"
+
+
+def _status(result: CiResult, errors: list[Problem]) -> str:
+    if errors:
+        noun = "problem" if len(errors) == 1 else "problems"
+        return f"❌ **{len(errors)} {noun}** in the project: nothing was compiled."
+    if result.compile_error:
+        return "❌ **The pipeline does not compile.**"
+    if result.run_status == "failed":
+        return "❌ **The local run failed.**"
+    if result.decision is not None and not result.decision.kind:
+        return "⏭️ **Skipped.**"
+    done = "validated and compiled"
+    if result.run_status == "succeeded":
+        done += ", ran locally"
+    return f"✅ **{done.capitalize()}.**"
+
+
+def _plan_lines(result: CiResult, max_rows: int) -> list[str]:
+    lines = ["#### Plan", ""]
+    plan = result.plan
+    if result.plan_note:
+        lines += [f"_{escape(result.plan_note)}_", ""]
+    if plan is None:
+        return lines
+    if plan.new_project:
+        lines.append("New pipeline: it is not on the base branch.")
+    elif plan.empty:
+        lines += ["No change to the pipeline.", ""]
+        return lines
+    rows = [f"| 🆕 added | `{_code(s)}` |" for s in plan.steps_added]
+    rows += [f"| 🗑️ removed | `{_code(s)}` |" for s in plan.steps_removed]
+    rows += [
+        f"| ✏️ changed | `{_code(c.step)}`: {', '.join(c.aspects)} |" for c in plan.steps_changed
+    ]
+    if rows:
+        lines += ["| step | |", "|---|---|", *rows[:max_rows]]
+        if len(rows) > max_rows:
+            lines.append(f"| … | {len(rows) - max_rows} more |")
+        lines.append("")
+    if plan.parameters:
+        lines += ["| parameter | before | after |", "|---|---|---|"]
+        for change in plan.parameters[:max_rows]:
+            lines.append(
+                f"| `{_code(change.name)}` | {_value(change.before)} | {_value(change.after)} |"
+            )
+        lines.append("")
+    if plan.images:
+        lines += ["| image of step | before | after |", "|---|---|---|"]
+        for image in plan.images[:max_rows]:
+            lines.append(
+                f"| `{_code(image.step)}` | `{_code(image.before)}` | `{_code(image.after)}` |"
+            )
+        lines.append("")
+    return lines
+
+
+def _metric_lines(result: CiResult, max_rows: int) -> list[str]:
+    lines = ["#### Metrics", "", "| step | metric | value | change |", "|---|---|---|---|"]
+    rows = []
+    for step, values in sorted(result.metrics.items()):
+        for name, value in sorted(values.items()):
+            before = result.base_metrics.get(step, {}).get(name)
+            change = ""
+            if isinstance(value, int | float) and isinstance(before, int | float):
+                delta = value - before
+                change = "±0" if delta == 0 else f"{delta:+.4g} (was {before:.4g})"
+            rows.append(f"| `{_code(step)}` | `{_code(name)}` | {_value(value)} | {change} |")
+    lines += rows[:max_rows]
+    return [*lines, ""]
+
+
+def _code(text: str) -> str:
+    """Text inside inline code: backticks and pipes would end it or the table."""
+    return str(text).replace("`", "'").replace("|", "/").replace("\n", " ")
+
+
+def _value(value: object) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return escape(json.dumps(value) if not isinstance(value, str) else value)
+
+
+def to_json(result: CiResult, comment_url: str = "") -> dict[str, object]:
+    return {
+        "project": result.project,
+        "name": result.name,
+        "event": result.event,
+        "action": result.decision.kind if result.decision else "",
+        "status": "failed" if result.failed else "ok",
+        "problems": [asdict(p) for p in sorted(result.problems)],
+        "compiled": result.compiled,
+        "compile_error": result.compile_error,
+        "plan": result.plan.to_json() if result.plan else None,
+        "metrics": result.metrics,
+        "base_metrics": result.base_metrics,
+        "run": result.run_status,
+        "comment_url": comment_url,
+    }

@@ -1,0 +1,303 @@
+"""``kfops ci``: what the GitHub Action runs. Reads the GitHub Actions environment, does
+what ``on:`` asks for the event, and reports in one place (comment, summary, outputs)."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kfops.errors import EXIT_USAGE, KfopsError, Problem, display_path
+from kfops.model import Project, Trigger
+from kfops.plan import Plan
+
+REQUIRED_ENV = (
+    "GITHUB_EVENT_NAME",
+    "GITHUB_EVENT_PATH",
+    "GITHUB_REF",
+    "GITHUB_SHA",
+    "GITHUB_REPOSITORY",
+)
+
+
+@dataclass(frozen=True)
+class GitHubContext:
+    """The parts of the GitHub Actions environment kfops uses."""
+
+    event_name: str
+    event: dict[str, Any]
+    ref: str
+    sha: str
+    repository: str
+    api_url: str
+    server_url: str
+    run_id: str
+    summary: Path | None
+    output: Path | None
+    token: str | None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> GitHubContext:
+        """Read the context, or explain what is missing.
+
+        Raises:
+            KfopsError: (exit 2) not inside GitHub Actions, or the event file is unreadable.
+        """
+        missing = [name for name in REQUIRED_ENV if not env.get(name)]
+        if missing:
+            raise KfopsError(
+                "kfops ci runs inside GitHub Actions; these variables are not set: "
+                + ", ".join(missing),
+                "use the kfops action in a workflow (see `kfops init --github`), or run"
+                " `kfops validate`, `kfops compile` and `kfops run` locally",
+                exit_code=EXIT_USAGE,
+            )
+        event_path = Path(env["GITHUB_EVENT_PATH"])
+        try:
+            event = json.loads(event_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise KfopsError(
+                f"cannot read the event file {event_path}: {exc}", exit_code=EXIT_USAGE
+            ) from None
+        return cls(
+            event_name=env["GITHUB_EVENT_NAME"],
+            event=event if isinstance(event, dict) else {},
+            ref=env["GITHUB_REF"],
+            sha=env["GITHUB_SHA"],
+            repository=env["GITHUB_REPOSITORY"],
+            api_url=env.get("GITHUB_API_URL", "https://api.github.com"),
+            server_url=env.get("GITHUB_SERVER_URL", "https://github.com"),
+            run_id=env.get("GITHUB_RUN_ID", ""),
+            summary=Path(env["GITHUB_STEP_SUMMARY"]) if env.get("GITHUB_STEP_SUMMARY") else None,
+            output=Path(env["GITHUB_OUTPUT"]) if env.get("GITHUB_OUTPUT") else None,
+            token=env.get("KFOPS_GITHUB_TOKEN") or env.get("GITHUB_TOKEN") or None,
+        )
+
+    @property
+    def pull_number(self) -> int | None:
+        number = self.event.get("pull_request", {}).get("number")
+        return number if isinstance(number, int) else None
+
+    @property
+    def base_sha(self) -> str | None:
+        sha = self.event.get("pull_request", {}).get("base", {}).get("sha")
+        return sha if isinstance(sha, str) else None
+
+    @property
+    def base_branch(self) -> str:
+        ref = self.event.get("pull_request", {}).get("base", {}).get("ref")
+        return ref if isinstance(ref, str) else ""
+
+    @property
+    def run_url(self) -> str:
+        if not self.run_id:
+            return ""
+        return f"{self.server_url}/{self.repository}/actions/runs/{self.run_id}"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do for this event: the kind of event ("" when nothing), and whether to run."""
+
+    kind: str
+    run: bool
+    reason: str
+
+
+def decide(project: Project, ctx: GitHubContext) -> Decision:
+    """Match the event against the project's ``on:`` section."""
+    triggers = project.triggers
+    source = "mlops.yaml `on:`" if triggers.declared else "the default (no `on:` section)"
+    if ctx.event_name in ("pull_request", "pull_request_target"):
+        return _match("pull_request", triggers.pull_request, ctx.base_branch, source)
+    if ctx.event_name == "push" and ctx.ref.startswith("refs/tags/"):
+        tag = ctx.ref.removeprefix("refs/tags/")
+        trigger = triggers.tag
+        if trigger is None and not triggers.declared:
+            trigger = Trigger()
+        if trigger is None:
+            return Decision("", False, f"tag `{tag}`: {source} has no `tag` entry")
+        if trigger.pattern and not fnmatch.fnmatchcase(tag, trigger.pattern):
+            return Decision("", False, f"tag `{tag}` does not match `{trigger.pattern}`")
+        return Decision("tag", trigger.run, f"tag `{tag}` ({source})")
+    if ctx.event_name == "push":
+        return _match("push", triggers.push, ctx.ref.removeprefix("refs/heads/"), source)
+    return Decision("", False, f"kfops ci does nothing for `{ctx.event_name}` events")
+
+
+def _match(kind: str, trigger: Trigger | None, branch: str, source: str) -> Decision:
+    if trigger is None:
+        return Decision("", False, f"{kind}: {source} has no `{kind}` entry")
+    if trigger.branches and not any(fnmatch.fnmatchcase(branch, b) for b in trigger.branches):
+        return Decision("", False, f"branch `{branch}` is not in `on.{kind}.branches`")
+    return Decision(kind, trigger.run, f"{kind} on `{branch}` ({source})")
+
+
+@dataclass
+class CiResult:
+    """Everything the report shows."""
+
+    project: str  # the project path as given
+    name: str = ""
+    event: str = ""
+    decision: Decision | None = None
+    problems: list[Problem] = field(default_factory=list)
+    compiled: str = ""  # path of the compiled IR
+    compile_error: str = ""
+    plan: Plan | None = None
+    plan_note: str = ""
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    base_metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    run_status: str = ""  # "", "succeeded", "failed"
+    run_url: str = ""
+    sha: str = ""
+    notices: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return (
+            any(p.severity == "error" for p in self.problems)
+            or bool(self.compile_error)
+            or self.run_status == "failed"
+        )
+
+
+def merge_base_tree(repo_root: Path, base_sha: str, into: Path) -> str:
+    """Write the files at the merge base of HEAD and ``base_sha`` into ``into``, without
+    touching the work tree; returns the merge base commit.
+
+    Raises:
+        KfopsError: git cannot find the merge base (e.g. a shallow clone).
+    """
+
+    def git(*args: str) -> bytes:
+        done = subprocess.run(
+            ["git", *args], cwd=repo_root, capture_output=True, check=False, timeout=120
+        )
+        if done.returncode != 0:
+            raise KfopsError(
+                f"git {' '.join(args)} failed: {done.stderr.decode(errors='replace').strip()}",
+                "check out with `fetch-depth: 0` (actions/checkout) so the base branch's"
+                " history is available",
+            )
+        return done.stdout
+
+    merge_base = git("merge-base", "HEAD", base_sha).decode().strip()
+    archive = git("archive", "--format=tar", merge_base)
+    with tempfile.TemporaryFile() as buffer:
+        buffer.write(archive)
+        buffer.seek(0)
+        with tarfile.open(fileobj=buffer) as tar:
+            tar.extractall(into, filter="data")
+    return merge_base
+
+
+def repo_root(path: Path) -> Path | None:
+    done = subprocess.run(
+        ["git", "rev-parse", "--show-toplevel"],
+        cwd=path if path.is_dir() else path.parent,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return Path(done.stdout.strip()) if done.returncode == 0 else None
+
+
+def write_outputs(output: Path, values: dict[str, str]) -> None:
+    """Append step outputs to $GITHUB_OUTPUT, multi-line safe."""
+    with output.open("a", encoding="utf-8") as f:
+        for name, value in values.items():
+            delimiter = f"kfops_{os.urandom(8).hex()}"
+            f.write(f"{name}<<{delimiter}\n{value}\n{delimiter}\n")
+
+
+def shown(path: Path) -> str:
+    return display_path(path)
+
+
+def execute(path: Path, ctx: GitHubContext, console: Any) -> CiResult:
+    """Validate, compile, plan and (when asked) run the project at ``path`` for ``ctx``."""
+    from kfops import compiler, config, local
+    from kfops.errors import InvalidProject
+    from kfops.plan import compare
+
+    result = CiResult(project=shown(path), event=ctx.event_name, run_url=ctx.run_url, sha=ctx.sha)
+    try:
+        project, result.problems = config.check(path)
+    except KfopsError as exc:
+        result.problems = [Problem(shown(path), 0, 0, exc.message, exc.hint)]
+        return result
+    if project is None:
+        return result
+    result.name = project.name
+    result.decision = decision = decide(project, ctx)
+    if not decision.kind:
+        return result
+    try:
+        compiled = compiler.compile_project(project)
+    except InvalidProject as exc:
+        result.problems += exc.problems
+        return result
+    except KfopsError as exc:
+        result.compile_error = exc.message + (f" ({exc.hint})" if exc.hint else "")
+        return result
+    target = project.root / ".kfops" / f"{project.name}.yaml"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(compiled.ir_text, encoding="utf-8")
+    result.compiled = shown(target)
+    base_project: Project | None = None
+    with tempfile.TemporaryDirectory(prefix="kfops-base-") as tmp:
+        if decision.kind == "pull_request" and ctx.base_sha:
+            base_project = _plan(project, compiled.ir, ctx.base_sha, Path(tmp), result, compare)
+        if decision.run:
+            run = local.run(project, console=console)
+            result.metrics = run.metrics()
+            result.run_status = "succeeded" if run.succeeded else "failed"
+            if base_project is not None:
+                try:
+                    base_run = local.run(base_project, console=console)
+                    result.base_metrics = base_run.metrics()
+                except KfopsError as exc:
+                    result.notices.append(f"the base branch's pipeline did not run: {exc}")
+    return result
+
+
+def _plan(
+    project: Project,
+    head_ir: dict[str, Any],
+    base_sha: str,
+    tmp: Path,
+    result: CiResult,
+    compare: Any,
+) -> Project | None:
+    from kfops import compiler, config
+
+    root = repo_root(project.root)
+    if root is None:
+        result.plan_note = "not a git checkout: no plan against the base branch"
+        return None
+    try:
+        merge_base = merge_base_tree(root, base_sha, tmp)
+    except KfopsError as exc:
+        result.plan_note = f"no plan: {exc.message}"
+        return None
+    base_config = tmp / project.config_file.relative_to(root)
+    if not base_config.exists():
+        result.plan = compare(None, head_ir)
+        return None
+    try:
+        base_project = config.load(base_config)
+        base_ir = compiler.compile_project(base_project).ir
+    except KfopsError as exc:
+        result.plan_note = f"the base branch ({merge_base[:7]}) does not compile: {exc.message}"
+        return None
+    result.plan = compare(base_ir, head_ir)
+    result.plan_note = f"compared with the merge base {merge_base[:7]}"
+    return base_project
