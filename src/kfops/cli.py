@@ -214,5 +214,58 @@ def init(pipeline_file: Path, function: str | None, name: str | None, force: boo
     click.echo(f"wrote {display_path(written)}; check it with: kfops validate", err=True)
 
 
+@cli.command()
+@click.argument("path", type=_PATH, default=".")
+def ci(path: Path) -> None:
+    """What the GitHub Action runs: validate, compile, plan and report, for this event.
+
+    Reads the GitHub Actions environment (GITHUB_EVENT_NAME, GITHUB_EVENT_PATH, ...)
+    and does what mlops.yaml's `on:` section asks for the event (by default: validate
+    and compile on pull requests and pushes). Problems become annotations on their
+    lines; the report goes to one pull-request comment (kept up to date), the job
+    summary and the step outputs. Exits 1 when the project is invalid, does not
+    compile, or its local run fails.
+    """
+    from rich.console import Console
+
+    from kfops import ci as ci_core
+    from kfops import github, report
+
+    context = ci_core.GitHubContext.from_env(os.environ)
+    result = ci_core.execute(path, context, Console(stderr=True, highlight=False))
+    for problem in sorted(result.problems):
+        click.echo(report.github_annotation(problem))
+    mark = github.marker(result.project)
+    body = report.markdown(result, mark)
+    comment = github.Published()
+    if context.pull_number is not None and (result.decision is None or result.decision.kind):
+        comment = github.publish(context, context.pull_number, body, mark)
+    if comment.notice:
+        click.echo(f"::notice title=kfops::{comment.notice}")
+        body += f"\n> {report.escape(comment.notice)}\n"
+    if context.summary is not None:
+        with context.summary.open("a", encoding="utf-8") as summary:
+            summary.write(body)
+    if context.output is not None:
+        import json
+
+        ci_core.write_outputs(
+            context.output,
+            {
+                "status": "failed" if result.failed else "ok",
+                "compiled": result.compiled,
+                "comment-url": comment.url,
+                "report": json.dumps(report.to_json(result, comment.url), sort_keys=True),
+            },
+        )
+    verdict = "failed" if result.failed else "ok"
+    click.echo(
+        f"kfops ci: {result.project}: {verdict}" + (f" ({comment.url})" if comment.url else ""),
+        err=True,
+    )
+    if result.failed:
+        sys.exit(EXIT_FAILED)
+
+
 def main() -> None:
     cli(prog_name="kfops")
