@@ -202,14 +202,53 @@ def run(path: Path, params: tuple[str, ...], cache: bool, runs_dir: Path | None)
 
 
 @cli.command()
-@click.argument("pipeline_file", type=_PATH)
+@click.argument("pipeline_file", type=_PATH, required=False)
 @click.option("--function", help="The @dsl.pipeline function (default: the only one in the file).")
 @click.option("--name", help="Project name (default: from the pipeline or folder).")
-@click.option("--force", is_flag=True, help="Overwrite an existing mlops.yaml.")
-def init(pipeline_file: Path, function: str | None, name: str | None, force: bool) -> None:
-    """Write a commented starter mlops.yaml beside PIPELINE_FILE (a Python KFP pipeline)."""
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+@click.option(
+    "--github",
+    "github_project",
+    type=_PATH,
+    is_flag=False,
+    flag_value=Path(),
+    default=None,
+    metavar="[PROJECT]",
+    help="Write .github/workflows/kfops.yml for PROJECT (default: this folder) instead.",
+)
+@click.option(
+    "--action",
+    default="kfops/kfops/action",
+    show_default=True,
+    help="With --github: the action to use (OWNER/REPO/action).",
+)
+@click.option(
+    "--action-ref",
+    default=f"v{__version__}",
+    show_default=True,
+    help="With --github: the action's version; a commit SHA pins it best.",
+)
+def init(
+    pipeline_file: Path | None,
+    function: str | None,
+    name: str | None,
+    force: bool,
+    github_project: Path | None,
+    action: str,
+    action_ref: str,
+) -> None:
+    """Write a commented starter mlops.yaml beside PIPELINE_FILE (a Python KFP pipeline
+    or a Kale-tagged notebook), or with --github a ready GitHub Actions workflow."""
     from kfops import scaffold
 
+    if github_project is not None:
+        written = scaffold.github_workflow(
+            github_project, action=action, ref=action_ref, force=force
+        )
+        click.echo(f"wrote {display_path(written)}; commit it and open a pull request", err=True)
+        return
+    if pipeline_file is None:
+        raise click.UsageError("give PIPELINE_FILE, or --github for a workflow")
     written = scaffold.init(pipeline_file, function=function, name=name, force=force)
     click.echo(f"wrote {display_path(written)}; check it with: kfops validate", err=True)
 

@@ -196,3 +196,67 @@ def _ignore_runs(root: Path) -> None:
     prefix = "" if not existing or existing.endswith("\n") else "\n"
     with gitignore.open("a", encoding="utf-8") as f:
         f.write(f"{prefix}# kfops: local runs, caches and compiled pipelines\n{_IGNORED}\n")
+
+
+def github_workflow(project: Path, *, action: str, ref: str, force: bool) -> Path:
+    """Write ``.github/workflows/kfops.yml`` at the root of the git repository holding
+    ``project``: minimal permissions, one run at a time per ref, the action pinned.
+
+    Raises:
+        KfopsError: not inside a git repository, or the workflow exists (without force).
+    """
+    from kfops.ci import repo_root
+
+    folder = project if project.is_dir() else project.parent
+    root = repo_root(folder)
+    if root is None:
+        raise KfopsError(
+            f"{display_path(folder)} is not inside a git repository",
+            "run `git init` first; the workflow goes to the repository's .github/workflows",
+        )
+    target = root / ".github" / "workflows" / "kfops.yml"
+    if target.exists() and not force:
+        raise KfopsError(f"{display_path(target)} already exists", "pass --force to overwrite it")
+    relative = Path(os.path.relpath(project.resolve(), root.resolve())).as_posix()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(_WORKFLOW.format(action=action, ref=ref, path=relative), encoding="utf-8")
+    return target
+
+
+_WORKFLOW = """\
+# kfops: validate, compile and plan the pipeline on every pull request and push, and keep
+# one pull-request comment up to date. Written by `kfops init --github`.
+name: kfops
+
+on:
+  pull_request:
+  push:
+    branches: [main]
+    tags: ["v*"]
+
+permissions: {{}}
+
+concurrency:
+  group: kfops-${{{{ github.ref }}}}
+  cancel-in-progress: true
+
+jobs:
+  kfops:
+    runs-on: ubuntu-latest
+    timeout-minutes: 30
+    permissions:
+      contents: read
+      pull-requests: write  # the report comment
+    steps:
+      - uses: actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683 # v4.2.2
+        with:
+          fetch-depth: 0  # the plan compares with the base branch's history
+          persist-credentials: false
+      - uses: actions/setup-python@0b93645e9fea7318ecaed2b359559ac225c90a2b # v5.3.0
+        with:
+          python-version: "3.11"
+      # For the strongest pin, use a commit SHA: kfops init --github --action-ref SHA
+      - uses: {action}@{ref}
+        with:
+          path: {path}
+"""
