@@ -102,7 +102,8 @@ def _render(result: CiResult, marker: str, max_problems: int, max_rows: int) -> 
     if result.decision is not None and not result.decision.kind:
         lines += [f"Nothing to do: {escape(result.decision.reason)}.", ""]
     if result.problems:
-        lines += [f"#### Problems ({len(errors)} errors, {len(warnings)} warnings)", ""]
+        counts = f"{_count(len(errors), 'error')}, {_count(len(warnings), 'warning')}"
+        lines += [f"#### Problems ({counts})", ""]
         lines += ["| where | problem | how to fix |", "|---|---|---|"]
         for problem in sorted(result.problems)[:max_problems]:
             icon = "❌" if problem.severity == "error" else "⚠️"
@@ -132,6 +133,10 @@ def _render(result: CiResult, marker: str, max_problems: int, max_rows: int) -> 
     if footer:
         lines.append("<sub>" + " · ".join(footer) + "</sub>")
     return "\n".join(lines) + "\n"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _status(result: CiResult, errors: list[Problem]) -> str:
