@@ -4,6 +4,14 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 bash scripts/venv.sh
+# GitHub's OpenAPI description, for the GitHub API test server (npm @octokit/openapi).
+lock="tests/npm/package-lock.json"
+stamp="tests/npm/node_modules/.kfops-installed"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$(sha256sum "$lock" | cut -d' ' -f1)" ]; then
+  echo "==> npm ci (tests/npm: GitHub's OpenAPI description)"
+  npm ci --prefix tests/npm --silent --no-audit --no-fund
+  sha256sum "$lock" | cut -d' ' -f1 > "$stamp"
+fi
 bin="$root/.venv/bin"
 echo "==> ruff check";          "$bin/ruff" check .
 echo "==> ruff format --check"; "$bin/ruff" format --check .
