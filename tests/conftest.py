@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.github_api import github_api  # noqa: F401  (the GitHub API test server fixture)
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
 GOLDEN = Path(__file__).resolve().parent / "golden"

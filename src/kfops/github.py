@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 from kfops.ci import GitHubContext
 from kfops.errors import KfopsError
@@ -48,37 +49,63 @@ def publish(
             notice="no GitHub token, so no pull-request comment: pass `github-token` to the"
             " action (the default is the workflow's token)"
         )
-    client = Github(
+    retry = GithubRetry(
+        total=4,
+        backoff_factor=backoff,
+        # PATCH is idempotent; POST is not (a retried POST may post twice): see _create.
+        allowed_methods=frozenset({"GET", "PATCH"}),
+    )
+    with Github(
         auth=Auth.Token(ctx.token),
         base_url=ctx.api_url.rstrip("/"),
         timeout=30,
-        retry=GithubRetry(total=4, backoff_factor=backoff),
+        per_page=100,
+        retry=retry,
         seconds_between_requests=0,
         seconds_between_writes=0,
-    )
+    ) as client:
+        try:
+            issue = client.get_repo(ctx.repository, lazy=True).get_issue(number)
+            existing = _find(issue, mark)
+            if existing is not None:
+                existing.edit(body)
+                return Published(url=existing.html_url)
+            return Published(url=_create(issue, body, mark, GithubException))
+        except GithubException as exc:
+            if exc.status == 401:
+                raise KfopsError(
+                    "GitHub rejected the token (401 Bad credentials)",
+                    "check the `github-token` input; the default, the workflow's own token,"
+                    " works with `permissions: pull-requests: write`",
+                ) from None
+            if exc.status == 403 and "rate limit" not in str(exc.data).lower():
+                return Published(notice=FORK_NOTICE)
+            return Published(
+                notice=f"the GitHub API answered {exc.status} after retries; the report is"
+                " in the job summary only"
+            )
+
+
+def _find(issue: Any, mark: str) -> Any:
+    for comment in issue.get_comments():
+        if comment.user.type == "Bot" and comment.body.startswith(mark):
+            return comment
+    return None
+
+
+def _create(issue: Any, body: str, mark: str, error: type[Exception]) -> str:
+    """Post the comment; after a server error, look again before posting a second time
+    (GitHub may have stored the first one)."""
     try:
-        issue = client.get_repo(ctx.repository, lazy=True).get_issue(number)
-        existing = None
-        for comment in issue.get_comments():
-            if comment.user.type == "Bot" and comment.body.startswith(mark):
-                existing = comment
-                break
-        if existing is not None:
-            existing.edit(body)
-            return Published(url=existing.html_url)
-        return Published(url=issue.create_comment(body).html_url)
-    except GithubException as exc:
-        if exc.status == 401:
-            raise KfopsError(
-                "GitHub rejected the token (401 Bad credentials)",
-                "check the `github-token` input; the default, the workflow's own token,"
-                " works with `permissions: pull-requests: write`",
-            ) from None
-        if exc.status == 403 and "rate limit" not in str(exc.data).lower():
-            return Published(notice=FORK_NOTICE)
-        return Published(
-            notice=f"the GitHub API answered {exc.status} after retries; the report is in"
-            " the job summary only"
-        )
-    finally:
-        client.close()
+        url: str = issue.create_comment(body).html_url
+        return url
+    except error as exc:
+        if getattr(exc, "status", 0) < 500:
+            raise
+    existing = _find(issue, mark)
+    if existing is not None:
+        existing.edit(body)
+        found: str = existing.html_url
+        return found
+    created: str = issue.create_comment(body).html_url
+    return created

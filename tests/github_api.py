@@ -1,0 +1,1120 @@
+"""A stateful GitHub REST API test server, checked against GitHub's own OpenAPI description.
+
+The server keeps repositories, issues, pull requests and their issue comments, and answers
+the few endpoints kfops uses (see ``OPERATIONS``). Every request it receives and every
+response it sends is validated with openapi-core against GitHub's ``api.github.com.json``
+from the npm package ``@octokit/openapi`` (``tests/npm``, installed by
+``npm ci --prefix tests/npm``):
+
+- a request that does not validate is answered 422 (as GitHub answers a bad request body),
+- a response that does not validate is replaced by a 500,
+
+and both are recorded in ``server.validation_errors``, which the ``github_api`` fixture
+asserts to be empty at teardown, so neither can pass unnoticed.
+
+Knobs for tests: ``read_only`` (a pull request from a fork: comment writes answer 403),
+``fail_next`` (inject 5xx or rate-limit answers), ``requests`` (what was asked and
+answered), ``comments`` (what is stored), ``add_comment`` (comments written by people).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import json
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+
+import pytest
+from openapi_core import Config, OpenAPI
+from openapi_core.datatypes import RequestParameters
+from openapi_schema_validator import OAS30Validator, oas30_format_checker
+from werkzeug.datastructures import Headers, ImmutableMultiDict
+
+SPEC_PATH = (
+    Path(__file__).resolve().parent
+    / "npm"
+    / "node_modules"
+    / "@octokit"
+    / "openapi"
+    / "generated"
+    / "api.github.com.json"
+)
+INSTALL_HINT = "npm ci --prefix tests/npm"
+
+# (method, path template in GitHub's description) -> handler method name. The spec the
+# server validates against is cut from the real file down to exactly these operations.
+OPERATIONS: dict[tuple[str, str], str] = {
+    ("GET", "/repos/{owner}/{repo}"): "_get_repo",
+    ("GET", "/repos/{owner}/{repo}/pulls/{pull_number}"): "_get_pull",
+    ("GET", "/repos/{owner}/{repo}/issues/{issue_number}"): "_get_issue",
+    ("GET", "/repos/{owner}/{repo}/issues/{issue_number}/comments"): "_list_comments",
+    ("POST", "/repos/{owner}/{repo}/issues/{issue_number}/comments"): "_create_comment",
+    ("GET", "/repos/{owner}/{repo}/issues/comments/{comment_id}"): "_get_comment",
+    ("PATCH", "/repos/{owner}/{repo}/issues/comments/{comment_id}"): "_edit_comment",
+    ("GET", "/rate_limit"): "_rate_limit",
+    ("GET", "/user"): "_get_user",
+}
+
+# Statuses GitHub may send from any endpoint, whether or not the description lists them
+# for that operation; their bodies are checked against the description's `basic-error`.
+ANY_ENDPOINT_STATUSES = frozenset({401, 403, 404, 422, 429, 500, 502, 503, 504})
+
+DOCS = "https://docs.github.com/rest"
+RATE_LIMIT = 5000
+
+# The identity of the token the server accepts: what GITHUB_TOKEN is in a workflow.
+BOT_LOGIN = "github-actions[bot]"
+BOT_ID = 41898282
+BOT_NODE_ID = "MDM6Qm90NDE4OTgyODI="
+
+
+class SpecMissingError(FileNotFoundError):
+    """GitHub's OpenAPI description is not installed."""
+
+
+# ---------------------------------------------------------------------------------------
+# The description: loaded once per test session, cut down to OPERATIONS.
+
+
+@dataclass(frozen=True)
+class GitHubSpec:
+    document: dict[str, Any]  # the cut-down OpenAPI 3.0 document (servers not yet set)
+    source: Path
+    load_seconds: float  # reading 13 MB of JSON, cutting it, checking the cut
+
+
+_SPECS: dict[Path, GitHubSpec] = {}
+_SPECS_LOCK = threading.Lock()
+
+
+def _refs(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref" and isinstance(value, str):
+                yield value
+            else:
+                yield from _refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _refs(value)
+
+
+def extract_operations(
+    full: Mapping[str, Any], operations: Iterator[tuple[str, str]] | list[tuple[str, str]]
+) -> dict[str, Any]:
+    """The part of ``full`` that ``operations`` need: their paths and every component they
+    reference, directly or through other components."""
+    paths: dict[str, dict[str, Any]] = {}
+    for method, template in operations:
+        path_item = full["paths"][template]
+        paths.setdefault(template, {})[method.lower()] = path_item[method.lower()]
+        if "parameters" in path_item:
+            paths[template]["parameters"] = path_item["parameters"]
+    components: dict[str, dict[str, Any]] = {}
+    todo = list(_refs(paths))
+    seen: set[str] = set()
+    while todo:
+        ref = todo.pop()
+        if ref in seen:
+            continue
+        seen.add(ref)
+        _, _, kind, name = ref.split("/", 3)  # "#/components/<kind>/<name>"
+        node = full["components"][kind][name]
+        components.setdefault(kind, {})[name] = node
+        todo.extend(_refs(node))
+    return {
+        "openapi": full["openapi"],
+        "info": full["info"],
+        "servers": full["servers"],
+        "paths": paths,
+        "components": components,
+    }
+
+
+def load_github_spec(path: Path = SPEC_PATH) -> GitHubSpec:
+    """Read GitHub's description once per session, cut to ``OPERATIONS`` and checked."""
+    with _SPECS_LOCK:
+        if path in _SPECS:
+            return _SPECS[path]
+        if not path.is_file():
+            raise SpecMissingError(
+                f"GitHub's OpenAPI description is missing: {path} does not exist; "
+                f"run `{INSTALL_HINT}` to install it"
+            )
+        started = time.perf_counter()
+        with path.open("rb") as handle:
+            full = json.load(handle)
+        if not str(full.get("openapi", "")).startswith("3.0"):
+            raise ValueError(f"{path}: expected an OpenAPI 3.0 document, got {full.get('openapi')}")
+        document = extract_operations(full, list(OPERATIONS))
+        # The whole description takes openapi-core about 40 s to check; the cut, well
+        # under a second. Checking it catches a dangling reference left by the cut.
+        OpenAPI.from_dict(document)
+        spec = GitHubSpec(document, path, time.perf_counter() - started)
+        _SPECS[path] = spec
+        return spec
+
+
+# ---------------------------------------------------------------------------------------
+# openapi-core's request and response protocols.
+
+
+@dataclass
+class _OpenAPIRequest:
+    host_url: str
+    path: str
+    method: str
+    parameters: RequestParameters
+    content_type: str
+    body: bytes | None
+
+
+@dataclass
+class _OpenAPIResponse:
+    status_code: int
+    headers: Headers
+    content_type: str
+    data: bytes | None
+
+
+def _short(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _describe(error: BaseException) -> str:
+    """An openapi-core error, with the schema errors it hides in its causes."""
+    parts: list[str] = []
+
+    def walk(exc: BaseException) -> None:
+        chain: BaseException | None = exc
+        while chain is not None:
+            schema_errors = getattr(chain, "schema_errors", None)
+            nested = [
+                *(getattr(chain, "context", None) or ()),
+                *(getattr(chain, "errors", None) or ()),
+            ]
+            if schema_errors:
+                for schema_error in schema_errors:
+                    where = "/".join(map(str, schema_error.absolute_path)) or "(root)"
+                    parts.append(f"at {where}: {_short(schema_error.message)}")
+            elif nested:
+                for inner in nested:
+                    walk(inner)
+            elif chain.__cause__ is None:
+                parts.append(f"{type(chain).__name__}: {_short(str(chain))}")
+            chain = chain.__cause__
+
+    walk(error)
+    return f"{type(error).__name__}: " + "; ".join(dict.fromkeys(parts))
+
+
+# ---------------------------------------------------------------------------------------
+# State.
+
+
+@dataclass
+class _User:
+    login: str
+    id: int
+    type: str  # "User", "Bot" or "Organization"
+
+
+@dataclass
+class _Comment:
+    id: int
+    body: str
+    user: _User
+    created_at: str
+    updated_at: str
+    author_association: str
+
+
+@dataclass
+class _Issue:
+    id: int
+    number: int
+    title: str
+    body: str | None
+    user: _User
+    created_at: str
+    is_pull: bool
+    head_ref: str = ""
+    base_ref: str = ""
+    head_owner: str = ""  # the fork's owner, or the repository's for a same-repo branch
+    comments: list[_Comment] = field(default_factory=list)
+
+
+@dataclass
+class _Repo:
+    id: int
+    owner: _User
+    name: str
+    private: bool
+    default_branch: str
+    created_at: str
+    issues: dict[int, _Issue] = field(default_factory=dict)
+
+
+@dataclass
+class _Failure:
+    method: str
+    path: re.Pattern[str]
+    status: int
+    remaining: int
+    headers: dict[str, str]
+    message: str | None
+    commit: bool
+
+
+@dataclass
+class _Reply:
+    status: int
+    payload: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class _GitHubError(Exception):
+    def __init__(self, status: int, message: str, documentation_url: str = DOCS) -> None:
+        super().__init__(message)
+        self.reply = _Reply(
+            status,
+            {"message": message, "documentation_url": documentation_url, "status": str(status)},
+        )
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _sha(*parts: object) -> str:
+    return hashlib.sha1("/".join(map(str, parts)).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------
+# The server.
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    app: GitHubTestServer
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as PyGithub's requests session expects
+    server: _HTTPServer
+
+    def _serve(self) -> None:
+        self.server.app._serve(self)
+
+    do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _serve
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.app._connections.add(self.connection)
+
+    def finish(self) -> None:
+        self.server.app._connections.discard(self.connection)
+        super().finish()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: ``server.requests`` records what was asked."""
+
+
+class GitHubTestServer:
+    """GitHub's REST API for issue comments on pull requests, on 127.0.0.1."""
+
+    def __init__(
+        self, token: str = "ghs_kfopsTestToken000000000000000000000", *, spec_path: Path = SPEC_PATH
+    ) -> None:
+        self.spec = load_github_spec(spec_path)
+        self.token = token
+        self.read_only = False
+        self.requests: list[tuple[str, str, int]] = []  # (method, path with query, status)
+        self.validation_errors: list[str] = []
+        self._lock = threading.RLock()
+        self._ids = itertools.count(1001)
+        self._users: dict[str, _User] = {BOT_LOGIN: _User(BOT_LOGIN, BOT_ID, "Bot")}
+        self._repos: dict[tuple[str, str], _Repo] = {}
+        self._comment_index: dict[int, tuple[_Repo, _Issue, _Comment]] = {}
+        self._failures: list[_Failure] = []
+        self._rate_used = 0
+        self._rate_reset = int(time.time()) + 3600
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._connections: set[Any] = set()
+        self._openapi: OpenAPI | None = None
+        self._basic_error = OAS30Validator(
+            self.spec.document["components"]["schemas"]["basic-error"],
+            format_checker=oas30_format_checker,
+        )
+        self._routes = [
+            (
+                method,
+                template,
+                re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template) + "$"),
+                getattr(self, handler),
+            )
+            for (method, template), handler in OPERATIONS.items()
+        ]
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        if self._httpd is None:
+            raise RuntimeError("GitHubTestServer is not started")
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> GitHubTestServer:
+        if self._httpd is not None:
+            raise RuntimeError("GitHubTestServer is already started")
+        httpd = _HTTPServer(("127.0.0.1", 0), _Handler)
+        httpd.app = self
+        self._httpd = httpd
+        document = dict(self.spec.document, servers=[{"url": self.url}])
+        self._openapi = OpenAPI.from_dict(document, config=Config(spec_validator_cls=None))
+        self._thread = threading.Thread(
+            # shutdown() waits up to one poll interval: keep it short for quick teardowns
+            target=httpd.serve_forever,
+            kwargs={"poll_interval": 0.02},
+            name="github-test-server",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        httpd, self._httpd = self._httpd, None
+        if httpd is None:
+            return
+        httpd.shutdown()
+        for connection in list(self._connections):  # idle keep-alive connections
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+        httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def __enter__(self) -> GitHubTestServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- state for tests --------------------------------------------------------------
+
+    def _user(self, login: str, user_type: str = "User") -> _User:
+        if login not in self._users:
+            self._users[login] = _User(login, next(self._ids), user_type)
+        return self._users[login]
+
+    def add_repo(self, owner: str, repo: str, *, private: bool = False) -> None:
+        with self._lock:
+            if (owner, repo) not in self._repos:
+                self._repos[(owner, repo)] = _Repo(
+                    next(self._ids), self._user(owner), repo, private, "main", _now()
+                )
+
+    def _add_issue(self, owner: str, repo: str, number: int | None, **fields: Any) -> int:
+        with self._lock:
+            self.add_repo(owner, repo)
+            issues = self._repos[(owner, repo)].issues
+            number = number if number is not None else max(issues, default=0) + 1
+            if number in issues:
+                raise ValueError(f"{owner}/{repo}#{number} already exists")
+            issues[number] = _Issue(id=next(self._ids), number=number, created_at=_now(), **fields)
+            return number
+
+    def add_pull_request(
+        self,
+        owner: str,
+        repo: str,
+        number: int | None = None,
+        *,
+        title: str = "Change the pipeline",
+        author: str = "octocat",
+        head_ref: str = "feature",
+        base_ref: str = "main",
+        fork_owner: str | None = None,
+    ) -> int:
+        """Add an open pull request (and its repository if new); returns its number."""
+        return self._add_issue(
+            owner,
+            repo,
+            number,
+            title=title,
+            body=None,
+            user=self._user(author),
+            is_pull=True,
+            head_ref=head_ref,
+            base_ref=base_ref,
+            head_owner=fork_owner or owner,
+        )
+
+    def add_issue(
+        self, owner: str, repo: str, number: int | None = None, *, title: str = "An issue"
+    ) -> int:
+        return self._add_issue(
+            owner, repo, number, title=title, body=None, user=self._user("octocat"), is_pull=False
+        )
+
+    def add_comment(
+        self,
+        owner: str,
+        repo: str,
+        number: int,
+        body: str,
+        *,
+        author: str = "octocat",
+        author_type: str = "User",
+        created_at: str | None = None,
+    ) -> dict[str, Any]:
+        """Store a comment as if someone (a person by default) had written it."""
+        with self._lock:
+            repository, issue = self._issue(owner, repo, number)
+            user = self._user(author, author_type)
+            association = "OWNER" if user is repository.owner else "CONTRIBUTOR"
+            return self._comment_json(
+                repository,
+                issue,
+                self._store_comment(repository, issue, body, user, association, created_at),
+            )
+
+    def comments(self, owner: str, repo: str, number: int) -> list[dict[str, Any]]:
+        """The stored comments of an issue or pull request, as the API would show them."""
+        with self._lock:
+            repository, issue = self._issue(owner, repo, number)
+            return [self._comment_json(repository, issue, c) for c in issue.comments]
+
+    def fail_next(
+        self,
+        method: str,
+        path_regex: str,
+        status: int,
+        times: int = 1,
+        headers: Mapping[str, str] | None = None,
+        *,
+        message: str | None = None,
+        commit: bool = False,
+    ) -> None:
+        """Answer the next ``times`` matching requests with ``status``.
+
+        ``path_regex`` must match the whole path (without the query string). The body is
+        GitHub's error shape; its message defaults by status and headers (a primary rate
+        limit when ``X-RateLimit-Remaining`` is ``0``, a secondary one with
+        ``Retry-After``). With ``commit=True`` the request is carried out first and its
+        answer lost, as when a gateway times out after GitHub did the write.
+        """
+        with self._lock:
+            self._failures.append(
+                _Failure(
+                    method.upper(),
+                    re.compile(path_regex),
+                    status,
+                    times,
+                    dict(headers or {}),
+                    message,
+                    commit,
+                )
+            )
+
+    # -- HTTP -------------------------------------------------------------------------
+
+    def _serve(self, handler: _Handler) -> None:
+        length = int(handler.headers.get("Content-Length") or 0)
+        body = handler.rfile.read(length) if length else b""
+        with self._lock:
+            reply = self._dispatch(handler.command, handler.path, handler.headers, body)
+            self.requests.append((handler.command, handler.path, reply.status))
+        data = b"" if reply.payload is None else json.dumps(reply.payload).encode()
+        handler.send_response(reply.status)
+        for name, value in reply.headers.items():
+            handler.send_header(name, value)
+        handler.send_header("Content-Type", "application/json; charset=utf-8")
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    def _rate_headers(self) -> dict[str, str]:
+        return {
+            "X-RateLimit-Limit": str(RATE_LIMIT),
+            "X-RateLimit-Remaining": str(max(RATE_LIMIT - self._rate_used, 0)),
+            "X-RateLimit-Reset": str(self._rate_reset),
+            "X-RateLimit-Used": str(self._rate_used),
+            "X-RateLimit-Resource": "core",
+        }
+
+    def _dispatch(self, method: str, target: str, headers: Any, body: bytes) -> _Reply:
+        split = urlsplit(target)
+        query = ImmutableMultiDict(parse_qsl(split.query, keep_blank_values=True))
+        route = self._route(method, split.path)
+        if route is None:
+            self.validation_errors.append(
+                f"{method} {target}: not an endpoint this test server implements"
+            )
+            return _Reply(404, {"message": "Not Found", "documentation_url": DOCS, "status": "404"})
+        template, handle, params = route
+
+        request = _OpenAPIRequest(
+            host_url=self.url,
+            path=split.path,
+            method=method.lower(),
+            parameters=RequestParameters(query=query, header=Headers(list(headers.items()))),
+            content_type=(headers.get("Content-Type") or "").lower(),
+            body=body or None,
+        )
+        reply = self._authenticate(headers)
+        if reply is None:
+            reply = self._validate_request(method, target, request)
+        if reply is None:
+            reply = self._answer(method, split.path, handle, params, query, body)
+        reply.headers = {**self._rate_headers(), **reply.headers}
+        return self._validate_response(method, template, target, request, reply)
+
+    def _route(
+        self, method: str, path: str
+    ) -> tuple[str, Callable[..., _Reply], dict[str, str]] | None:
+        for route_method, template, pattern, handle in self._routes:
+            match = pattern.match(path)
+            if match and route_method == method:
+                return template, handle, match.groupdict()
+        return None
+
+    def _authenticate(self, headers: Any) -> _Reply | None:
+        authorization = headers.get("Authorization")
+        if authorization is None:
+            return _GitHubError(401, "Requires authentication").reply
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() not in ("token", "bearer") or token.strip() != self.token:
+            return _GitHubError(401, "Bad credentials").reply
+        self._rate_used += 1
+        return None
+
+    def _validate_request(
+        self, method: str, target: str, request: _OpenAPIRequest
+    ) -> _Reply | None:
+        assert self._openapi is not None
+        errors = [_describe(e) for e in self._openapi.iter_request_errors(request)]
+        if not errors:
+            return None
+        self.validation_errors.append(f"request {method} {target}: " + " | ".join(errors))
+        return _Reply(
+            422,
+            {
+                "message": "Invalid request.\n\n" + "\n".join(errors),
+                "documentation_url": DOCS,
+                "status": "422",
+            },
+        )
+
+    def _answer(
+        self,
+        method: str,
+        path: str,
+        handle: Callable[..., _Reply],
+        params: dict[str, str],
+        query: ImmutableMultiDict[str, str],
+        body: bytes,
+    ) -> _Reply:
+        failure = next(
+            (
+                f
+                for f in self._failures
+                if f.remaining > 0 and f.method == method and f.path.fullmatch(path)
+            ),
+            None,
+        )
+        if failure is not None:
+            failure.remaining -= 1
+            if failure.commit:
+                self._call(handle, params, query, body)
+            return self._failure_reply(failure)
+        return self._call(handle, params, query, body)
+
+    def _call(
+        self,
+        handle: Callable[..., _Reply],
+        params: dict[str, str],
+        query: ImmutableMultiDict[str, str],
+        body: bytes,
+    ) -> _Reply:
+        try:
+            return handle(query=query, body=json.loads(body) if body else None, **params)
+        except _GitHubError as error:
+            return error.reply
+
+    @staticmethod
+    def _failure_reply(failure: _Failure) -> _Reply:
+        message = failure.message
+        if message is None:
+            if failure.headers.get("X-RateLimit-Remaining") == "0":
+                message = "API rate limit exceeded for installation ID 1001."
+            elif "Retry-After" in failure.headers:
+                message = (
+                    "You have exceeded a secondary rate limit. "
+                    "Please wait a few minutes before you try again."
+                )
+            else:
+                message = HTTPStatus(failure.status).phrase
+        reply = _GitHubError(failure.status, message).reply
+        reply.headers = dict(failure.headers)
+        return reply
+
+    def _validate_response(
+        self, method: str, template: str, target: str, request: _OpenAPIRequest, reply: _Reply
+    ) -> _Reply:
+        assert self._openapi is not None
+        data = b"" if reply.payload is None else json.dumps(reply.payload).encode()
+        documented = self.spec.document["paths"][template][method.lower()]["responses"]
+        if str(reply.status) in documented or "default" in documented:
+            response = _OpenAPIResponse(
+                reply.status, Headers(reply.headers), "application/json; charset=utf-8", data
+            )
+            errors = [_describe(e) for e in self._openapi.iter_response_errors(request, response)]
+        elif reply.status in ANY_ENDPOINT_STATUSES:
+            errors = [
+                f"at {'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}"
+                for e in self._basic_error.iter_errors(reply.payload)
+            ]
+        else:
+            errors = [f"status {reply.status} is not documented for {method} {template}"]
+        if not errors:
+            return reply
+        message = f"response {reply.status} to {method} {target}: " + " | ".join(errors)
+        self.validation_errors.append(message)
+        return _Reply(
+            500,
+            {"message": "test server: " + message, "documentation_url": DOCS, "status": "500"},
+        )
+
+    # -- JSON as GitHub shows it --------------------------------------------------------
+
+    def _user_json(self, user: _User) -> dict[str, Any]:
+        base = f"{self.url}/users/{quote(user.login)}"
+        html = (
+            f"{self.url}/apps/{user.login.removesuffix('[bot]')}"
+            if user.type == "Bot"
+            else f"{self.url}/{user.login}"
+        )
+        return {
+            "login": user.login,
+            "id": user.id,
+            "node_id": BOT_NODE_ID if user.id == BOT_ID else f"U_test{user.id}",
+            "avatar_url": f"{self.url}/avatars/u/{user.id}?v=4",
+            "gravatar_id": "",
+            "url": base,
+            "html_url": html,
+            "followers_url": f"{base}/followers",
+            "following_url": f"{base}/following{{/other_user}}",
+            "gists_url": f"{base}/gists{{/gist_id}}",
+            "starred_url": f"{base}/starred{{/owner}}{{/repo}}",
+            "subscriptions_url": f"{base}/subscriptions",
+            "organizations_url": f"{base}/orgs",
+            "repos_url": f"{base}/repos",
+            "events_url": f"{base}/events{{/privacy}}",
+            "received_events_url": f"{base}/received_events",
+            "type": user.type,
+            "user_view_type": "public",
+            "site_admin": False,
+        }
+
+    def _repo_json(self, repo: _Repo, owner: _User | None = None) -> dict[str, Any]:
+        """A repository, with what both `repository` and `full-repository` require."""
+        owner = owner or repo.owner
+        full_name = f"{owner.login}/{repo.name}"
+        api = f"{self.url}/repos/{full_name}"
+        html = f"{self.url}/{full_name}"
+        fork = owner is not repo.owner
+        return {
+            "id": repo.id if not fork else repo.id + 500000,
+            "node_id": f"R_test{repo.id}",
+            "name": repo.name,
+            "full_name": full_name,
+            "owner": self._user_json(owner),
+            "private": repo.private,
+            "html_url": html,
+            "description": None,
+            "fork": fork,
+            "url": api,
+            "archive_url": f"{api}/{{archive_format}}{{/ref}}",
+            "assignees_url": f"{api}/assignees{{/user}}",
+            "blobs_url": f"{api}/git/blobs{{/sha}}",
+            "branches_url": f"{api}/branches{{/branch}}",
+            "collaborators_url": f"{api}/collaborators{{/collaborator}}",
+            "comments_url": f"{api}/comments{{/number}}",
+            "commits_url": f"{api}/commits{{/sha}}",
+            "compare_url": f"{api}/compare/{{base}}...{{head}}",
+            "contents_url": f"{api}/contents/{{+path}}",
+            "contributors_url": f"{api}/contributors",
+            "deployments_url": f"{api}/deployments",
+            "downloads_url": f"{api}/downloads",
+            "events_url": f"{api}/events",
+            "forks_url": f"{api}/forks",
+            "git_commits_url": f"{api}/git/commits{{/sha}}",
+            "git_refs_url": f"{api}/git/refs{{/sha}}",
+            "git_tags_url": f"{api}/git/tags{{/sha}}",
+            "git_url": f"git://127.0.0.1/{full_name}.git",
+            "issue_comment_url": f"{api}/issues/comments{{/number}}",
+            "issue_events_url": f"{api}/issues/events{{/number}}",
+            "issues_url": f"{api}/issues{{/number}}",
+            "keys_url": f"{api}/keys{{/key_id}}",
+            "labels_url": f"{api}/labels{{/name}}",
+            "languages_url": f"{api}/languages",
+            "merges_url": f"{api}/merges",
+            "milestones_url": f"{api}/milestones{{/number}}",
+            "notifications_url": f"{api}/notifications{{?since,all,participating}}",
+            "pulls_url": f"{api}/pulls{{/number}}",
+            "releases_url": f"{api}/releases{{/id}}",
+            "ssh_url": f"git@127.0.0.1:{full_name}.git",
+            "stargazers_url": f"{api}/stargazers",
+            "statuses_url": f"{api}/statuses/{{sha}}",
+            "subscribers_url": f"{api}/subscribers",
+            "subscription_url": f"{api}/subscription",
+            "tags_url": f"{api}/tags",
+            "teams_url": f"{api}/teams",
+            "trees_url": f"{api}/git/trees{{/sha}}",
+            "clone_url": f"{html}.git",
+            "mirror_url": None,
+            "hooks_url": f"{api}/hooks",
+            "svn_url": html,
+            "homepage": None,
+            "language": "Python",
+            "forks_count": 0,
+            "forks": 0,
+            "stargazers_count": 0,
+            "watchers_count": 0,
+            "watchers": 0,
+            "size": 0,
+            "default_branch": repo.default_branch,
+            "open_issues_count": len(repo.issues),
+            "open_issues": len(repo.issues),
+            "is_template": False,
+            "topics": [],
+            "has_issues": True,
+            "has_projects": True,
+            "has_wiki": True,
+            "has_pages": False,
+            "has_downloads": True,
+            "has_discussions": False,
+            "archived": False,
+            "disabled": False,
+            "visibility": "private" if repo.private else "public",
+            "pushed_at": repo.created_at,
+            "created_at": repo.created_at,
+            "updated_at": repo.created_at,
+            "license": None,
+            "allow_forking": True,
+            "web_commit_signoff_required": False,
+            "network_count": 0,
+            "subscribers_count": 0,
+        }
+
+    def _issue_urls(self, repo: _Repo, issue: _Issue) -> tuple[str, str]:
+        full_name = f"{repo.owner.login}/{repo.name}"
+        kind = "pull" if issue.is_pull else "issues"
+        return (
+            f"{self.url}/repos/{full_name}/issues/{issue.number}",
+            f"{self.url}/{full_name}/{kind}/{issue.number}",
+        )
+
+    def _comment_json(self, repo: _Repo, issue: _Issue, comment: _Comment) -> dict[str, Any]:
+        issue_url, issue_html = self._issue_urls(repo, issue)
+        return {
+            "id": comment.id,
+            "node_id": f"IC_test{comment.id}",
+            "url": f"{self.url}/repos/{repo.owner.login}/{repo.name}/issues/comments/{comment.id}",
+            "html_url": f"{issue_html}#issuecomment-{comment.id}",
+            "issue_url": issue_url,
+            "body": comment.body,
+            "user": self._user_json(comment.user),
+            "created_at": comment.created_at,
+            "updated_at": comment.updated_at,
+            "author_association": comment.author_association,
+            "performed_via_github_app": None,
+        }
+
+    def _issue_json(self, repo: _Repo, issue: _Issue) -> dict[str, Any]:
+        issue_url, html = self._issue_urls(repo, issue)
+        data: dict[str, Any] = {
+            "id": issue.id,
+            "node_id": f"I_test{issue.id}",
+            "url": issue_url,
+            "repository_url": f"{self.url}/repos/{repo.owner.login}/{repo.name}",
+            "labels_url": f"{issue_url}/labels{{/name}}",
+            "comments_url": f"{issue_url}/comments",
+            "events_url": f"{issue_url}/events",
+            "html_url": html,
+            "number": issue.number,
+            "state": "open",
+            # Real GitHub sends "state_reason": null for an open issue, but the description
+            # declares it an enum without null, so openapi-core rejects null: leave it out.
+            "title": issue.title,
+            "body": issue.body,
+            "user": self._user_json(issue.user),
+            "labels": [],
+            "assignee": None,
+            "assignees": [],
+            "milestone": None,
+            "locked": False,
+            "active_lock_reason": None,
+            "comments": len(issue.comments),
+            "closed_at": None,
+            "created_at": issue.created_at,
+            "updated_at": issue.comments[-1].updated_at if issue.comments else issue.created_at,
+            "author_association": "OWNER" if issue.user is repo.owner else "CONTRIBUTOR",
+        }
+        if issue.is_pull:
+            pull_api = f"{self.url}/repos/{repo.owner.login}/{repo.name}/pulls/{issue.number}"
+            data["pull_request"] = {
+                "url": pull_api,
+                "html_url": html,
+                "diff_url": f"{html}.diff",
+                "patch_url": f"{html}.patch",
+                "merged_at": None,
+            }
+        return data
+
+    def _pull_json(self, repo: _Repo, issue: _Issue) -> dict[str, Any]:
+        issue_json = self._issue_json(repo, issue)
+        api = f"{self.url}/repos/{repo.owner.login}/{repo.name}"
+        pull_api = f"{api}/pulls/{issue.number}"
+        head_owner = self._user(issue.head_owner)
+        head_sha = _sha(repo.id, issue.number, "head")
+
+        def ref(owner: _User, name: str, sha: str) -> dict[str, Any]:
+            return {
+                "label": f"{owner.login}:{name}",
+                "ref": name,
+                "sha": sha,
+                "user": self._user_json(owner),
+                "repo": self._repo_json(repo, owner),
+            }
+
+        return {
+            "id": issue.id + 1000000,
+            "node_id": f"PR_test{issue.id}",
+            "url": pull_api,
+            "html_url": issue_json["html_url"],
+            "diff_url": f"{issue_json['html_url']}.diff",
+            "patch_url": f"{issue_json['html_url']}.patch",
+            "issue_url": issue_json["url"],
+            "commits_url": f"{pull_api}/commits",
+            "review_comments_url": f"{pull_api}/comments",
+            "review_comment_url": f"{api}/pulls/comments{{/number}}",
+            "comments_url": issue_json["comments_url"],
+            "statuses_url": f"{api}/statuses/{head_sha}",
+            "number": issue.number,
+            "state": "open",
+            "locked": False,
+            "title": issue.title,
+            "user": issue_json["user"],
+            "body": issue.body,
+            "labels": [],
+            "milestone": None,
+            "active_lock_reason": None,
+            "created_at": issue.created_at,
+            "updated_at": issue_json["updated_at"],
+            "closed_at": None,
+            "merged_at": None,
+            "merge_commit_sha": None,
+            "assignee": None,
+            "assignees": [],
+            "requested_reviewers": [],
+            "requested_teams": [],
+            "head": ref(head_owner, issue.head_ref, head_sha),
+            "base": ref(repo.owner, issue.base_ref, _sha(repo.id, issue.number, "base")),
+            "_links": {
+                "self": {"href": pull_api},
+                "html": {"href": issue_json["html_url"]},
+                "issue": {"href": issue_json["url"]},
+                "comments": {"href": issue_json["comments_url"]},
+                "review_comments": {"href": f"{pull_api}/comments"},
+                "review_comment": {"href": f"{api}/pulls/comments{{/number}}"},
+                "commits": {"href": f"{pull_api}/commits"},
+                "statuses": {"href": f"{api}/statuses/{head_sha}"},
+            },
+            "author_association": issue_json["author_association"],
+            "auto_merge": None,
+            "draft": False,
+            "merged": False,
+            "mergeable": True,
+            "rebaseable": True,
+            "mergeable_state": "clean",
+            "merged_by": None,
+            "comments": len(issue.comments),
+            "review_comments": 0,
+            "maintainer_can_modify": head_owner is not repo.owner,
+            "commits": 1,
+            "additions": 1,
+            "deletions": 0,
+            "changed_files": 1,
+        }
+
+    # -- lookups and writes ---------------------------------------------------------------
+
+    def _repo(self, owner: str, repo: str) -> _Repo:
+        found = self._repos.get((owner, repo))
+        if found is None:
+            raise _GitHubError(404, "Not Found", f"{DOCS}/repos/repos#get-a-repository")
+        return found
+
+    def _issue(self, owner: str, repo: str, number: int | str) -> tuple[_Repo, _Issue]:
+        repository = self._repo(owner, repo)
+        issue = repository.issues.get(int(number))
+        if issue is None:
+            raise _GitHubError(404, "Not Found", f"{DOCS}/issues/issues#get-an-issue")
+        return repository, issue
+
+    def _comment(self, owner: str, repo: str, comment_id: str) -> tuple[_Repo, _Issue, _Comment]:
+        repository = self._repo(owner, repo)
+        found = self._comment_index.get(int(comment_id))
+        if found is None or found[0] is not repository:
+            raise _GitHubError(404, "Not Found", f"{DOCS}/issues/comments#get-an-issue-comment")
+        return found
+
+    def _store_comment(
+        self,
+        repo: _Repo,
+        issue: _Issue,
+        body: str,
+        user: _User,
+        association: str,
+        created_at: str | None = None,
+    ) -> _Comment:
+        stamp = created_at or _now()
+        comment = _Comment(next(self._ids), body, user, stamp, stamp, association)
+        issue.comments.append(comment)
+        self._comment_index[comment.id] = (repo, issue, comment)
+        return comment
+
+    def _check_writable(self, docs: str) -> None:
+        if self.read_only:
+            raise _GitHubError(403, "Resource not accessible by integration", docs)
+
+    # -- handlers (keyword arguments: path parameters, query, body) ----------------------
+
+    def _get_repo(self, owner: str, repo: str, **_: Any) -> _Reply:
+        return _Reply(200, self._repo_json(self._repo(owner, repo)))
+
+    def _get_issue(self, owner: str, repo: str, issue_number: str, **_: Any) -> _Reply:
+        return _Reply(200, self._issue_json(*self._issue(owner, repo, issue_number)))
+
+    def _get_pull(self, owner: str, repo: str, pull_number: str, **_: Any) -> _Reply:
+        repository, issue = self._issue(owner, repo, pull_number)
+        if not issue.is_pull:
+            raise _GitHubError(404, "Not Found", f"{DOCS}/pulls/pulls#get-a-pull-request")
+        return _Reply(200, self._pull_json(repository, issue))
+
+    def _list_comments(
+        self,
+        owner: str,
+        repo: str,
+        issue_number: str,
+        query: ImmutableMultiDict[str, str],
+        **_: Any,
+    ) -> _Reply:
+        repository, issue = self._issue(owner, repo, issue_number)
+        per_page = int(query.get("per_page", 30))
+        per_page = 30 if per_page < 1 else min(per_page, 100)  # GitHub caps it at 100
+        page = max(int(query.get("page", 1)), 1)
+        items = issue.comments[(page - 1) * per_page : page * per_page]
+        last = max((len(issue.comments) + per_page - 1) // per_page, 1)
+        headers: dict[str, str] = {}
+        if last > 1:
+            base = f"{self.url}/repos/{owner}/{repo}/issues/{issue.number}/comments"
+            others = [(k, v) for k, v in query.items(multi=True) if k not in ("page", "per_page")]
+
+            def link(n: int, rel: str) -> str:
+                params = urlencode([*others, ("per_page", per_page), ("page", n)])
+                return f'<{base}?{params}>; rel="{rel}"'
+
+            links = []
+            if page > 1:
+                links.append(link(min(page - 1, last), "prev"))
+            if page < last:
+                links += [link(page + 1, "next"), link(last, "last")]
+            if page > 1:
+                links.append(link(1, "first"))
+            headers["Link"] = ", ".join(links)
+        return _Reply(200, [self._comment_json(repository, issue, c) for c in items], headers)
+
+    def _create_comment(
+        self, owner: str, repo: str, issue_number: str, body: dict[str, Any], **_: Any
+    ) -> _Reply:
+        repository, issue = self._issue(owner, repo, issue_number)
+        self._check_writable(f"{DOCS}/issues/comments#create-an-issue-comment")
+        comment = self._store_comment(
+            repository, issue, body["body"], self._users[BOT_LOGIN], "NONE"
+        )
+        data = self._comment_json(repository, issue, comment)
+        return _Reply(201, data, {"Location": data["url"]})
+
+    def _get_comment(self, owner: str, repo: str, comment_id: str, **_: Any) -> _Reply:
+        return _Reply(200, self._comment_json(*self._comment(owner, repo, comment_id)))
+
+    def _edit_comment(
+        self, owner: str, repo: str, comment_id: str, body: dict[str, Any], **_: Any
+    ) -> _Reply:
+        repository, issue, comment = self._comment(owner, repo, comment_id)
+        self._check_writable(f"{DOCS}/issues/comments#update-an-issue-comment")
+        comment.body = body["body"]
+        comment.updated_at = _now()
+        return _Reply(200, self._comment_json(repository, issue, comment))
+
+    def _rate_limit(self, **_: Any) -> _Reply:
+        core = {
+            "limit": RATE_LIMIT,
+            "used": self._rate_used,
+            "remaining": max(RATE_LIMIT - self._rate_used, 0),
+            "reset": self._rate_reset,
+        }
+        search = {"limit": 30, "used": 0, "remaining": 30, "reset": self._rate_reset}
+        graphql = {
+            "limit": RATE_LIMIT,
+            "used": 0,
+            "remaining": RATE_LIMIT,
+            "reset": self._rate_reset,
+        }
+        return _Reply(
+            200, {"resources": {"core": core, "search": search, "graphql": graphql}, "rate": core}
+        )
+
+    def _get_user(self, **_: Any) -> _Reply:
+        # GITHUB_TOKEN is an installation token: it has no user behind it.
+        raise _GitHubError(
+            403,
+            "Resource not accessible by integration",
+            f"{DOCS}/users/users#get-the-authenticated-user",
+        )
+
+
+@pytest.fixture
+def github_api() -> Iterator[GitHubTestServer]:
+    """A started GitHub API test server; at teardown, no request or response may have
+    failed validation against GitHub's description."""
+    missing = None
+    try:
+        server = GitHubTestServer()
+    except SpecMissingError as error:
+        missing = str(error)
+    if missing is not None:  # outside the except: no chained traceback
+        pytest.fail(missing, pytrace=False)
+    with server:
+        yield server
+    assert not server.validation_errors, (
+        "GitHub API test server saw invalid traffic:\n" + "\n".join(server.validation_errors)
+    )
