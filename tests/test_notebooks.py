@@ -482,3 +482,39 @@ def test_every_tag_and_magics_run_locally(tmp_path: Path) -> None:
     assert "Kubernetes settings (pod labels and annotations, secrets, volumes)" in out
     run_dir = next(p for p in (tmp_path / "runs").iterdir() if p.name != ".cache")
     assert (run_dir / "logs" / "first.log").read_text().splitlines()[-1] == "8"
+
+
+@pytest.mark.parametrize(
+    ("code", "used", "defined"),
+    [
+        ("counter += 1", ["counter"], {"counter"}),
+        ("if flag:\n    model = 0\nelse:\n    model = model + 1", ["flag", "model"], {"model"}),
+        ("y = [x for x in range(3)] + [x]", ["range", "x"], {"y"}),
+        ("seen = [last := v for v in data]\nprint(last)", ["data", "print"], {"seen", "last"}),
+        (
+            "try:\n    value = risky()\nexcept ValueError:\n    value = value_default\n",
+            ["risky", "ValueError", "value_default"],
+            {"value"},
+        ),
+        ("f = lambda a: a + offset", ["offset"], {"f"}),
+    ],
+)
+def test_names_in_tricky_scopes(code: str, used: list[str], defined: set[str]) -> None:
+    assert dataflow.names_in(code) == (used, defined)
+
+
+def test_shared_names_rebound_upstream_and_read_by_functions(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "nb.ipynb",
+        [
+            cell("def scaled(v):\n    return v * FACTOR\nLIMIT = FACTOR * 2", "functions"),
+            cell("FACTOR = 3\nLR = 0.1", "pipeline-parameters"),
+            cell("LR = 0.5\nbase = 1", "step:a"),
+            cell("print(scaled(base), LR, LIMIT)", "step:b", "prev:a"),
+        ],
+    )
+    nb = notebook.read(path, "nb.ipynb")
+    flow = dataflow.analyse(nb)
+    assert flow is not None, [p.render() for p in nb.problems]
+    assert flow.parameters["b"] == ["FACTOR", "LR"]
+    assert flow.inputs["b"] == {"LR": "a", "base": "a"}

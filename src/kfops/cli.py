@@ -16,6 +16,7 @@ from kfops.errors import (
     EXIT_BUG,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
+    EXIT_USAGE,
     InvalidProject,
     KfopsError,
     UserCodeError,
@@ -36,7 +37,9 @@ class _Cli(click.Group):
         except InvalidProject as exc:
             from kfops.report import print_problems
 
-            print_problems(exc.problems, "text")
+            # validate's problems are its output; for other commands they are errors,
+            # kept off stdout (which may be the compiled pipeline).
+            print_problems(exc.problems, "text", err=True)
             ctx.exit(exc.exit_code)
         except KfopsError as exc:
             _print_error(exc)
@@ -143,6 +146,8 @@ def compile_command(
         click.echo(compiled.ir_text, nl=False)
         return
     target = output or project.root / ".kfops" / f"{project.name}.yaml"
+    if target.is_dir():
+        target = target / f"{project.name}.yaml"
     _write_atomically(target, compiled.ir_text)
     click.echo(f"compiled {project.name} -> {display_path(target)}", err=True)
 
@@ -158,10 +163,18 @@ def _load(path: Path) -> Any:
 
 
 def _write_atomically(target: Path, text: str) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.partial")
-    partial.write_text(text, encoding="utf-8")
-    partial.replace(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text(text, encoding="utf-8")
+        partial.replace(target)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise KfopsError(
+            f"cannot write {display_path(target)}: {exc.strerror}",
+            "pass -o with a file path in a folder you can write to",
+            exit_code=EXIT_USAGE,
+        ) from None
 
 
 @cli.command()

@@ -33,10 +33,22 @@ def find_config(path: Path) -> Path:
                 return path / name
         raise KfopsError(
             f"no mlops.yaml in {display_path(path)}",
-            f"run `kfops init {display_path(path)}` to write one, or pass the file's path",
+            "write one with `kfops init PIPELINE.py` (or `kfops init NOTEBOOK.ipynb`),"
+            " or pass a Kale-tagged notebook directly",
         )
     if not path.exists():
         raise KfopsError(f"{display_path(path)}: no such file or folder", exit_code=EXIT_USAGE)
+    if path.suffix not in (".yaml", ".yml"):
+        raise KfopsError(
+            f"{display_path(path)} is not an mlops.yaml or a notebook",
+            "pass the project folder, its mlops.yaml, or a .ipynb notebook"
+            + (
+                f" (or write one with `kfops init {display_path(path)}`)"
+                if path.suffix == ".py"
+                else ""
+            ),
+            exit_code=EXIT_USAGE,
+        )
     return path
 
 
@@ -190,7 +202,9 @@ def _missing_file(
     doc: Document, config_file: Path, where: tuple[str, ...], file_part: str, pattern: str
 ) -> Problem:
     nearby = sorted(
-        str(p.relative_to(config_file.parent)) for p in config_file.parent.glob(f"**/{pattern}")
+        str(p.relative_to(config_file.parent))
+        for p in config_file.parent.glob(f"**/{pattern}")
+        if not any(part.startswith(".") for part in p.relative_to(config_file.parent).parts)
     )
     close = difflib.get_close_matches(file_part, nearby[:200], n=1)
     hint = f"did you mean `{close[0]}`?" if close else "paths are relative to mlops.yaml"

@@ -46,18 +46,26 @@ def names_in(code: str) -> tuple[list[str], set[str]]:
 
 
 def _scan(statements: list[ast.stmt], defined: set[str], used: list[str]) -> None:
-    """Walk statements in execution order; compound statements bind before their body."""
+    """Walk statements in execution order; compound statements bind before their body,
+    and the branches of an `if` or `try` each start from what was defined before it."""
 
     def use(node: ast.AST | None) -> None:
         if node is not None:
             used.extend(n for n in _loads(node) if n not in defined and n not in used)
             defined.update(_stores_in_expression(node))
 
+    def branches(*bodies: list[ast.stmt]) -> None:
+        before = set(defined)
+        for body in bodies:
+            branch = set(before)
+            _scan(body, branch, used)
+            defined.update(branch)
+
     for statement in statements:
         if isinstance(statement, ast.For | ast.AsyncFor):
             use(statement.iter)
             defined.update(_stores_in_expression(statement.target))
-            _scan(statement.body + statement.orelse, defined, used)
+            branches(statement.body, statement.orelse)
         elif isinstance(statement, ast.With | ast.AsyncWith):
             for item in statement.items:
                 use(item.context_expr)
@@ -66,28 +74,38 @@ def _scan(statements: list[ast.stmt], defined: set[str], used: list[str]) -> Non
             _scan(statement.body, defined, used)
         elif isinstance(statement, ast.If | ast.While):
             use(statement.test)
-            _scan(statement.body + statement.orelse, defined, used)
+            branches(statement.body, statement.orelse)
         elif isinstance(statement, ast.Try):
-            _scan(statement.body, defined, used)
+            handlers = [
+                [*([ast.Expr(h.type)] if h.type else []), *h.body] for h in statement.handlers
+            ]
             for handler in statement.handlers:
-                use(handler.type)
                 if handler.name:
                     defined.add(handler.name)
-                _scan(handler.body, defined, used)
-            _scan(statement.orelse + statement.finalbody, defined, used)
+            branches(statement.body + statement.orelse, *handlers)
+            _scan(statement.finalbody, defined, used)
         else:
+            target = statement.target if isinstance(statement, ast.AugAssign) else None
+            if isinstance(target, ast.Name) and target.id not in defined and target.id not in used:
+                used.append(target.id)  # `n += 1` reads n first
             use_statement = [n for n in _loads(statement) if n not in defined and n not in used]
             used.extend(use_statement)
             defined.update(_stores(statement))
 
 
 def _stores_in_expression(node: ast.AST) -> set[str]:
-    return {
+    names = {
         n.id for n in _walk_scope(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)
     }
+    # `:=` binds in the enclosing scope, even inside a comprehension
+    return names | {n.target.id for n in ast.walk(node) if isinstance(n, ast.NamedExpr)}
+
+
+_COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
 
 
 def _loads(node: ast.AST) -> list[str]:
+    """Names read by ``node`` that it does not bind itself (in order of first read)."""
     found: list[str] = []
     if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | ast.ClassDef):
         inner = _local_names(node)
@@ -100,22 +118,38 @@ def _loads(node: ast.AST) -> list[str]:
             ):
                 found.append(child.id)
         return found
-    for child in ast.walk(node):
+
+    def visit(current: ast.AST, bound: frozenset[str]) -> None:
+        if isinstance(current, _COMPREHENSIONS):
+            inner = set(bound)
+            for generator in current.generators:
+                visit(generator.iter, frozenset(inner))
+                inner |= {n.id for n in ast.walk(generator.target) if isinstance(n, ast.Name)}
+                for condition in generator.ifs:
+                    visit(condition, frozenset(inner))
+            parts = (
+                [current.key, current.value] if isinstance(current, ast.DictComp) else [current.elt]
+            )
+            for part in parts:
+                visit(part, frozenset(inner))
+            return
+        if isinstance(current, ast.Lambda):
+            for name in _loads(current):
+                if name not in bound and name not in found:
+                    found.append(name)
+            return
         if (
-            isinstance(child, ast.Name)
-            and isinstance(child.ctx, ast.Load)
-            and child.id not in found
+            isinstance(current, ast.Name)
+            and isinstance(current.ctx, ast.Load)
+            and current.id not in bound
+            and current.id not in found
         ):
-            found.append(child.id)
-    # names a comprehension binds are its own
-    comprehension_targets = {
-        n.id
-        for comp in ast.walk(node)
-        if isinstance(comp, ast.comprehension)
-        for n in ast.walk(comp.target)
-        if isinstance(n, ast.Name)
-    }
-    return [n for n in found if n not in comprehension_targets]
+            found.append(current.id)
+        for child in ast.iter_child_nodes(current):
+            visit(child, bound)
+
+    visit(node, frozenset())
+    return found
 
 
 def _local_names(node: ast.AST) -> set[str]:
@@ -146,7 +180,7 @@ def _stores(statement: ast.stmt) -> set[str]:
             names.add(child.name)
         elif isinstance(child, ast.Import | ast.ImportFrom):
             names |= {(a.asname or a.name).split(".")[0] for a in child.names if a.name != "*"}
-    return names
+    return names | _stores_in_expression(statement)
 
 
 _OWN_SCOPES = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp, ast.Lambda)
@@ -197,14 +231,20 @@ def analyse(nb: Notebook, *, structure_only: bool = False) -> Flow | None:
     if order is None or structure_only:
         return None
     shared: dict[str, set[str]] = {}
+    preamble_uses: dict[str, list[str]] = {}
     for name, step in steps.items():
         preamble = (step.imports if step.imports is not None else nb.imports) + (
             step.functions if step.functions is not None else nb.functions
         )
         shared[name] = set(dir(builtins)) | _IPYTHON_NAMES
+        preamble_uses[name] = []
         for cell, code in preamble:
             try:
-                shared[name] |= names_in(code)[1]
+                cell_used, cell_defined = names_in(code)
+                preamble_uses[name] += [
+                    n for n in cell_used if n not in shared[name] and n not in preamble_uses[name]
+                ]
+                shared[name] |= cell_defined
             except (SyntaxError, ValueError) as exc:
                 if step.imports is None:  # the main notebook's cells: report once
                     nb.problem(cell, syntax_message(exc))
@@ -224,7 +264,9 @@ def analyse(nb: Notebook, *, structure_only: bool = False) -> Flow | None:
         if used is None or defined is None:
             ok = False
             continue
-        uses[name], defines[name] = used, defined
+        # what the imports and functions cells read (parameters, upstream values) too
+        uses[name] = [*[n for n in preamble_uses[name] if n not in used], *used]
+        defines[name] = defined
     if not ok:
         return None
     return _connect(nb, order, upstream, uses, defines, shared)
@@ -269,9 +311,12 @@ def _connect(
         flow.inputs[name] = {}
         flow.parameters[name] = [n for n in uses[name] if n in nb.parameters]
         for var in uses[name]:
-            if var in shared[name] or var in nb.parameters:
-                continue
             candidates = [a for a in ancestors[name] if var in has.get(a, set())]
+            if var in shared[name] or var in nb.parameters:
+                # a step may rebind a shared name (`accuracy = 0.9`): then it flows on
+                if candidates:
+                    flow.inputs[name][var] = max(candidates, key=lambda a: position[a])
+                continue
             if candidates:
                 flow.inputs[name][var] = max(candidates, key=lambda a: position[a])
                 continue

@@ -24,7 +24,7 @@ from rich.table import Table
 
 from kfops import compiler
 from kfops._worker import EVENT_PREFIX
-from kfops.errors import KfopsError, display_path
+from kfops.errors import EXIT_USAGE, KfopsError, display_path
 from kfops.model import Project
 
 _KFP_LOG = re.compile(r"^\d\d:\d\d:\d\d\.\d{3} - [A-Z]+ - ")
@@ -125,7 +125,15 @@ def run(
         )
     run_id = new_run_id()
     run_dir = (runs_dir.resolve() if runs_dir else project.root / ".kfops" / "runs") / run_id
-    (run_dir / "logs").mkdir(parents=True)
+    try:
+        (run_dir / "logs").mkdir(parents=True)
+    except OSError as exc:
+        raise KfopsError(
+            f"cannot create the run folder {display_path(run_dir)}: {exc.strerror}",
+            "pass --runs-dir with a folder you can write to",
+            exit_code=EXIT_USAGE,
+        ) from None
+    _ignore_in_git(run_dir.parent.parent if runs_dir is None else run_dir.parent)
     (run_dir / "pipeline.yaml").write_text(compiled.ir_text, encoding="utf-8")
     (run_dir / "arguments.json").write_text(
         json.dumps(compiled.parameters, indent=2, sort_keys=True), encoding="utf-8"
@@ -147,6 +155,13 @@ def run(
     )
     _print_summary(result, console)
     return result
+
+
+def _ignore_in_git(folder: Path) -> None:
+    """Runs and caches never belong in git: a `.gitignore` of `*` in kfops' own folder."""
+    ignore = folder / ".gitignore"
+    if folder.name == ".kfops" and not ignore.exists():
+        ignore.write_text("# written by kfops: local runs, caches, compiled pipelines\n*\n")
 
 
 def _console() -> Console:

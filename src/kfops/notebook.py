@@ -577,6 +577,8 @@ def syntax_message(exc: SyntaxError | ValueError) -> str:
     """A syntax error in a cell, as a message naming the line."""
     if isinstance(exc, SyntaxError):
         return f"line {exc.lineno or 1}: Python syntax: {exc.msg}"
+    if isinstance(exc, UnicodeError):
+        return "the cell contains an invalid Unicode character (a lone surrogate)"
     return "Python syntax: the cell contains a NUL byte"
 
 

@@ -14,8 +14,8 @@ if TYPE_CHECKING:
     from kfops.ci import CiResult
 
 
-def print_problems(problems: list[Problem], output_format: str) -> None:
-    """Print every problem in ``output_format``: text, json or github."""
+def print_problems(problems: list[Problem], output_format: str, *, err: bool = False) -> None:
+    """Print every problem in ``output_format``: text, json or github (to stderr if err)."""
     problems = sorted(problems)
     errors = [p for p in problems if p.severity == "error"]
     if output_format == "json":
@@ -32,12 +32,17 @@ def print_problems(problems: list[Problem], output_format: str) -> None:
             click.echo(github_annotation(problem))
         return
     for problem in problems:
-        click.echo(problem.render())
+        click.echo(_printable(problem.render()), err=err)
     if errors:
         noun = "problem" if len(errors) == 1 else "problems"
         click.secho(f"{len(errors)} {noun} found", fg="red", err=True)
     else:
         click.secho("valid", fg="green", err=True)
+
+
+def _printable(text: str) -> str:
+    """Text that any terminal encoding can take (a notebook may hold lone surrogates)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def github_annotation(problem: Problem) -> str:
@@ -50,7 +55,7 @@ def github_annotation(problem: Problem) -> str:
     message = problem.message + (f" (at {problem.path})" if problem.path else "")
     if problem.hint:
         message += f"\nhint: {problem.hint}"
-    return f"::{problem.severity} {','.join(props)}::{_escape_data(message)}"
+    return _printable(f"::{problem.severity} {','.join(props)}::{_escape_data(message)}")
 
 
 def _escape_data(text: str) -> str:
