@@ -261,7 +261,7 @@ def test_generated_code_is_valid_python_and_names_its_cells() -> None:
     code, out, _ = invoke("compile", str(WINE), "--emit-python")
     assert code == 0
     compile(out, "generated.py", "exec")
-    assert '"""Step `evaluate` of train.ipynb: cell 12."""' in out
+    assert "    # step `evaluate` of 'train.ipynb': cell 12" in out
     assert 'exec(compile(r"""\nforest_accuracy = accuracy(forest, x_test, y_test)' in out
 
 

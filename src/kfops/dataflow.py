@@ -11,10 +11,11 @@ from __future__ import annotations
 import ast
 import builtins
 import difflib
+import keyword
 from dataclasses import dataclass, field
 from itertools import pairwise
 
-from kfops.notebook import Cell, Notebook, Step, syntax_message
+from kfops.notebook import Notebook, Step, syntax_message
 
 # Names IPython provides in a notebook that a step should not look for upstream.
 _IPYTHON_NAMES = {"display", "get_ipython", "In", "Out", "exit", "quit", "__name__", "__file__"}
@@ -30,6 +31,12 @@ class Flow:
     outputs: dict[str, list[str]] = field(default_factory=dict)  # step -> names it hands over
     parameters: dict[str, list[str]] = field(default_factory=dict)  # step -> params it uses
     metrics: dict[str, list[str]] = field(default_factory=dict)  # step -> metrics it logs
+
+
+def function_name(step: str) -> str:
+    """The component function for a step; its KFP task name is this with '-' for '_'."""
+    reserved = keyword.iskeyword(step) or step in {"dsl", "kubernetes", "pipeline", "tasks"}
+    return f"{step}_step" if reserved or step.startswith("_") else step
 
 
 def names_in(code: str) -> tuple[list[str], set[str]]:
@@ -226,6 +233,20 @@ def analyse(nb: Notebook, *, structure_only: bool = False) -> Flow | None:
                 ok = False
     if not ok:
         return None
+    functions: dict[str, str] = {}
+    for name, step in steps.items():
+        generated = function_name(name)
+        if generated in functions or generated in nb.parameters or generated.startswith("_kfops"):
+            other = functions.get(generated, "a pipeline parameter")
+            nb.problem(
+                step.first,
+                f"step `{name}` would be generated as `{generated}`, which {other} is too",
+                "rename the step",
+            )
+            ok = False
+        functions[generated] = f"step `{name}`"
+    if not ok:
+        return None
     upstream = {name: [p for p, _ in step.prev] for name, step in steps.items()}
     order = _topological(upstream, nb)
     if order is None or structure_only:
@@ -389,7 +410,3 @@ def _topological(upstream: dict[str, list[str]], nb: Notebook) -> list[str] | No
         if not visit(name, []):
             return None
     return order
-
-
-def cells_of(step: Step) -> list[Cell]:
-    return [cell for cell, _ in step.code]
