@@ -59,7 +59,7 @@ def test_validate_exit_codes() -> None:
 def test_validate_folder_without_mlops_yaml(tmp_path: Path) -> None:
     code, _, err = invoke("validate", str(tmp_path))
     assert code == 1
-    assert err.startswith(f"error: no mlops.yaml in {tmp_path}\n  hint: run `kfops init")
+    assert err.startswith(f"error: no mlops.yaml in {tmp_path}\n  hint: write one with `kfops init")
 
 
 def test_validate_json_format(in_dir: object) -> None:
@@ -113,9 +113,10 @@ def test_compile_to_stdout_and_file(tmp_path: Path) -> None:
 
 
 def test_compile_invalid_project_reports_problems_and_exits_1() -> None:
-    code, out, _ = invoke("compile", str(INVALID / "misspelt-top-key.yaml"))
+    code, out, err = invoke("compile", str(INVALID / "misspelt-top-key.yaml"))
     assert code == 1
-    assert "unknown key `pipline`" in out
+    assert out == ""
+    assert "unknown key `pipline`" in err
 
 
 def test_run_help_mentions_param_and_cache() -> None:

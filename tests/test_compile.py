@@ -123,9 +123,11 @@ def test_unknown_step_is_reported_at_its_position(tmp_path: Path, in_dir: object
     in_dir(project)  # type: ignore[operator]
     result = CliRunner().invoke(cli, ["compile", "-o", "-"])
     assert result.exit_code == 1
-    assert result.stdout == (
+    assert result.stdout == ""  # stdout is for the pipeline; problems go to stderr
+    assert result.stderr == (
         "mlops.yaml:7:5: error: the pipeline has no step `gret` (at pipeline.steps.gret)\n"
         "  hint: did you mean `greet`?\n"
+        "1 problem found\n"
     )
 
 
@@ -140,7 +142,7 @@ def test_step_named_like_the_component_suggests_the_task_name(
     in_dir(tmp_path)  # type: ignore[operator]
     result = CliRunner().invoke(cli, ["compile", "-o", "-"])
     assert result.exit_code == 1
-    assert "hint: did you mean `train-model`?" in result.stdout
+    assert "hint: did you mean `train-model`?" in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -208,8 +210,9 @@ def test_mlops_parameter_of_wrong_real_type(tmp_path: Path, in_dir: object) -> N
     in_dir(tmp_path)  # type: ignore[operator]
     result = CliRunner().invoke(cli, ["compile", "-o", "-"])
     assert result.exit_code == 1
-    assert result.stdout == (
+    assert result.stderr == (
         'mlops.yaml:6:5: error: parameter `n` is an int, found string "ten"'
         " (at pipeline.parameters.n)\n"
         "  hint: write a whole number without quotes\n"
+        "1 problem found\n"
     )

@@ -396,7 +396,7 @@ def _assign(cells: list[Cell], defaults: list[str], nb: Notebook) -> None:
                 continue
             current = (kind, args[0] if args else "")
         elif current is None:
-            if cell.source.strip():
+            if cell.source.strip() and not any(p is None for p, _ in parsed):
                 nb.problem(
                     cell,
                     "has no tag, and no tagged cell above it to continue",
@@ -417,6 +417,32 @@ def _assign(cells: list[Cell], defaults: list[str], nb: Notebook) -> None:
         )
 
 
+_CPU = re.compile(r"^([0-9]+m|[0-9]+(\.[0-9]{1,3})?)$")
+_MEMORY = re.compile(r"^[0-9]+(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?$")
+
+
+def _limit_problem(resource: str, value: str) -> tuple[str, str] | None:
+    """What is wrong with a `limit:` tag, as (message, hint), or None."""
+    if resource == "cpu":
+        if not _CPU.match(value) or float(value.rstrip("m") or 0) == 0:
+            return "cpu is more than 0 cores or millicores", "e.g. limit:cpu:2 or limit:cpu:500m"
+    elif resource == "memory":
+        if not _MEMORY.match(value) or int(re.sub(r"[A-Za-z]", "", value)) == 0:
+            return (
+                "memory is a whole number with a unit",
+                "e.g. limit:memory:4Gi or limit:memory:512Mi",
+            )
+    elif "gpu" in resource or "/" in resource:
+        if not value.isdigit() or int(value) == 0:
+            return "an accelerator limit is a whole number", f"e.g. limit:{resource}:1"
+    else:
+        return (
+            f"kfops does not know the resource `{resource}`",
+            "limits are cpu, memory, or an accelerator such as nvidia.com/gpu",
+        )
+    return None
+
+
 def _parse_tag(tag: str, cell: Cell | None, nb: Notebook) -> tuple[str, tuple[str, ...]] | None:
     for kind, pattern, _ in _TAGS:
         match = pattern.match(tag)
@@ -433,6 +459,11 @@ def _parse_tag(tag: str, cell: Cell | None, nb: Notebook) -> tuple[str, tuple[st
                 "step names are lowercase letters, digits and '_', not starting with a digit",
             )
             return None
+        if kind == "limit":
+            problem = _limit_problem(args[0], args[1])
+            if problem:
+                nb.problem(cell, f"`{tag}`: {problem[0]}", problem[1])
+                return None
         return kind, args
     prefix = tag.split(":", 1)[0]
     stems = {form.split(":", 1)[0].split(" ", 1)[0]: form for _, _, form in _TAGS}
@@ -545,12 +576,13 @@ def clean_code(cell: Cell, nb: Notebook) -> str:
             )
             return ""
         lines[0] = ""
+    starts = _logical_line_starts(lines)
     for i, line in enumerate(lines):
         stripped = line.lstrip()
         is_magic = stripped.startswith("%") or (
             stripped.startswith("!") and not stripped.startswith("!=")
         )
-        if not is_magic and not _SHELL_ASSIGN.match(line):
+        if i not in starts or (not is_magic and not _SHELL_ASSIGN.match(line)):
             continue
         indent = line[: len(line) - len(stripped)]
         lines[i] = f"{indent}pass  # kfops: removed `{stripped[:60]}`"
@@ -571,6 +603,46 @@ def clean_code(cell: Cell, nb: Notebook) -> str:
                 warn=True,
             )
     return "\n".join(lines)
+
+
+def _logical_line_starts(lines: list[str]) -> set[int]:
+    """Indexes of the lines that begin a statement: not inside brackets, a string, or
+    after a backslash continuation. A rough scan, enough to tell a `%magic` line from
+    `% 42` continuing an expression."""
+    starts: set[int] = set()
+    depth = 0
+    quote = ""  # the open string's quote: ', ", \'\'\' or \"\"\"
+    continued = False
+    for index, line in enumerate(lines):
+        if depth == 0 and not quote and not continued:
+            starts.add(index)
+        i = 0
+        while i < len(line):
+            char = line[i]
+            if quote:
+                if char == "\\":
+                    i += 2
+                    continue
+                if line.startswith(quote, i):
+                    i += len(quote)
+                    quote = ""
+                    continue
+            elif char == "#":
+                break
+            elif char in "\"'":
+                triple = line[i : i + 3]
+                quote = triple if triple in ('"""', "'''") else char
+                i += len(quote)
+                continue
+            elif char in "([{":
+                depth += 1
+            elif char in ")]}":
+                depth = max(depth - 1, 0)
+            i += 1
+        if quote in ('"', "'"):
+            quote = ""  # a one-line string cannot span lines
+        continued = line.rstrip().endswith("\\") and not quote
+    return starts
 
 
 def syntax_message(exc: SyntaxError | ValueError) -> str:
@@ -641,8 +713,21 @@ def _read_metrics(cell: Cell, code: str, nb: Notebook) -> None:
     except (SyntaxError, ValueError) as exc:
         nb.problem(cell, syntax_message(exc))
         return
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
-            if node.id in ("print", "display"):
-                continue
-            nb.metrics.setdefault(node.id, cell)
+    for statement in tree.body:
+        value = statement.value if isinstance(statement, ast.Expr) else None
+        names: list[ast.AST]
+        if isinstance(value, ast.Call) and isinstance(value.func, ast.Name):
+            names = list(value.args) if value.func.id in ("print", "display") else [value]
+        else:
+            names = [value] if value is not None else [statement]
+        for node in names:
+            if isinstance(node, ast.Name):
+                nb.metrics.setdefault(node.id, cell)
+            else:
+                nb.problem(
+                    cell,
+                    f"line {getattr(node, 'lineno', statement.lineno)}: a pipeline-metrics cell"
+                    " holds only variable names",
+                    "write each metric's name on its own line (e.g. `accuracy`), or"
+                    " `print(accuracy)`; compute values in a step",
+                )
