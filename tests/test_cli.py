@@ -135,7 +135,10 @@ def test_init_writes_a_valid_project(tmp_path: Path, in_dir: object) -> None:
     text = (tmp_path / "mlops.yaml").read_text()
     assert text.startswith("# yaml-language-server: $schema=")
     schema_ref = text.splitlines()[0].split("=", 1)[1]
-    assert (tmp_path / schema_ref).resolve() == (ROOT / "schemas" / "mlops.schema.json")
+    assert schema_ref == ".kfops/mlops.schema.json"
+    assert (tmp_path / schema_ref).read_bytes() == (
+        ROOT / "schemas" / "mlops.schema.json"
+    ).read_bytes()
     assert "name: my-iris" in text
     assert "  #   n_estimators: 100\n" in text
     assert (tmp_path / ".gitignore").read_text().endswith(".kfops/\n")
@@ -144,6 +147,14 @@ def test_init_writes_a_valid_project(tmp_path: Path, in_dir: object) -> None:
     assert invoke("init", "pipeline.py")[0] == 1
     assert invoke("init", "pipeline.py", "--force")[0] == 0
     assert (tmp_path / ".gitignore").read_text().count(".kfops/") == 1
+
+
+def test_init_quotes_file_names_yaml_would_misread(tmp_path: Path, in_dir: object) -> None:
+    (tmp_path / "#1 train v2.py").write_text((IRIS / "pipeline.py").read_text())
+    in_dir(tmp_path)  # type: ignore[operator]
+    assert invoke("init", "#1 train v2.py", "--name", "odd")[0] == 0
+    assert "  python: '#1 train v2.py:iris_pipeline'\n" in (tmp_path / "mlops.yaml").read_text()
+    assert invoke("validate") == (0, "", "valid\n")
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ from kfops.errors import (
     UserCodeError,
     display_path,
 )
+from kfops.model import NotebookRef
 
 _PATH = click.Path(path_type=Path)
 
@@ -150,6 +151,12 @@ def compile_command(
         target = target / f"{project.name}.yaml"
     _write_atomically(target, compiled.ir_text)
     click.echo(f"compiled {project.name} -> {display_path(target)}", err=True)
+    if isinstance(project.pipeline, NotebookRef):
+        click.echo(
+            "note: the notebook's steps run in their base image on Kubeflow, which needs the"
+            " packages they import and the files they read",
+            err=True,
+        )
 
 
 def _load(path: Path) -> Any:

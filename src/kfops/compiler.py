@@ -10,6 +10,7 @@ import copy
 import functools
 import importlib.util
 import json
+import math
 import sys
 import tempfile
 import traceback
@@ -52,9 +53,8 @@ class Compiled:
 
     ir_text: str
     parameters: dict[str, Any]
-    parameter_types: dict[str, str]
 
-    @property
+    @functools.cached_property
     def ir(self) -> dict[str, Any]:
         import yaml
 
@@ -62,7 +62,7 @@ class Compiled:
         loaded: dict[str, Any] = next(yaml.safe_load_all(self.ir_text))
         return loaded
 
-    @property
+    @functools.cached_property
     def platform(self) -> dict[str, Any]:
         import yaml
 
@@ -171,9 +171,12 @@ def _parse_value(name: str, raw: str, kind: str) -> Any:
             raise bad("an integer", "10") from None
     if kind == "float":
         try:
-            return float(raw)
+            number = float(raw)
         except ValueError:
             raise bad("a number", "0.5") from None
+        if not math.isfinite(number):
+            raise bad("a finite number", "0.5")
+        return number
     if kind == "bool":
         if raw.lower() in _TRUE:
             return True
@@ -252,7 +255,7 @@ def compile_project(project: Project, cli_params: tuple[str, ...] = ()) -> Compi
         except Exception as exc:
             raise _user_error(exc, project.root, "compiling the pipeline") from None
         text = out.read_text(encoding="utf-8")
-    return Compiled(ir_text=text, parameters=parameters, parameter_types=types)
+    return Compiled(ir_text=text, parameters=parameters)
 
 
 def _with_overrides(
@@ -261,6 +264,7 @@ def _with_overrides(
     """Rebuild the pipeline, applying ``pipeline.steps`` to its tasks once they exist."""
     original = component.pipeline_func
     unknown: list[StepOverride] = []
+    rejected: list[tuple[StepOverride, str]] = []
     seen_tasks: list[str] = []
 
     @functools.wraps(original)
@@ -273,8 +277,11 @@ def _with_overrides(
             task = tasks.get(step.name)
             if task is None:
                 unknown.append(step)
-            else:
+                continue
+            try:
                 _apply(step, task)
+            except (ValueError, TypeError) as exc:
+                rejected.append((step, str(exc)))
         return outputs
 
     spec = copy.deepcopy(component.component_spec)
@@ -289,8 +296,19 @@ def _with_overrides(
         )
     except Exception as exc:
         raise _user_error(exc, project.root, "building the pipeline") from None
-    if unknown:
-        raise InvalidProject.of([_unknown_step(project, s, seen_tasks) for s in unknown])
+    problems = [_unknown_step(project, s, seen_tasks) for s in unknown]
+    problems += [
+        Problem(
+            project.shown,
+            step.mark.line,
+            step.mark.column,
+            f"KFP rejects the settings of step `{step.name}`: {reason}",
+            path=f"pipeline.steps.{step.name}",
+        )
+        for step, reason in rejected
+    ]
+    if problems:
+        raise InvalidProject.of(problems)
     return rebuilt
 
 

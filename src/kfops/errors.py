@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # Exit codes are part of the CLI contract (see README).
-EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_BUG = 3
@@ -84,14 +83,6 @@ class UserCodeError(KfopsError):
     file: str = ""
     line: int = 0
     traceback: str = ""
-
-
-@dataclass
-class StepFailed(KfopsError):
-    """A pipeline step failed during a local run."""
-
-    step: str = ""
-    log_tail: str = ""
 
 
 def display_path(path: Path) -> str:

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 from kfops import source
+from kfops.config import dns_name
 from kfops.errors import EXIT_USAGE, KfopsError, display_path
 from kfops.schema import schema_path
 
@@ -44,7 +45,7 @@ def init(
     chosen = _choose(pipeline_file, functions, function)
     root = pipeline_file.parent
     target = _target(root, force)
-    project_name = name or _dns_name(root.resolve().name) or _dns_name(chosen.name) or "pipeline"
+    project_name = name or dns_name(root.resolve().name) or dns_name(chosen.name) or "pipeline"
     _check_name(project_name)
     target.write_text(render(pipeline_file.name, chosen, project_name, root), encoding="utf-8")
     _ignore_runs(root)
@@ -62,14 +63,14 @@ def _init_notebook(path: Path, name: str | None, force: bool) -> Path:
         )
     root = path.parent
     target = _target(root, force)
-    project_name = name or _dns_name(nb.name or path.stem) or "notebook"
+    project_name = name or dns_name(nb.name or path.stem) or "notebook"
     _check_name(project_name)
     params = [f"  #   {p.name}: {_yaml_literal(repr(p.value))}" for p in nb.parameters.values()]
     steps = list(nb.steps)
     lines = [
         *_header(root, project_name),
         "pipeline:",
-        f"  notebook: {path.name}",
+        f"  notebook: {_scalar(path.name)}",
     ]
     if params:
         lines += [
@@ -86,13 +87,21 @@ def _init_notebook(path: Path, name: str | None, force: bool) -> Path:
 
 
 def _target(root: Path, force: bool) -> Path:
-    target = root / "mlops.yaml"
-    if target.exists() and not force:
-        raise KfopsError(
-            f"{display_path(target)} already exists",
-            "pass --force to overwrite it, or edit it by hand",
-        )
-    return target
+    for existing in (root / "mlops.yaml", root / "mlops.yml"):
+        if existing.exists() and not force:
+            raise KfopsError(
+                f"{display_path(existing)} already exists",
+                "pass --force to overwrite it, or edit it by hand",
+            )
+    return root / "mlops.yaml"
+
+
+def _scalar(text: str) -> str:
+    """A string as a YAML scalar, quoted when it needs to be (`#`, `: `, ...)."""
+    import yaml
+
+    dumped: str = yaml.safe_dump(text, default_flow_style=True, width=10_000).strip()
+    return dumped.removesuffix("\n...").strip()
 
 
 def _check_name(project_name: str) -> None:
@@ -105,9 +114,13 @@ def _check_name(project_name: str) -> None:
 
 
 def _header(root: Path, name: str) -> list[str]:
-    schema = Path(os.path.relpath(schema_path(), root.resolve())).as_posix()
+    # Editors read the schema from the project's .kfops folder (git-ignored; `kfops init`
+    # writes it), so the line is the same on every machine.
+    copy = root / ".kfops" / "mlops.schema.json"
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    copy.write_bytes(schema_path().read_bytes())
     return [
-        f"# yaml-language-server: $schema={schema}",
+        "# yaml-language-server: $schema=.kfops/mlops.schema.json",
         "# kfops project file: `kfops validate` checks it, `kfops run` runs the pipeline",
         "# on this machine, `kfops compile` writes it as KFP IR YAML.",
         "version: 1",
@@ -157,13 +170,13 @@ def _choose(
     )
 
 
-def _dns_name(text: str) -> str:
-    return re.sub(r"-+", "-", re.sub(r"[^a-z0-9]", "-", text.lower())).strip("-")[:63].strip("-")
-
-
 def render(file_name: str, function: source.PipelineFunction, name: str, root: Path) -> str:
     params = [p for p in function.parameters.values() if p.has_default]
-    lines = [*_header(root, name), "pipeline:", f"  python: {file_name}:{function.name}"]
+    lines = [
+        *_header(root, name),
+        "pipeline:",
+        f"  python: {_scalar(f'{file_name}:{function.name}')}",
+    ]
     if params:
         lines.append(
             "  # Values for the pipeline's parameters (the defaults come from its signature;"

@@ -159,7 +159,11 @@ def value_fits(kind: str | None, value: object) -> bool:
     if kind == "int":
         return isinstance(value, int) and not isinstance(value, bool)
     if kind == "float":
-        return isinstance(value, int | float) and not isinstance(value, bool)
+        import math
+
+        return (
+            isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        )
     if kind == "str":
         return isinstance(value, str)
     if kind == "list":
