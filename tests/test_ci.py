@@ -339,3 +339,24 @@ def test_invalid_project_gives_annotations_and_fails(tmp_path: Path, in_dir: Any
     )
     assert outputs(tmp_path / "output.txt")["status"] == "failed"
     assert "❌ **1 problem** in the project" in (tmp_path / "summary.md").read_text()
+
+
+@pytest.mark.slow
+def test_pull_request_runs_both_sides_and_compares_metrics(tmp_path: Path, in_dir: Any) -> None:
+    repo, base = make_repo(tmp_path)
+    mlops = repo / "pipelines" / "iris" / "mlops.yaml"
+    mlops.write_text(mlops.read_text() + "\non:\n  pull_request: {run: true}\n")
+    _git(repo, "commit", "-q", "-am", "run on pull requests")
+    in_dir(repo)
+    event = {"pull_request": {"number": 5, "base": {"ref": "main", "sha": base}}}
+    result = CliRunner().invoke(
+        cli, ["ci", "pipelines/iris"], env=ci_env(tmp_path, "pull_request", event)
+    )
+    assert result.exit_code == 0, result.output
+    report_json = json.loads(outputs(tmp_path / "output.txt")["report"])
+    assert report_json["run"] == "succeeded"
+    head = report_json["metrics"]["evaluate"]["accuracy"]
+    before = report_json["base_metrics"]["evaluate"]["accuracy"]
+    assert 0.8 <= head <= 1.0 and 0.8 <= before <= 1.0
+    summary = (tmp_path / "summary.md").read_text()
+    assert "#### Metrics" in summary and "| `evaluate` | `accuracy` |" in summary
