@@ -161,3 +161,19 @@ def test_rerun_is_served_from_the_cache(tmp_path: Path) -> None:
     assert second[2]["outputs"] == first[2]["outputs"] == {"Output": "bonjour, world"}
     assert "ok  greet  cached" in second[1]
     assert not (project / ".kfops").exists(), "with --runs-dir nothing is written in the project"
+
+
+def test_satisfied_pip_installs_are_skipped_others_kept() -> None:
+    from kfops._worker import skip_satisfied_installs
+
+    script = (
+        "\nPIP_DISABLE_PIP_VERSION_CHECK=1 /py -m pip install --quiet --no-warn-script-location"
+        " 'kfp>=2.17' '--no-deps'  &&  /py -m pip install --quiet --no-warn-script-location"
+        " 'click' 'no-such-package-kfops-test==1.0' && \"$0\" \"$@\"\n"
+    )
+    kept = skip_satisfied_installs(["sh", "-c", script, "sh", "-ec", "pip install x"])
+    assert kept[2] == (
+        "\n/py -m pip install --quiet --no-warn-script-location 'click'"
+        ' \'no-such-package-kfops-test==1.0\' && "$0" "$@"\n'
+    )
+    assert kept[5] == "pip install x"  # only the install-then-exec prologue is touched

@@ -10,6 +10,9 @@ Usage: python -m kfops._worker PIPELINE_YAML ARGUMENTS_JSON PIPELINE_ROOT CACHE_
 from __future__ import annotations
 
 import json
+import os
+import re
+import shlex
 import sys
 import time
 import warnings
@@ -78,6 +81,62 @@ def _trace_tasks() -> None:
     task_executor.execute_single_task = execute_single_task
 
 
+_PIP_INSTALL = re.compile(
+    r"(?:PIP_DISABLE_PIP_VERSION_CHECK=1 )?\S+ -m pip install --quiet --no-warn-script-location"
+    r"(?P<args>(?: +'[^']*')+) *&& *"
+)
+
+
+def _satisfied(requirements: list[str]) -> bool:
+    """Whether every requirement is already installed here (markers honoured)."""
+    from importlib import metadata
+
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    for text in requirements:
+        try:
+            requirement = Requirement(text)
+        except InvalidRequirement:
+            return False
+        if requirement.marker is not None and not requirement.marker.evaluate():
+            continue
+        try:
+            installed = metadata.version(requirement.name)
+        except metadata.PackageNotFoundError:
+            return False
+        if not requirement.specifier.contains(installed, prereleases=True):
+            return False
+    return True
+
+
+def skip_satisfied_installs(command: list[str]) -> list[str]:
+    """A lightweight component's command without its `pip install` of packages that this
+    environment already has (kfp.local runs steps here, so they would be no-ops; each
+    costs a second per step). Installs that would change something are kept."""
+
+    def drop(match: re.Match[str]) -> str:
+        words = shlex.split(match.group("args"))
+        return "" if _satisfied([w for w in words if not w.startswith("-")]) else match.group(0)
+
+    return [_PIP_INSTALL.sub(drop, part) if "pip install" in part else part for part in command]
+
+
+def _fast_installs() -> None:
+    from kfp.local import subprocess_task_handler
+
+    original = subprocess_task_handler.run_local_subprocess
+
+    def run_local_subprocess(
+        full_command: list[str], env_vars: dict[str, str] | None = None
+    ) -> int:
+        result: int = original(
+            full_command=skip_satisfied_installs(full_command), env_vars=env_vars
+        )
+        return result
+
+    subprocess_task_handler.run_local_subprocess = run_local_subprocess
+
+
 def main(argv: list[str]) -> int:
     pipeline_yaml, arguments_json, pipeline_root, cache_root = argv
     # kfp warns once per task about settings the local runner ignores; kfops lists them
@@ -87,6 +146,8 @@ def main(argv: list[str]) -> int:
     from kfp import components
 
     _trace_tasks()
+    if os.environ.get("KFOPS_LOCAL_PIP") != "always":
+        _fast_installs()
     kfp.local.init(
         runner=kfp.local.SubprocessRunner(use_venv=False),
         pipeline_root=pipeline_root,
