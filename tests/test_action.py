@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, git
 from tests.github_api import GitHubTestServer
 
 pytestmark = pytest.mark.slow
@@ -55,17 +55,6 @@ runs:
 """
 
 
-def _git(repo: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return done.stdout.strip()
-
-
 @pytest.fixture
 def repo(tmp_path: Path) -> tuple[Path, str]:
     """A repository with the action, the iris project on main, and a change on a branch."""
@@ -79,14 +68,14 @@ def repo(tmp_path: Path) -> tuple[Path, str]:
     (repo / ".github" / "workflows" / "kfops.yml").write_text(WORKFLOW)
     (tmp_path / "cache-double").mkdir()
     (tmp_path / "cache-double" / "action.yml").write_text(CACHE_DOUBLE)
-    _git(repo, "init", "-q", "-b", "main")
-    _git(repo, "add", ".")
-    _git(repo, "commit", "-q", "-m", "base")
-    base = _git(repo, "rev-parse", "HEAD")
-    _git(repo, "checkout", "-q", "-b", "change")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "base")
+    base = git(repo, "rev-parse", "HEAD")
+    git(repo, "checkout", "-q", "-b", "change")
     mlops = repo / "pipelines" / "iris" / "mlops.yaml"
     mlops.write_text(mlops.read_text().replace("n_estimators: 50", "n_estimators: 80"))
-    _git(repo, "commit", "-q", "-am", "more trees")
+    git(repo, "commit", "-q", "-am", "more trees")
     return repo, base
 
 
@@ -174,7 +163,7 @@ def test_invalid_mlops_yaml_fails_with_annotations(
     path, _ = repo
     mlops = path / "pipelines" / "iris" / "mlops.yaml"
     mlops.write_text(mlops.read_text().replace("retries: 1", "retrys: 1"))
-    _git(path, "commit", "-q", "-am", "typo")
+    git(path, "commit", "-q", "-am", "typo")
     done = act(path, "push", {"ref": "refs/heads/change"}, github_api)
     assert done.returncode != 0
     assert (

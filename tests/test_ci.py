@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from kfops.ci import CiResult, Decision, GitHubContext, decide
 from kfops.cli import cli
 from kfops.errors import KfopsError, Problem
 from kfops.model import Trigger, Triggers
-from tests.conftest import GOLDEN, ROOT, check_golden
+from tests.conftest import GOLDEN, ROOT, check_golden, git
 
 IRIS = ROOT / "pipelines" / "iris"
 
@@ -245,17 +244,6 @@ def test_long_report_is_summarised_not_failed(regen: bool) -> None:
     assert len(tiny) <= 2000
 
 
-def _git(repo: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return done.stdout.strip()
-
-
 def make_repo(tmp_path: Path) -> tuple[Path, str]:
     """A git repository with pipelines/iris on main, and a branch that changes it."""
     repo = tmp_path / "repo"
@@ -264,15 +252,15 @@ def make_repo(tmp_path: Path) -> tuple[Path, str]:
     project.mkdir()
     for name in ("pipeline.py", "mlops.yaml"):
         (project / name).write_text((IRIS / name).read_text())
-    _git(repo, "init", "-q", "-b", "main")
-    _git(repo, "add", ".")
-    _git(repo, "commit", "-q", "-m", "base")
-    base = _git(repo, "rev-parse", "HEAD")
-    _git(repo, "checkout", "-q", "-b", "change")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "base")
+    base = git(repo, "rev-parse", "HEAD")
+    git(repo, "checkout", "-q", "-b", "change")
     (project / "mlops.yaml").write_text(
         (IRIS / "mlops.yaml").read_text().replace("n_estimators: 50", "n_estimators: 80")
     )
-    _git(repo, "commit", "-q", "-am", "more trees")
+    git(repo, "commit", "-q", "-am", "more trees")
     return repo, base
 
 
@@ -325,7 +313,7 @@ def test_pull_request_plan_without_a_token(tmp_path: Path, in_dir: Any) -> None:
     assert found["compiled"] == "pipelines/iris/.kfops/iris.yaml"
     assert json.loads(found["report"])["plan"]["parameters"][0]["after"] == 80
     # the work tree was not touched by looking at the base
-    assert _git(repo, "status", "--porcelain") == "?? pipelines/iris/.kfops/"
+    assert git(repo, "status", "--porcelain") == "?? pipelines/iris/.kfops/"
 
 
 def test_invalid_project_gives_annotations_and_fails(tmp_path: Path, in_dir: Any) -> None:
@@ -346,7 +334,7 @@ def test_pull_request_runs_both_sides_and_compares_metrics(tmp_path: Path, in_di
     repo, base = make_repo(tmp_path)
     mlops = repo / "pipelines" / "iris" / "mlops.yaml"
     mlops.write_text(mlops.read_text() + "\non:\n  pull_request: {run: true}\n")
-    _git(repo, "commit", "-q", "-am", "run on pull requests")
+    git(repo, "commit", "-q", "-am", "run on pull requests")
     in_dir(repo)
     event = {"pull_request": {"number": 5, "base": {"ref": "main", "sha": base}}}
     result = CliRunner().invoke(
