@@ -518,3 +518,29 @@ def test_shared_names_rebound_upstream_and_read_by_functions(tmp_path: Path) -> 
     assert flow is not None, [p.render() for p in nb.problems]
     assert flow.parameters["b"] == ["FACTOR", "LR"]
     assert flow.inputs["b"] == {"LR": "a", "base": "a"}
+
+
+def test_code_cannot_be_handed_over_and_unknown_names_are_flagged(
+    tmp_path: Path, in_dir: Any
+) -> None:
+    write(
+        tmp_path / "nb.ipynb",
+        [
+            cell("import json\ndef helper(v):\n    return v + 1\nvalue = 1", "step:a"),
+            cell("print(helper(value), json.dumps(mystery))", "step:b", "prev:a"),
+        ],
+    )
+    in_dir(tmp_path)
+    code, out, _ = invoke("validate", "nb.ipynb")
+    assert code == 1
+    assert out.splitlines() == [
+        'nb.ipynb:4:1: error: cell 1 ("import json"): step `b` uses the function `helper` from'
+        " step `a`; a function cannot be handed from one step to another",
+        "  hint: move it to the functions cell, so that every step has it",
+        'nb.ipynb:4:1: error: cell 1 ("import json"): step `b` uses the import `json` from step'
+        " `a`; an import cannot be handed from one step to another",
+        "  hint: move it to the imports cell, so that every step has it",
+        'nb.ipynb:21:1: warning: cell 2 ("print(helper(value), json.dumps(myste..."): step `b`'
+        " uses `mystery`, which nothing in the notebook defines",
+        "  hint: define it in a step upstream, or in the imports or functions cell",
+    ]

@@ -15,7 +15,7 @@ import keyword
 from dataclasses import dataclass, field
 from itertools import pairwise
 
-from kfops.notebook import Notebook, Step, syntax_message
+from kfops.notebook import Cell, Notebook, Step, syntax_message
 
 # Names IPython provides in a notebook that a step should not look for upstream.
 _IPYTHON_NAMES = {"display", "get_ipython", "In", "Out", "exit", "quit", "__name__", "__file__"}
@@ -314,6 +314,30 @@ def _step_names(step: Step, nb: Notebook) -> tuple[list[str] | None, set[str] | 
     return used, defined
 
 
+def _code_definitions(step: Step) -> dict[str, str]:
+    """Names a step binds to code rather than data: functions, classes, modules."""
+    kinds: dict[str, str] = {}
+    for _, code in step.code:
+        try:
+            tree = ast.parse(code)
+        except (SyntaxError, ValueError):
+            continue
+        for statement in tree.body:
+            if isinstance(statement, ast.FunctionDef | ast.AsyncFunctionDef):
+                kinds[statement.name] = "function"
+            elif isinstance(statement, ast.ClassDef):
+                kinds[statement.name] = "class"
+            elif isinstance(statement, ast.Import | ast.ImportFrom):
+                for alias in statement.names:
+                    kinds[(alias.asname or alias.name).split(".")[0]] = "import"
+    return kinds
+
+
+def _star_import(cells: list[tuple[Cell, str]]) -> bool:
+    """Whether the cells have `from x import *` (its names cannot be known statically)."""
+    return any("import *" in code for _, code in cells)
+
+
 def _connect(
     nb: Notebook,
     order: list[str],
@@ -326,6 +350,9 @@ def _connect(
     ancestors = _ancestors(order, upstream)
     position = {name: i for i, name in enumerate(nb.steps)}  # notebook order
     has: dict[str, set[str]] = {}
+    code_kinds = {s: _code_definitions(nb.steps[s]) for s in order}
+    star = {s: _star_import(nb.steps[s].code) for s in order}
+    star_preamble = _star_import(nb.imports + nb.functions)
     ok = True
     for name in order:
         step = nb.steps[name]
@@ -350,7 +377,26 @@ def _connect(
                     f"add `prev:{elsewhere[0]}` to step `{name}`",
                 )
                 ok = False
+            elif not star_preamble and not any(star.get(a) for a in [*ancestors[name], name]):
+                nb.problem(
+                    step.first,
+                    f"step `{name}` uses `{var}`, which nothing in the notebook defines",
+                    "define it in a step upstream, or in the imports or functions cell",
+                    warn=True,
+                )
         has[name] = defines[name] | set(flow.inputs[name])
+        for var, producer in flow.inputs[name].items():
+            kind = code_kinds.get(producer, {}).get(var)
+            if kind is not None:
+                cell_kind = "imports" if kind == "import" else "functions"
+                nb.problem(
+                    nb.steps[producer].first,
+                    f"step `{name}` uses the {kind} `{var}` from step `{producer}`;"
+                    f" {'an' if kind == 'import' else 'a'} {kind} cannot be handed from one"
+                    " step to another",
+                    f"move it to the {cell_kind} cell, so that every step has it",
+                )
+                ok = False
     for name in order:
         needed = sorted(
             {var for consumer in order for var, src in flow.inputs[consumer].items() if src == name}

@@ -154,6 +154,11 @@ def run(
         json.dumps(result.to_json(), indent=2, default=str), encoding="utf-8"
     )
     _print_summary(result, console)
+    from kfops.plan import steps_of
+
+    not_run = sorted(set(steps_of(compiled.ir)) - set(result.steps))
+    if not_run and not result.succeeded:
+        console.print("[yellow]not run[/] (after the failure): " + ", ".join(not_run))
     return result
 
 
