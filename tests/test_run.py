@@ -177,3 +177,14 @@ def test_satisfied_pip_installs_are_skipped_others_kept() -> None:
         ' \'no-such-package-kfops-test==1.0\' && "$0" "$@"\n'
     )
     assert kept[5] == "pip install x"  # only the install-then-exec prologue is touched
+
+
+def test_rerun_of_a_step_with_metrics_is_cached_too(tmp_path: Path) -> None:
+    project = tmp_path / "typed"
+    shutil.copytree(PIPELINES / "typed", project, ignore=shutil.ignore_patterns(".kfops"))
+    shutil.copy(PIPELINES / "tiny.py", tmp_path)
+    first = _run(project, tmp_path / "runs")
+    second = _run(project, tmp_path / "runs")
+    assert first[0] == second[0] == 0
+    assert second[2] is not None and second[2]["steps"]["score"]["cached"] is True  # type: ignore[index]
+    assert second[2]["metrics"] == {"score": {"score": 4.0}}

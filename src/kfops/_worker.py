@@ -41,6 +41,24 @@ def _serialise(value: Any) -> Any:
     return value
 
 
+_METRICS = {"system.Metrics", "system.ClassificationMetrics", "system.SlicedClassificationMetrics"}
+
+
+def _touch_metrics(outputs: dict[str, Any]) -> None:
+    """Metrics live in an artifact's metadata, and no file is written for them; kfp.local's
+    cache takes the missing file for a lost output and reruns the step every time. An
+    empty file makes the step cacheable like any other."""
+    from kfp import dsl
+
+    for value in outputs.values():
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, dsl.Artifact) and item.schema_title in _METRICS:
+                path = Path(item.path)
+                if not path.exists():
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.touch()
+
+
 def _trace_tasks() -> None:
     """Wrap kfp.local's per-task executor to report starts, ends and cache hits.
 
@@ -65,6 +83,8 @@ def _trace_tasks() -> None:
         started = time.monotonic()
         emit({"event": "start", "task": task_name})
         outputs, status = original(task_name, *args, **kwargs)
+        if status.name == "SUCCESS":
+            _touch_metrics(outputs or {})
         emit(
             {
                 "event": "end",
