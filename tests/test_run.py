@@ -187,4 +187,4 @@ def test_rerun_of_a_step_with_metrics_is_cached_too(tmp_path: Path) -> None:
     second = _run(project, tmp_path / "runs")
     assert first[0] == second[0] == 0
     assert second[2] is not None and second[2]["steps"]["score"]["cached"] is True  # type: ignore[index]
-    assert second[2]["metrics"] == {"score": {"score": 4.0}}
+    assert second[2]["metrics"] == {"score": {"score": 5.0}}  # 2 * 2 flags + 1.0
