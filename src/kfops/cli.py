@@ -302,21 +302,24 @@ def ci(path: Path) -> None:
     if comment.notice:
         click.echo(f"::notice title=kfops::{comment.notice}")
         body += f"\n> {report.escape(comment.notice)}\n"
-    if context.summary is not None:
-        with context.summary.open("a", encoding="utf-8") as summary:
-            summary.write(body)
-    if context.output is not None:
-        import json
+    import json
 
-        ci_core.write_outputs(
-            context.output,
-            {
-                "status": "failed" if result.failed else "ok",
-                "compiled": result.compiled,
-                "comment-url": comment.url,
-                "report": json.dumps(report.to_json(result, comment.url), sort_keys=True),
-            },
-        )
+    try:
+        if context.summary is not None:
+            with context.summary.open("a", encoding="utf-8") as summary:
+                summary.write(body)
+        if context.output is not None:
+            ci_core.write_outputs(
+                context.output,
+                {
+                    "status": "failed" if result.failed else "ok",
+                    "compiled": result.compiled,
+                    "comment-url": comment.url,
+                    "report": json.dumps(report.to_json(result, comment.url), sort_keys=True),
+                },
+            )
+    except OSError as exc:
+        click.echo(f"::warning title=kfops::cannot write the job summary or step outputs: {exc}")
     verdict = "failed" if result.failed else "ok"
     click.echo(
         f"kfops ci: {result.project}: {verdict}" + (f" ({comment.url})" if comment.url else ""),
