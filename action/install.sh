@@ -12,7 +12,8 @@ fi
 venv="${RUNNER_TEMP:-/tmp}/kfops-venv"
 if [ ! -x "$venv/bin/kfops" ] || [ "$("$venv/bin/kfops" --version)" != "kfops, version $want" ]; then
   echo "installing kfops $want into $venv"
-  "${KFOPS_PYTHON:-python3}" -m venv "$venv"
+  # --system-site-packages: local runs see what the workflow installed for this Python
+  "${KFOPS_PYTHON:-python3}" -m venv --system-site-packages "$venv"
   "$venv/bin/python" -m pip install --quiet --upgrade pip
   "$venv/bin/python" -m pip install --quiet "$root"
 fi

@@ -238,7 +238,7 @@ def test_long_report_is_summarised_not_failed(regen: bool) -> None:
     ]
     text = report.markdown(_result(compiled="", problems=problems), "<!-- m -->")
     assert len(text) <= report.COMMENT_LIMIT
-    assert "… and 349 more: see the annotations in the workflow run." in text
+    assert "… and 349 more: run `kfops validate` or see the job summary." in text
     check_golden(GOLDEN / "report" / "long.md", text, regen)
     tiny = report.markdown(_result(compiled="", problems=problems), "<!-- m -->", limit=2000)
     assert len(tiny) <= 2000
@@ -348,3 +348,35 @@ def test_pull_request_runs_both_sides_and_compares_metrics(tmp_path: Path, in_di
     assert 0.8 <= head <= 1.0 and 0.8 <= before <= 1.0
     summary = (tmp_path / "summary.md").read_text()
     assert "#### Metrics" in summary and "| `evaluate` | `accuracy` |" in summary
+
+
+def test_summary_keeps_every_problem_and_mentions_are_defused() -> None:
+    problems = [Problem("mlops.yaml", i, 1, f"problem {i} for @octocat", "") for i in range(1, 120)]
+    result = _result(compiled="", problems=problems)
+    summary = report.markdown(result, "<!-- m -->", limit=report.SUMMARY_LIMIT)
+    assert "problem 119 for &#64;octocat" in summary
+    assert "@octocat" not in summary
+    assert "more:" not in summary
+
+
+@pytest.mark.parametrize(
+    ("name", "pattern", "matches"),
+    [
+        ("main", "main", True),
+        ("release/2", "release/*", True),
+        ("release/2/hotfix", "release/*", False),
+        ("release/2/hotfix", "release/**", True),
+        ("v1.2.0", "v*", True),
+        ("feature/v1", "v*", False),
+    ],
+)
+def test_branch_and_tag_patterns_follow_github(name: str, pattern: str, matches: bool) -> None:
+    from kfops.ci import glob_match
+
+    assert glob_match(name, pattern) is matches
+
+
+def test_pull_request_target_is_refused() -> None:
+    decision = decide(_Project(Triggers()), context("pull_request_target", "refs/heads/main", PR))  # type: ignore[arg-type]
+    assert decision.kind == ""
+    assert "write token" in decision.reason

@@ -3,9 +3,9 @@ what ``on:`` asks for the event, and reports in one place (comment, summary, out
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import os
+import re
 import subprocess
 import tarfile
 import tempfile
@@ -81,18 +81,28 @@ class GitHubContext:
         )
 
     @property
+    def _pull(self) -> dict[str, Any]:
+        pull = self.event.get("pull_request")
+        return pull if isinstance(pull, dict) else {}
+
+    @property
+    def _base(self) -> dict[str, Any]:
+        base = self._pull.get("base")
+        return base if isinstance(base, dict) else {}
+
+    @property
     def pull_number(self) -> int | None:
-        number = self.event.get("pull_request", {}).get("number")
+        number = self._pull.get("number")
         return number if isinstance(number, int) else None
 
     @property
     def base_sha(self) -> str | None:
-        sha = self.event.get("pull_request", {}).get("base", {}).get("sha")
+        sha = self._base.get("sha")
         return sha if isinstance(sha, str) else None
 
     @property
     def base_branch(self) -> str:
-        ref = self.event.get("pull_request", {}).get("base", {}).get("ref")
+        ref = self._base.get("ref")
         return ref if isinstance(ref, str) else ""
 
     @property
@@ -115,7 +125,14 @@ def decide(project: Project, ctx: GitHubContext) -> Decision:
     """Match the event against the project's ``on:`` section."""
     triggers = project.triggers
     source = "mlops.yaml `on:`" if triggers.declared else "the default (no `on:` section)"
-    if ctx.event_name in ("pull_request", "pull_request_target"):
+    if ctx.event_name == "pull_request_target":
+        return Decision(
+            "",
+            False,
+            "`pull_request_target` runs with a write token, and kfops would run the pull"
+            " request's code; use `pull_request` (see the README for forks)",
+        )
+    if ctx.event_name == "pull_request":
         return _match("pull_request", triggers.pull_request, ctx.base_branch, source)
     if ctx.event_name == "push" and ctx.ref.startswith("refs/tags/"):
         tag = ctx.ref.removeprefix("refs/tags/")
@@ -124,7 +141,7 @@ def decide(project: Project, ctx: GitHubContext) -> Decision:
             trigger = Trigger()
         if trigger is None:
             return Decision("", False, f"tag `{tag}`: {source} has no `tag` entry")
-        if trigger.pattern and not fnmatch.fnmatchcase(tag, trigger.pattern):
+        if trigger.pattern and not glob_match(tag, trigger.pattern):
             return Decision("", False, f"tag `{tag}` does not match `{trigger.pattern}`")
         return Decision("tag", trigger.run, f"tag `{tag}` ({source})")
     if ctx.event_name == "push":
@@ -132,10 +149,26 @@ def decide(project: Project, ctx: GitHubContext) -> Decision:
     return Decision("", False, f"kfops ci does nothing for `{ctx.event_name}` events")
 
 
+def glob_match(name: str, pattern: str) -> bool:
+    """GitHub's branch and tag patterns: `*` stops at `/`, `**` does not."""
+    regex = ""
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**", i):
+            regex, i = regex + ".*", i + 2
+        elif pattern[i] == "*":
+            regex, i = regex + "[^/]*", i + 1
+        elif pattern[i] == "?":
+            regex, i = regex + "[^/]", i + 1
+        else:
+            regex, i = regex + re.escape(pattern[i]), i + 1
+    return re.fullmatch(regex, name) is not None
+
+
 def _match(kind: str, trigger: Trigger | None, branch: str, source: str) -> Decision:
     if trigger is None:
         return Decision("", False, f"{kind}: {source} has no `{kind}` entry")
-    if trigger.branches and not any(fnmatch.fnmatchcase(branch, b) for b in trigger.branches):
+    if trigger.branches and not any(glob_match(branch, b) for b in trigger.branches):
         return Decision("", False, f"branch `{branch}` is not in `on.{kind}.branches`")
     return Decision(kind, trigger.run, f"{kind} on `{branch}` ({source})")
 
@@ -158,6 +191,7 @@ class CiResult:
     run_status: str = ""  # "", "succeeded", "failed"
     run_url: str = ""
     sha: str = ""
+    environment: str = ""
     notices: list[str] = field(default_factory=list)
 
     @property
@@ -195,8 +229,17 @@ def merge_base_tree(repo_root: Path, base_sha: str, into: Path) -> str:
         buffer.write(archive)
         buffer.seek(0)
         with tarfile.open(fileobj=buffer) as tar:
-            tar.extractall(into, filter="data")
+            tar.extractall(into, filter=_safe_member)
     return merge_base
+
+
+def _safe_member(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
+    """tarfile's "data" filter, skipping (not failing on) what it refuses, such as a
+    symlink to an absolute path somewhere in the repository."""
+    try:
+        return tarfile.data_filter(member, path)
+    except tarfile.FilterError:
+        return None
 
 
 def repo_root(path: Path) -> Path | None:
@@ -256,10 +299,22 @@ def execute(path: Path, ctx: GitHubContext, console: Any) -> CiResult:
     with tempfile.TemporaryDirectory(prefix="kfops-base-") as tmp:
         if decision.kind == "pull_request" and ctx.base_sha:
             base_project = _plan(project, compiled.ir, ctx.base_sha, Path(tmp), result, compare)
+        elif decision.kind == "pull_request":
+            result.plan_note = "no plan: the event names no base commit"
         if decision.run:
-            run = local.run(project, console=console)
+            try:
+                run = local.run(project, console=console)
+            except KfopsError as exc:
+                result.run_status = "failed"
+                result.notices.append(f"the local run did not start: {exc.message}")
+                return result
             result.metrics = run.metrics()
             result.run_status = "succeeded" if run.succeeded else "failed"
+            failed = [s.name for s in run.steps.values() if s.status != "SUCCESS"]
+            if failed:
+                result.notices.append(
+                    "failed steps: " + ", ".join(failed) + f" (logs in {shown(run.run_dir)})"
+                )
             if base_project is not None:
                 try:
                     base_run = local.run(base_project, console=console)
@@ -286,7 +341,7 @@ def _plan(
     try:
         merge_base = merge_base_tree(root, base_sha, tmp)
     except KfopsError as exc:
-        result.plan_note = f"no plan: {exc.message}"
+        result.plan_note = f"no plan: {exc.message}" + (f"; {exc.hint}" if exc.hint else "")
         return None
     base_config = tmp / project.config_file.relative_to(root)
     if not base_config.exists():

@@ -275,7 +275,12 @@ def init(
 
 @cli.command()
 @click.argument("path", type=_PATH, default=".")
-def ci(path: Path) -> None:
+@click.option(
+    "--no-comment",
+    is_flag=True,
+    help="Do not write the pull-request comment (the summary and outputs still are).",
+)
+def ci(path: Path, no_comment: bool) -> None:
     """What the GitHub Action runs: validate, compile, plan and report, for this event.
 
     Reads the GitHub Actions environment (GITHUB_EVENT_NAME, GITHUB_EVENT_PATH, ...)
@@ -291,23 +296,34 @@ def ci(path: Path) -> None:
     from kfops import github, report
 
     context = ci_core.GitHubContext.from_env(os.environ)
+    # The pipeline's code runs from here on (compile imports it, steps run it): it must
+    # not see the token that can write to the repository.
+    for name in ("GITHUB_TOKEN", "KFOPS_GITHUB_TOKEN"):
+        os.environ.pop(name, None)
     result = ci_core.execute(path, context, Console(stderr=True, highlight=False))
+    result.environment = os.environ.get("KFOPS_ENVIRONMENT", "")
     for problem in sorted(result.problems):
         click.echo(report.github_annotation(problem))
     mark = github.marker(result.project)
     body = report.markdown(result, mark)
     comment = github.Published()
-    if context.pull_number is not None and (result.decision is None or result.decision.kind):
-        comment = github.publish(context, context.pull_number, body, mark)
+    token_error: KfopsError | None = None
+    wanted = context.pull_number is not None and not no_comment
+    if wanted and (result.decision is None or result.decision.kind):
+        try:
+            comment = github.publish(context, context.pull_number or 0, body, mark)
+        except KfopsError as exc:  # a rejected token: report everywhere else, then fail
+            token_error = exc
+    summary_body = report.markdown(result, mark, limit=report.SUMMARY_LIMIT)
     if comment.notice:
         click.echo(f"::notice title=kfops::{comment.notice}")
-        body += f"\n> {report.escape(comment.notice)}\n"
+        summary_body += f"\n> {report.escape(comment.notice)}\n"
     import json
 
     try:
         if context.summary is not None:
             with context.summary.open("a", encoding="utf-8") as summary:
-                summary.write(body)
+                summary.write(summary_body)
         if context.output is not None:
             ci_core.write_outputs(
                 context.output,
@@ -320,6 +336,8 @@ def ci(path: Path) -> None:
             )
     except OSError as exc:
         click.echo(f"::warning title=kfops::cannot write the job summary or step outputs: {exc}")
+    if token_error is not None:
+        raise token_error
     verdict = "failed" if result.failed else "ok"
     click.echo(
         f"kfops ci: {result.project}: {verdict}" + (f" ({comment.url})" if comment.url else ""),

@@ -8,6 +8,7 @@ marker into their own comment cannot make kfops edit or hide it.
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,8 +24,19 @@ FORK_NOTICE = (
 
 
 def marker(project: str) -> str:
-    """The hidden marker for one project path."""
-    key = hashlib.sha256(project.encode("utf-8")).hexdigest()[:16]
+    """The hidden marker for one project: its path relative to the repository, so
+    `pipelines/iris` and `pipelines/iris/mlops.yaml` share one comment."""
+    from pathlib import Path
+
+    from kfops.ci import repo_root
+
+    path = Path(project).resolve()
+    folder = path.parent if path.suffix in (".yaml", ".yml") else path
+    root = repo_root(folder)
+    key_text = (
+        folder.relative_to(root).as_posix() if root and folder.is_relative_to(root) else project
+    )
+    key = hashlib.sha256(key_text.encode("utf-8")).hexdigest()[:16]
     return f"<!-- kfops-report {key} -->"
 
 
@@ -68,7 +80,7 @@ def publish(
     ) as client:
         try:
             issue = client.get_repo(ctx.repository, lazy=True).get_issue(number)
-            existing = _find(issue, mark)
+            existing = _find(issue, mark, _own_login(client))
             if existing is not None:
                 existing.edit(body)
                 return Published(url=existing.html_url)
@@ -93,9 +105,24 @@ def publish(
             )
 
 
-def _find(issue: Any, mark: str) -> Any:
+def _own_login(client: Any) -> str | None:
+    """The token's own login, for a personal token; None for the workflow's token, which
+    has no user behind it (GitHub answers 403)."""
+    from github import GithubException
+
+    try:
+        login: str = client.get_user().login
+        return login
+    except GithubException:
+        return None
+
+
+def _find(issue: Any, mark: str, login: str | None = None) -> Any:
+    """Our comment: it starts with the marker and was written by this token's identity
+    (a bot for the workflow's token), never by someone else quoting the marker."""
     for comment in issue.get_comments():
-        if comment.user.type == "Bot" and comment.body.startswith(mark):
+        ours = comment.user.login == login if login else comment.user.type == "Bot"
+        if ours and comment.body.startswith(mark):
             return comment
     return None
 
@@ -103,12 +130,19 @@ def _find(issue: Any, mark: str) -> Any:
 def _create(issue: Any, body: str, mark: str, error: type[Exception]) -> str:
     """Post the comment; after a server error, look again before posting a second time
     (GitHub may have stored the first one)."""
-    try:
-        url: str = issue.create_comment(body).html_url
-        return url
-    except error as exc:
-        if getattr(exc, "status", 0) < 500:
-            raise
+    for attempt in range(3):
+        try:
+            url: str = issue.create_comment(body).html_url
+            return url
+        except error as exc:
+            status = getattr(exc, "status", 0)
+            limited = status == 429 or (status == 403 and "rate limit" in str(exc).lower())
+            if limited and attempt < 2:
+                time.sleep(2**attempt)  # a rate-limited request was not carried out
+                continue
+            if status < 500:
+                raise
+            break
     existing = _find(issue, mark)
     if existing is not None:
         existing.edit(body)

@@ -69,6 +69,7 @@ def _escape_property(text: str) -> str:
 # --- the pull-request report -------------------------------------------------------------
 
 COMMENT_LIMIT = 65_536  # GitHub rejects longer comment bodies
+SUMMARY_LIMIT = 1_000_000  # a job summary may hold up to 1 MiB
 MAX_PROBLEMS = 50
 _MARKDOWN_SPECIAL = set("\\`*_{}[]()#+-.!|~>")
 
@@ -77,7 +78,9 @@ def escape(text: object) -> str:
     """User-controlled text made inert in Markdown: no links, HTML, tables or markers."""
     out = []
     for char in str(text).replace("\r", " ").replace("\n", " "):
-        if char == "<":
+        if char == "@":
+            out.append("&#64;")  # no @mentions from user text
+        elif char == "<":
             out.append("&lt;")
         elif char == ">":
             out.append("&gt;")
@@ -92,7 +95,8 @@ def escape(text: object) -> str:
 
 def markdown(result: CiResult, marker: str, limit: int = COMMENT_LIMIT) -> str:
     """The report as Markdown, starting with ``marker``; summarised to fit ``limit``."""
-    for max_problems, max_rows in ((MAX_PROBLEMS, 200), (10, 30), (3, 5), (0, 0)):
+    first = MAX_PROBLEMS if limit <= COMMENT_LIMIT else 10_000
+    for max_problems, max_rows in ((first, 200), (MAX_PROBLEMS, 200), (10, 30), (3, 5), (0, 0)):
         text = _render(result, marker, max_problems, max_rows)
         if len(text) <= limit:
             return text
@@ -104,6 +108,8 @@ def _render(result: CiResult, marker: str, max_problems: int, max_rows: int) -> 
     warnings = [p for p in result.problems if p.severity != "error"]
     title = escape(result.name or result.project)
     lines = [marker, f"### kfops · {title}", "", _status(result, errors), ""]
+    if result.environment:
+        lines[1] += f" ({escape(result.environment)})"
     if result.decision is not None and not result.decision.kind:
         lines += [f"Nothing to do: {escape(result.decision.reason)}.", ""]
     if result.problems:
@@ -118,7 +124,7 @@ def _render(result: CiResult, marker: str, max_problems: int, max_rows: int) -> 
             )
         hidden = len(result.problems) - min(len(result.problems), max_problems)
         if hidden:
-            lines.append(f"\n… and {hidden} more: see the annotations in the workflow run.")
+            lines.append(f"\n… and {hidden} more: run `kfops validate` or see the job summary.")
         lines.append("")
     if result.compile_error:
         lines += ["#### Compile failed", "", escape(result.compile_error), ""]
@@ -211,6 +217,8 @@ def _metric_lines(result: CiResult, max_rows: int) -> list[str]:
                 change = "±0" if delta == 0 else f"{delta:+.4g} (was {before:.4g})"
             rows.append(f"| `{_code(step)}` | `{_code(name)}` | {_value(value)} | {change} |")
     lines += rows[:max_rows]
+    if len(rows) > max_rows:
+        lines.append(f"| … | {len(rows) - max_rows} more | | |")
     return [*lines, ""]
 
 
