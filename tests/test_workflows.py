@@ -41,6 +41,10 @@ def test_the_action_passes_inputs_only_through_env() -> None:
 def test_generated_workflow_is_clean(tmp_path: Path) -> None:
     _run("git", "init", "-q", cwd=tmp_path)
     (tmp_path / "ml").mkdir()
+    bare = CliRunner().invoke(cli, ["init", "--github", str(tmp_path / "ml")])
+    assert bare.exit_code == 1
+    assert "has no mlops.yaml" in bare.stderr
+    (tmp_path / "ml" / "mlops.yaml").write_text("version: 1\n")
     result = CliRunner().invoke(
         cli,
         [

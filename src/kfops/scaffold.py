@@ -230,9 +230,22 @@ def github_workflow(project: Path, *, action: str, ref: str, force: bool) -> Pat
     target = root / ".github" / "workflows" / "kfops.yml"
     if target.exists() and not force:
         raise KfopsError(f"{display_path(target)} already exists", "pass --force to overwrite it")
+    if not re.fullmatch(r"[A-Za-z0-9._/-]+", ref) or not re.fullmatch(r"[A-Za-z0-9._/-]+", action):
+        raise KfopsError(
+            f"--action {action!r} / --action-ref {ref!r}: not an action reference",
+            "e.g. --action kfops/kfops/action --action-ref v0.1.0 (or a commit SHA)",
+            exit_code=EXIT_USAGE,
+        )
+    if project.is_dir() and not any((project / n).is_file() for n in ("mlops.yaml", "mlops.yml")):
+        raise KfopsError(
+            f"{display_path(project)} has no mlops.yaml",
+            "write one first with `kfops init PIPELINE.py`, or pass the project folder",
+        )
     relative = Path(os.path.relpath(project.resolve(), root.resolve())).as_posix()
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(_WORKFLOW.format(action=action, ref=ref, path=relative), encoding="utf-8")
+    target.write_text(
+        _WORKFLOW.format(action=action, ref=ref, path=_scalar(relative)), encoding="utf-8"
+    )
     return target
 
 
