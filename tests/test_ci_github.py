@@ -101,3 +101,20 @@ def test_a_bad_token_is_one_clear_message(
     assert result.stderr.startswith("error: GitHub rejected the token (401 Bad credentials)\n")
     assert "ghs_wrongToken123" not in result.output
     assert "Traceback" not in result.output
+    # the report is not lost: summary and outputs are written before failing
+    assert "### kfops · iris" in (tmp_path / "summary.md").read_text()
+    assert outputs(tmp_path / "output.txt")["status"] == "ok"
+
+
+def test_pipeline_code_never_sees_the_token(
+    tmp_path: Path, in_dir: Any, github_api: GitHubTestServer
+) -> None:
+    base = _setup(tmp_path, in_dir, github_api)
+    spy = tmp_path / "repo" / "pipelines" / "iris" / "pipeline.py"
+    spy.write_text(
+        "import os\nassert 'GITHUB_TOKEN' not in os.environ, 'token leaked'\n"
+        "assert 'KFOPS_GITHUB_TOKEN' not in os.environ, 'token leaked'\n" + spy.read_text()
+    )
+    result = _ci(tmp_path, github_api, base, KFOPS_GITHUB_TOKEN=github_api.token)
+    assert result.exit_code == 0, result.output
+    assert len(github_api.comments("acme", "ml", 5)) == 1
