@@ -191,9 +191,9 @@ def test_magics_are_removed_with_warnings(tmp_path: Path, in_dir: Any) -> None:
     assert code == 1  # step `two` has no code left
     lines = [line for line in out.splitlines() if not line.startswith("  hint")]
     assert lines == [
-        'magic.ipynb:4:1: warning: cell 1 ("%%time"): line 3: `!pip install scikit-learn'
+        'magic.ipynb:16:1: warning: cell 1 ("%%time"): line 3: `!pip install scikit-learn'
         " pandas` removed (a step cannot install packages)",
-        'magic.ipynb:4:1: warning: cell 1 ("%%time"): line 4: IPython magic or shell command'
+        'magic.ipynb:17:1: warning: cell 1 ("%%time"): line 4: IPython magic or shell command'
         " `files = !ls` removed",
         'magic.ipynb:21:1: warning: cell 2 ("%%bash"): `%%bash` cell is not Python; it is left'
         " out of the pipeline",

@@ -15,7 +15,7 @@ import keyword
 from dataclasses import dataclass, field
 from itertools import pairwise
 
-from kfops.notebook import Cell, Notebook, Step, syntax_message
+from kfops.notebook import Cell, Notebook, Step
 
 # Names IPython provides in a notebook that a step should not look for upstream.
 _IPYTHON_NAMES = {"display", "get_ipython", "In", "Out", "exit", "quit", "__name__", "__file__"}
@@ -268,7 +268,7 @@ def analyse(nb: Notebook, *, structure_only: bool = False) -> Flow | None:
                 shared[name] |= cell_defined
             except (SyntaxError, ValueError) as exc:
                 if step.imports is None:  # the main notebook's cells: report once
-                    nb.problem(cell, syntax_message(exc))
+                    nb.syntax_problem(cell, exc)
                 ok = False
     if not ok and any(p.severity == "error" for p in nb.problems):
         return None
@@ -307,7 +307,7 @@ def _step_names(step: Step, nb: Notebook) -> tuple[list[str] | None, set[str] | 
         try:
             cell_used, cell_defined = names_in(code)
         except (SyntaxError, ValueError) as exc:
-            nb.problem(cell, syntax_message(exc))
+            nb.syntax_problem(cell, exc)
             return None, None
         used += [n for n in cell_used if n not in defined and n not in used]
         defined |= cell_defined

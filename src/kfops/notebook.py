@@ -74,6 +74,7 @@ class Cell:
     tags: tuple[str, ...]
     notebook_path: str | None = None  # a `notebook:NAME` cell's sub-pipeline
     file: str = ""  # the notebook it comes from, when inlined from a sub-pipeline
+    source_line: int = 0  # the .ipynb line of the cell's first source line, 0 if unknown
 
     def label(self) -> str:
         first = next((ln.strip() for ln in self.source.splitlines() if ln.strip()), "")
@@ -133,12 +134,28 @@ class Notebook:
     problems: list[Problem] = field(default_factory=list)
     subpipelines: list[tuple[str, Cell, list[str]]] = field(default_factory=list)
 
-    def problem(self, cell: Cell | None, message: str, hint: str = "", warn: bool = False) -> None:
+    def syntax_problem(self, cell: Cell, exc: SyntaxError | ValueError) -> None:
+        at = exc.lineno or 1 if isinstance(exc, SyntaxError) else 0
+        self.problem(cell, syntax_message(exc), at=at)
+
+    def problem(
+        self,
+        cell: Cell | None,
+        message: str,
+        hint: str = "",
+        warn: bool = False,
+        *,
+        at: int = 0,
+    ) -> None:
+        """Record a problem in ``cell`` (at its line ``at``, when known)."""
         where = f"{cell.label()}: " if cell is not None else ""
+        line = cell.line if cell is not None else 0
+        if cell is not None and at > 0 and cell.source_line:
+            line = cell.source_line + at - 1
         self.problems.append(
             Problem(
                 cell.file if cell is not None and cell.file else self.shown,
-                cell.line if cell is not None else 0,
+                line,
                 1 if cell is not None and cell.line else 0,
                 where + message,
                 hint,
@@ -344,10 +361,13 @@ def _read_metadata(kale: dict[str, Any], nb: Notebook) -> list[str]:
 
 def _cells(raw: dict[str, Any], path: Path, nb: Notebook) -> list[Cell]:
     text = path.read_text(encoding="utf-8-sig")
-    starts = [text.count("\n", 0, m.start()) + 1 for m in re.finditer(r'"cell_type"\s*:', text)]
+    offsets = [m.start() for m in re.finditer(r'"cell_type"\s*:', text)]
+    starts = [text.count("\n", 0, offset) + 1 for offset in offsets]
     raw_cells = raw.get("cells") or []
     if len(starts) != len(raw_cells):
         starts = [0] * len(raw_cells)
+        offsets = []
+    source_lines = _source_lines(text, offsets)
     cells = []
     for number, (raw_cell, line) in enumerate(zip(raw_cells, starts, strict=True), start=1):
         if not isinstance(raw_cell, dict) or raw_cell.get("cell_type") != "code":
@@ -375,9 +395,25 @@ def _cells(raw: dict[str, Any], path: Path, nb: Notebook) -> list[Cell]:
                 str(source),
                 tuple(tags or ()),
                 path_meta if isinstance(path_meta, str) else None,
+                source_line=source_lines[number - 1] if source_lines else 0,
             )
         )
     return cells
+
+
+def _source_lines(text: str, offsets: list[int]) -> list[int]:
+    """For each cell, the .ipynb line holding its first source line (a source written as
+    a list of lines, as Jupyter writes it, has one line of code per line of JSON)."""
+    found = []
+    for i, start in enumerate(offsets):
+        end = offsets[i + 1] if i + 1 < len(offsets) else len(text)
+        match = re.compile(r'"source"\s*:\s*(\[\s*\n)?').search(text, start, end)
+        if match is None:
+            found.append(0)
+            continue
+        line = text.count("\n", 0, match.start()) + 1
+        found.append(line + 1 if match.group(1) else line)
+    return found
 
 
 def _assign(cells: list[Cell], defaults: list[str], nb: Notebook) -> None:
@@ -594,6 +630,7 @@ def clean_code(cell: Cell, nb: Notebook) -> str:
                 f"line {i + 1}: `{stripped}` removed (a step cannot install packages)",
                 f"add {packages} to the requirements of the step image",
                 warn=True,
+                at=i + 1,
             )
         else:
             nb.problem(
@@ -601,6 +638,7 @@ def clean_code(cell: Cell, nb: Notebook) -> str:
                 f"line {i + 1}: IPython magic or shell command `{stripped}` removed",
                 "a pipeline step runs plain Python; do this in Python or outside the notebook",
                 warn=True,
+                at=i + 1,
             )
     return "\n".join(lines)
 
@@ -671,7 +709,7 @@ def _read_parameters(cell: Cell, code: str, nb: Notebook) -> None:
     try:
         tree = ast.parse(code)
     except (SyntaxError, ValueError) as exc:
-        nb.problem(cell, syntax_message(exc))
+        nb.syntax_problem(cell, exc)
         return
     for node in tree.body:
         target = (
@@ -711,7 +749,7 @@ def _read_metrics(cell: Cell, code: str, nb: Notebook) -> None:
     try:
         tree = ast.parse(code)
     except (SyntaxError, ValueError) as exc:
-        nb.problem(cell, syntax_message(exc))
+        nb.syntax_problem(cell, exc)
         return
     for statement in tree.body:
         value = statement.value if isinstance(statement, ast.Expr) else None
