@@ -214,7 +214,11 @@ def analyse(nb: Notebook, *, structure_only: bool = False) -> Flow | None:
     """
     steps = nb.steps
     if not steps:
-        nb.problem(None, "no steps: tag at least one code cell `step:NAME`", "see KALE_TAGS.md")
+        nb.problem(
+            None,
+            "no steps: tag at least one code cell `step:NAME`",
+            "the tags are listed in the README, section Notebooks",
+        )
         return None
     ok = True
     for step in steps.values():

@@ -2,7 +2,7 @@
 
 Reads the notebook as JSON, never runs it. Every problem names the cell (its number
 and first line) and where the cell starts in the .ipynb file, so an editor or a pull
-request can point at it. See KALE_TAGS.md for the tag language.
+request can point at it. The tag language is in the README (Notebooks).
 """
 
 from __future__ import annotations
