@@ -705,11 +705,18 @@ def _parses(code: str) -> bool:
 _KINDS = {bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "dict"}
 
 
-def _read_parameters(cell: Cell, code: str, nb: Notebook) -> None:
+def _parse(cell: Cell, code: str, nb: Notebook) -> ast.Module | None:
+    """The cell's code as an AST, or None after reporting its syntax error."""
     try:
-        tree = ast.parse(code)
+        return ast.parse(code)
     except (SyntaxError, ValueError) as exc:
         nb.syntax_problem(cell, exc)
+        return None
+
+
+def _read_parameters(cell: Cell, code: str, nb: Notebook) -> None:
+    tree = _parse(cell, code, nb)
+    if tree is None:
         return
     for node in tree.body:
         target = (
@@ -723,6 +730,7 @@ def _read_parameters(cell: Cell, code: str, nb: Notebook) -> None:
                 cell,
                 f"line {node.lineno}: a pipeline-parameters cell holds only `NAME = literal`",
                 "move other code to an imports, functions or step cell",
+                at=node.lineno,
             )
             continue
         try:
@@ -732,6 +740,7 @@ def _read_parameters(cell: Cell, code: str, nb: Notebook) -> None:
                 cell,
                 f"line {node.lineno}: `{target.id}` is not a literal value",
                 "parameters must be literals (numbers, strings, booleans, lists, dicts)",
+                at=node.lineno,
             )
             continue
         kind = _KINDS.get(type(value))
@@ -740,16 +749,15 @@ def _read_parameters(cell: Cell, code: str, nb: Notebook) -> None:
                 cell,
                 f"line {node.lineno}: `{target.id}` is a {type(value).__name__}",
                 "parameters are numbers, strings, booleans, lists or dicts",
+                at=node.lineno,
             )
             continue
         nb.parameters[target.id] = Parameter(target.id, value, kind)
 
 
 def _read_metrics(cell: Cell, code: str, nb: Notebook) -> None:
-    try:
-        tree = ast.parse(code)
-    except (SyntaxError, ValueError) as exc:
-        nb.syntax_problem(cell, exc)
+    tree = _parse(cell, code, nb)
+    if tree is None:
         return
     for statement in tree.body:
         value = statement.value if isinstance(statement, ast.Expr) else None

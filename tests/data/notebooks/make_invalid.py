@@ -123,7 +123,7 @@ CASES: dict[str, str | bytes] = {
         [
             IMPORTS,
             (["step:load"], "data = [1, 2]"),
-            (["step:train", "prev:load"], "# TODO: train a model on data\n# model = fit(data)"),
+            (["step:train", "prev:load"], "# train a model on data (not written yet)\n# model = fit(data)"),
         ]
     ),
     "name-from-non-upstream-step": notebook(
