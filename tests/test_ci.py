@@ -10,11 +10,12 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from kfops import plan, report
-from kfops.ci import CiResult, Decision, GitHubContext, decide
+from kfops.ci import report
+from kfops.ci.event import CiResult, Decision, GitHubContext, decide
 from kfops.cli import cli
 from kfops.errors import KfopsError, Problem
-from kfops.model import Trigger, Triggers
+from kfops.pipeline import diff
+from kfops.project.model import Trigger, Triggers
 from tests.conftest import GOLDEN, ROOT, check_golden, git
 
 IRIS = ROOT / "pipelines" / "iris"
@@ -131,7 +132,7 @@ def test_plan_of_a_parameter_and_a_step_change(tmp_path: Path) -> None:
     (head_dir / "mlops.yaml").write_text(
         (IRIS / "mlops.yaml").read_text().replace("n_estimators: 50", "n_estimators: 80")
     )
-    changes = plan.compare(base, _ir(head_dir))
+    changes = diff.compare(base, _ir(head_dir))
     assert changes.to_json() == {
         "new_project": False,
         "steps_added": [],
@@ -142,8 +143,8 @@ def test_plan_of_a_parameter_and_a_step_change(tmp_path: Path) -> None:
             {"step": "load-data", "before": "python:3.11-slim", "after": "python:3.12-slim"}
         ],
     }
-    assert plan.compare(base, base).empty
-    new = plan.compare(None, base)
+    assert diff.compare(base, base).empty
+    new = diff.compare(None, base)
     assert new.new_project and new.steps_added == ["evaluate", "load-data", "train-model"]
 
 
@@ -161,13 +162,13 @@ def _result(**changes: Any) -> CiResult:
     return CiResult(**values)
 
 
-def _plan() -> plan.Plan:
-    return plan.Plan(
+def _plan() -> diff.Plan:
+    return diff.Plan(
         steps_added=["report"],
         steps_removed=["old-step"],
-        steps_changed=[plan.StepChange("train-model", ("code", "resources"))],
-        parameters=[plan.ParameterChange("n_estimators", 50, 80, "changed")],
-        images=[plan.ImageChange("train-model", "python:3.11", "python:3.12")],
+        steps_changed=[diff.StepChange("train-model", ("code", "resources"))],
+        parameters=[diff.ParameterChange("n_estimators", 50, 80, "changed")],
+        images=[diff.ImageChange("train-model", "python:3.11", "python:3.12")],
     )
 
 
@@ -371,7 +372,7 @@ def test_summary_keeps_every_problem_and_mentions_are_defused() -> None:
     ],
 )
 def test_branch_and_tag_patterns_follow_github(name: str, pattern: str, matches: bool) -> None:
-    from kfops.ci import glob_match
+    from kfops.ci.event import glob_match
 
     assert glob_match(name, pattern) is matches
 

@@ -7,8 +7,8 @@ from typing import Any
 
 from click.testing import CliRunner
 
+from kfops.ci.github import FORK_NOTICE, marker
 from kfops.cli import cli
-from kfops.github import FORK_NOTICE, marker
 from tests.github_api import GitHubTestServer
 from tests.test_ci import ci_env, make_repo, outputs
 

@@ -184,7 +184,7 @@ def test_init_errors(
 
 
 def test_unexpected_exception_is_exit_3(monkeypatch: pytest.MonkeyPatch) -> None:
-    from kfops import config
+    from kfops.project import config
 
     def boom(path: Path) -> None:
         raise RuntimeError("simulated bug")

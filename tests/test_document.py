@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from kfops import document
-from kfops.document import Mark
+from kfops.project import document
+from kfops.project.document import Mark
 
 
 def test_positions_of_keys_and_values() -> None:

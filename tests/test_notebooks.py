@@ -12,8 +12,8 @@ import yaml
 from click.testing import CliRunner
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from kfops import dataflow, notebook
 from kfops.cli import cli
+from kfops.notebook import dataflow, tags
 from tests.conftest import GOLDEN, ROOT, check_golden
 
 WINE = ROOT / "pipelines" / "wine-notebook"
@@ -68,7 +68,7 @@ def test_both_generations_generate_the_same_pipeline(tmp_path: Path) -> None:
 
 
 def test_data_flow_of_the_example() -> None:
-    nb = notebook.read(WINE / "train.ipynb", "train.ipynb")
+    nb = tags.read(WINE / "train.ipynb", "train.ipynb")
     flow = dataflow.analyse(nb)
     assert flow is not None
     assert flow.order == ["load_data", "split", "train_forest", "train_logreg", "evaluate"]
@@ -97,7 +97,7 @@ def test_in_place_change_upstream_is_seen_downstream(tmp_path: Path) -> None:
             cell("print(sorted(rows))", "step:report", "prev:clean"),
         ],
     )
-    nb = notebook.read(path, "nb.ipynb")
+    nb = tags.read(path, "nb.ipynb")
     flow = dataflow.analyse(nb)
     assert flow is not None
     assert flow.inputs["report"] == {"rows": "clean"}
@@ -431,7 +431,7 @@ def test_sub_pipeline_notebook_is_inlined_and_runs(tmp_path: Path) -> None:
             cell("root", "pipeline-metrics"),
         ],
     )
-    nb = notebook.read(main, "main.ipynb")
+    nb = tags.read(main, "main.ipynb")
     flow = dataflow.analyse(nb)
     assert flow is not None, [p.render() for p in nb.problems]
     assert flow.upstream == {
@@ -513,7 +513,7 @@ def test_shared_names_rebound_upstream_and_read_by_functions(tmp_path: Path) -> 
             cell("print(scaled(base), LR, LIMIT)", "step:b", "prev:a"),
         ],
     )
-    nb = notebook.read(path, "nb.ipynb")
+    nb = tags.read(path, "nb.ipynb")
     flow = dataflow.analyse(nb)
     assert flow is not None, [p.render() for p in nb.problems]
     assert flow.parameters["b"] == ["FACTOR", "LR"]

@@ -164,7 +164,7 @@ def test_rerun_is_served_from_the_cache(tmp_path: Path) -> None:
 
 
 def test_satisfied_pip_installs_are_skipped_others_kept() -> None:
-    from kfops._worker import skip_satisfied_installs
+    from kfops.pipeline._worker import skip_satisfied_installs
 
     script = (
         "\nPIP_DISABLE_PIP_VERSION_CHECK=1 /py -m pip install --quiet --no-warn-script-location"

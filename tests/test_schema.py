@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from kfops import schema
+from kfops.project import schema
 from tests.conftest import ROOT
 
 SOURCE = ROOT / "schemas" / "mlops.schema.json"

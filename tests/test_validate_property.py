@@ -8,8 +8,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kfops import config
 from kfops.errors import KfopsError
+from kfops.project import config
 
 KEYS = st.sampled_from(
     [

@@ -22,7 +22,7 @@ from kfops.errors import (
     UserCodeError,
     display_path,
 )
-from kfops.model import NotebookRef
+from kfops.project.model import NotebookRef
 
 _PATH = click.Path(path_type=Path)
 
@@ -36,7 +36,7 @@ class _Cli(click.Group):
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except InvalidProject as exc:
-            from kfops.report import print_problems
+            from kfops.ci.report import print_problems
 
             # validate's problems are its output; for other commands they are errors,
             # kept off stdout (which may be the compiled pipeline).
@@ -96,8 +96,8 @@ def validate(path: Path, output_format: str) -> None:
     problem is reported at once as FILE:LINE:COL with a hint. The pipeline file is
     read but not imported; step names are checked by `compile` and `run`.
     """
-    from kfops import config
-    from kfops.report import print_problems
+    from kfops.ci.report import print_problems
+    from kfops.project import config
 
     _, problems = config.check(path)
     print_problems(problems, output_format)
@@ -136,7 +136,7 @@ def compile_command(
     mlops.yaml's `parameters` (as defaults) and `steps` settings. The output is
     byte-for-byte the same for the same inputs.
     """
-    from kfops import compiler
+    from kfops.pipeline import compiler
 
     project = _load(path)
     if emit_python:
@@ -161,7 +161,7 @@ def compile_command(
 
 def _load(path: Path) -> Any:
     """The project at PATH, with its warnings (e.g. removed notebook magics) on stderr."""
-    from kfops import config
+    from kfops.project import config
 
     project = config.load(path)
     for warning in project.warnings:
@@ -213,7 +213,7 @@ def run(path: Path, params: tuple[str, ...], cache: bool, runs_dir: Path | None)
     notebook's folder, as in Jupyter). Outputs, artifacts and logs are kept in
     PROJECT/.kfops/runs/RUN_ID/.
     """
-    from kfops import local
+    from kfops.pipeline import local
 
     project = _load(path)
     result = local.run(project, params, cache=cache, runs_dir=runs_dir)
@@ -259,7 +259,7 @@ def init(
 ) -> None:
     """Write a commented starter mlops.yaml beside PIPELINE_FILE (a Python KFP pipeline
     or a Kale-tagged notebook), or with --github a ready GitHub Actions workflow."""
-    from kfops import scaffold
+    from kfops.ci import scaffold
 
     if github_project is not None:
         written = scaffold.github_workflow(
@@ -292,15 +292,14 @@ def ci(path: Path, no_comment: bool) -> None:
     """
     from rich.console import Console
 
-    from kfops import ci as ci_core
-    from kfops import github, report
+    from kfops.ci import event, github, report
 
-    context = ci_core.GitHubContext.from_env(os.environ)
+    context = event.GitHubContext.from_env(os.environ)
     # The pipeline's code runs from here on (compile imports it, steps run it): it must
     # not see the token that can write to the repository.
     for name in ("GITHUB_TOKEN", "KFOPS_GITHUB_TOKEN"):
         os.environ.pop(name, None)
-    result = ci_core.execute(path, context, Console(stderr=True, highlight=False))
+    result = event.execute(path, context, Console(stderr=True, highlight=False))
     result.environment = os.environ.get("KFOPS_ENVIRONMENT", "")
     for problem in sorted(result.problems):
         click.echo(report.github_annotation(problem))
@@ -325,7 +324,7 @@ def ci(path: Path, no_comment: bool) -> None:
             with context.summary.open("a", encoding="utf-8") as summary:
                 summary.write(summary_body)
         if context.output is not None:
-            ci_core.write_outputs(
+            event.write_outputs(
                 context.output,
                 {
                     "status": "failed" if result.failed else "ok",

@@ -9,10 +9,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from kfops import document, schema, source
-from kfops.document import Document, Mark
 from kfops.errors import EXIT_USAGE, InvalidProject, KfopsError, Problem, display_path
-from kfops.model import (
+from kfops.project import document, schema, source
+from kfops.project.document import Document, Mark
+from kfops.project.model import (
     NotebookRef,
     PipelineRef,
     Project,
@@ -104,7 +104,7 @@ def _check_notebook(path: Path) -> tuple[Project | None, list[Problem]]:
             if project is not None:
                 project = replace(project, warnings=(notice, *project.warnings))
             return project, [notice, *problems]
-    from kfops import codegen
+    from kfops.notebook import codegen
 
     shown = display_path(path)
     _, nb = codegen.from_notebook(path, shown, "pipeline")
@@ -214,7 +214,7 @@ def _missing_file(
 def _check_notebook_source(
     doc: Document, config_file: Path, failed_paths: set[str]
 ) -> list[Problem]:
-    from kfops import codegen
+    from kfops.notebook import codegen
 
     where = ("pipeline", "notebook")
     file_part = doc.data["pipeline"]["notebook"]

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from kfops.ci import GitHubContext
+from kfops.ci.event import GitHubContext
 from kfops.errors import KfopsError
 
 FORK_NOTICE = (
@@ -28,7 +28,7 @@ def marker(project: str) -> str:
     `pipelines/iris` and `pipelines/iris/mlops.yaml` share one comment."""
     from pathlib import Path
 
-    from kfops.ci import repo_root
+    from kfops.ci.event import repo_root
 
     path = Path(project).resolve()
     folder = path.parent if path.suffix in (".yaml", ".yml") else path

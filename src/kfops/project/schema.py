@@ -13,8 +13,8 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-from kfops.document import Document, JsonPath, format_path, looks_like_yaml11_bool
 from kfops.errors import Problem
+from kfops.project.document import Document, JsonPath, format_path, looks_like_yaml11_bool
 
 SCHEMA_NAME = "mlops.schema.json"
 _KEY_NOUNS = {
@@ -38,7 +38,7 @@ def schema_path() -> Path:
     shipped = resources.files("kfops") / "schemas" / SCHEMA_NAME
     if shipped.is_file():
         return Path(str(shipped))
-    return Path(__file__).resolve().parents[2] / "schemas" / SCHEMA_NAME
+    return Path(__file__).resolve().parents[3] / "schemas" / SCHEMA_NAME
 
 
 @cache

@@ -126,7 +126,7 @@ def parameter_problem(
         return f"`{name}` is not a parameter of `{function}`", hint, True
     if value_fits(param.kind, value):
         return None
-    from kfops.schema import describe
+    from kfops.project.schema import describe
 
     message = f"parameter `{name}` is {with_article(param.kind)}, found {describe(value)}"
     return message, how_to_write(param, value), False

@@ -19,8 +19,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from kfops.dataflow import Flow, function_name
-from kfops.notebook import Cell, Notebook, Step
+from kfops.notebook.dataflow import Flow, function_name
+from kfops.notebook.tags import Cell, Notebook, Step
 
 DEFAULT_IMAGE = "python:3.11-slim"
 
@@ -230,9 +230,9 @@ def _settings(nb: Notebook, step: Step, task: str) -> list[str]:
 
 def from_notebook(path: Path, shown: str, pipeline_name: str) -> tuple[str | None, Notebook]:
     """Read, analyse and generate: the module source (None if there are errors)."""
-    from kfops import dataflow, notebook
+    from kfops.notebook import dataflow, tags
 
-    nb = notebook.read(path, shown)
+    nb = tags.read(path, shown)
     if any(p.severity == "error" for p in nb.problems):
         if nb.steps:
             dataflow.analyse(nb, structure_only=True)

@@ -11,7 +11,7 @@ import click
 from kfops.errors import Problem
 
 if TYPE_CHECKING:
-    from kfops.ci import CiResult
+    from kfops.ci.event import CiResult
 
 
 def print_problems(problems: list[Problem], output_format: str, *, err: bool = False) -> None:

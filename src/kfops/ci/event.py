@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from kfops.errors import EXIT_USAGE, KfopsError, Problem, display_path
-from kfops.model import Project, Trigger
-from kfops.plan import Plan
+from kfops.pipeline.diff import Plan
+from kfops.project.model import Project, Trigger
 
 REQUIRED_ENV = (
     "GITHUB_EVENT_NAME",
@@ -267,9 +267,10 @@ def shown(path: Path) -> str:
 
 def execute(path: Path, ctx: GitHubContext, console: Any) -> CiResult:
     """Validate, compile, plan and (when asked) run the project at ``path`` for ``ctx``."""
-    from kfops import compiler, config, local
     from kfops.errors import InvalidProject
-    from kfops.plan import compare
+    from kfops.pipeline import compiler, local
+    from kfops.pipeline.diff import compare
+    from kfops.project import config
 
     result = CiResult(project=shown(path), event=ctx.event_name, run_url=ctx.run_url, sha=ctx.sha)
     try:
@@ -332,7 +333,8 @@ def _plan(
     result: CiResult,
     compare: Any,
 ) -> Project | None:
-    from kfops import compiler, config
+    from kfops.pipeline import compiler
+    from kfops.project import config
 
     root = repo_root(project.root)
     if root is None:

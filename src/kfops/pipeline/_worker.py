@@ -4,7 +4,7 @@ It runs apart from the CLI so that user code and kfp's global state cannot distu
 and reports each step's start and end as one JSON line on stdout behind ``EVENT_PREFIX``;
 everything else it prints is the steps' own output.
 
-Usage: python -m kfops._worker PIPELINE_YAML ARGUMENTS_JSON PIPELINE_ROOT CACHE_ROOT|-
+Usage: python -m kfops.pipeline._worker PIPELINE_YAML ARGUMENTS_JSON PIPELINE_ROOT CACHE_ROOT|-
 """
 
 from __future__ import annotations

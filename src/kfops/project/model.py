@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kfops.document import Mark
 from kfops.errors import Problem
+from kfops.project.document import Mark
 
 
 @dataclass(frozen=True)

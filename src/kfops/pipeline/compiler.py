@@ -22,7 +22,6 @@ from typing import Any
 from kfp import compiler as kfp_compiler
 from kfp.dsl import graph_component, pipeline_context, pipeline_task
 
-from kfops import document
 from kfops.errors import (
     EXIT_USAGE,
     InvalidProject,
@@ -31,8 +30,9 @@ from kfops.errors import (
     UserCodeError,
     display_path,
 )
-from kfops.model import NotebookRef, PipelineRef, Project, StepOverride
-from kfops.source import Parameter, parameter_problem
+from kfops.project import document
+from kfops.project.model import NotebookRef, PipelineRef, Project, StepOverride
+from kfops.project.source import Parameter, parameter_problem
 
 # KFP's names for parameter types, as they appear in component_spec.inputs.
 _PARAM_TYPES = {
@@ -112,7 +112,7 @@ def notebook_source(project: Project) -> str:
         InvalidProject: the notebook has errors.
         KfopsError: the project's pipeline is not a notebook.
     """
-    from kfops import codegen
+    from kfops.notebook import codegen
 
     ref = project.pipeline
     if not isinstance(ref, NotebookRef):

@@ -1,6 +1,6 @@
 """``kfops run``: run a project's pipeline on this machine with kfp.local.
 
-The pipeline is compiled here, then executed by ``kfops._worker`` in a child process
+The pipeline is compiled here, then executed by ``kfops.pipeline._worker`` in a child process
 whose step events stream back over stdout; this module shows them live, keeps every
 log, and prints the outputs and metrics at the end.
 """
@@ -22,10 +22,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from kfops import compiler
-from kfops._worker import EVENT_PREFIX
 from kfops.errors import EXIT_USAGE, KfopsError, display_path
-from kfops.model import Project
+from kfops.pipeline import compiler
+from kfops.pipeline._worker import EVENT_PREFIX
+from kfops.project.model import Project
 
 _KFP_LOG = re.compile(r"^\d\d:\d\d:\d\d\.\d{3} - [A-Z]+ - ")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -154,7 +154,7 @@ def run(
         json.dumps(result.to_json(), indent=2, default=str), encoding="utf-8"
     )
     _print_summary(result, console)
-    from kfops.plan import steps_of
+    from kfops.pipeline.diff import steps_of
 
     not_run = sorted(set(steps_of(compiled.ir)) - set(result.steps))
     if not_run and not result.succeeded:
@@ -215,7 +215,7 @@ def _execute(
     command = [
         sys.executable,
         "-m",
-        "kfops._worker",
+        "kfops.pipeline._worker",
         str(run_dir / "pipeline.yaml"),
         str(run_dir / "arguments.json"),
         str(run_dir / "artifacts"),

@@ -7,10 +7,10 @@ import os
 import re
 from pathlib import Path
 
-from kfops import source
-from kfops.config import dns_name
 from kfops.errors import EXIT_USAGE, KfopsError, display_path
-from kfops.schema import schema_path
+from kfops.project import source
+from kfops.project.config import dns_name
+from kfops.project.schema import schema_path
 
 _IGNORED = ".kfops/"
 
@@ -53,9 +53,9 @@ def init(
 
 
 def _init_notebook(path: Path, name: str | None, force: bool) -> Path:
-    from kfops import notebook
+    from kfops.notebook import tags
 
-    nb = notebook.read(path, display_path(path))
+    nb = tags.read(path, display_path(path))
     if any(p.severity == "error" for p in nb.problems):
         raise KfopsError(
             f"{display_path(path)} has problems to fix first",
@@ -218,7 +218,7 @@ def github_workflow(project: Path, *, action: str, ref: str, force: bool) -> Pat
     Raises:
         KfopsError: not inside a git repository, or the workflow exists (without force).
     """
-    from kfops.ci import repo_root
+    from kfops.ci.event import repo_root
 
     folder = project if project.is_dir() else project.parent
     root = repo_root(folder)

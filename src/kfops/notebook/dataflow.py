@@ -15,7 +15,7 @@ import keyword
 from dataclasses import dataclass, field
 from itertools import pairwise
 
-from kfops.notebook import Cell, Notebook, Step
+from kfops.notebook.tags import Cell, Notebook, Step
 
 # Names IPython provides in a notebook that a step should not look for upstream.
 _IPYTHON_NAMES = {"display", "get_ipython", "In", "Out", "exit", "quit", "__name__", "__file__"}

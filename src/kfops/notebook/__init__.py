@@ -1,0 +1,2 @@
+"""Kale-tagged notebook -> KFP pipeline module: tags, static data flow, code generation.
+Imports nothing of kfops but ``errors``."""

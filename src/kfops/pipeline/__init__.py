@@ -1,0 +1,2 @@
+"""Project -> KFP IR (``compiler``), local runs with kfp.local (``local``), and the
+step-level difference between two compiled pipelines (``diff``)."""
