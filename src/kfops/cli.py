@@ -71,7 +71,8 @@ def cli() -> None:
     """GitOps CI/CD for machine learning on Kubeflow.
 
     A project is a folder with an mlops.yaml that names a KFP pipeline. kfops
-    validates it, compiles it to KFP IR YAML and runs it on this machine.
+    validates it, compiles it to KFP IR YAML, runs it on this machine, and builds
+    its step images.
 
     \b
     Exit codes: 0 ok, 1 invalid input or a failed step, 2 usage error,
@@ -127,14 +128,27 @@ def validate(path: Path, output_format: str) -> None:
     is_flag=True,
     help="For a notebook: print the KFP pipeline code generated from it, instead of the IR.",
 )
+@click.option(
+    "--env",
+    "env_name",
+    metavar="NAME",
+    help="Pin every step image by digest (repo@sha256:...) from this environment's registry;"
+    " the images must be built first (`kfops build --env NAME`).",
+)
 def compile_command(
-    path: Path, output: Path | None, params: tuple[str, ...], emit_python: bool
+    path: Path,
+    output: Path | None,
+    params: tuple[str, ...],
+    emit_python: bool,
+    env_name: str | None,
 ) -> None:
     """Compile PATH's pipeline to KFP IR YAML, ready to upload to Kubeflow Pipelines.
 
     PATH is a project folder, its mlops.yaml, or a Kale-tagged notebook. Applies
     mlops.yaml's `parameters` (as defaults) and `steps` settings. The output is
-    byte-for-byte the same for the same inputs.
+    byte-for-byte the same for the same inputs. With --env, every step runs in its
+    kfops image, written as repo@sha256:... (never a mutable tag), and installs
+    nothing when it starts.
     """
     from kfops.pipeline import compiler
 
@@ -142,7 +156,14 @@ def compile_command(
     if emit_python:
         click.echo(compiler.notebook_source(project), nl=False)
         return
+    registry = _registry_of(project, env_name) if env_name else None
     compiled = compiler.compile_project(project, params)
+    if registry is not None:
+        from kfops.images import build as images
+
+        compiled = compiler.Compiled(
+            images.pinned(project, compiled.ir_text, compiled.ir, registry), compiled.parameters
+        )
     if output is not None and str(output) == "-":
         click.echo(compiled.ir_text, nl=False)
         return
@@ -157,6 +178,19 @@ def compile_command(
             " packages they import and the files they read",
             err=True,
         )
+
+
+def _registry_of(project: Any, env_name: str) -> str:
+    """The registry that environment ``env_name`` pushes step images below."""
+    environment = project.environment(env_name)
+    if environment.registry is None:
+        raise KfopsError(
+            f"environment `{env_name}` has no `registry`, so its step images have nowhere to go",
+            f"add `registry: HOST/PATH` under environments.{env_name} in {project.shown}",
+            exit_code=EXIT_USAGE,
+        )
+    registry: str = environment.registry
+    return registry
 
 
 def _load(path: Path) -> Any:
@@ -205,20 +239,104 @@ def _write_atomically(target: Path, text: str) -> None:
     type=_PATH,
     help="Where runs (and their cache) are kept.  [default: PROJECT/.kfops/runs]",
 )
-def run(path: Path, params: tuple[str, ...], cache: bool, runs_dir: Path | None) -> None:
+@click.option(
+    "--docker",
+    is_flag=True,
+    help="Run each step in its step image with a Docker engine (built first if needed,"
+    " never pushed), as on Kubeflow.",
+)
+@click.option(
+    "--network",
+    metavar="MODE",
+    help="With --docker: the network of builds and step containers (e.g. host, none)."
+    "  [default: the engine's]",
+)
+def run(
+    path: Path,
+    params: tuple[str, ...],
+    cache: bool,
+    runs_dir: Path | None,
+    docker: bool,
+    network: str | None,
+) -> None:
     """Run PATH's pipeline on this machine with kfp.local (no cluster needed).
 
     PATH is a project folder, its mlops.yaml, or a Kale-tagged notebook. Each step
     runs as a subprocess in the current Python environment (a notebook's steps in the
     notebook's folder, as in Jupyter). Outputs, artifacts and logs are kept in
-    PROJECT/.kfops/runs/RUN_ID/.
+    PROJECT/.kfops/runs/RUN_ID/. With --docker, each step runs in its image
+    instead (see `kfops build`), with the project's folder mounted read-only.
     """
     from kfops.pipeline import local
 
+    if network and not docker:
+        raise click.UsageError("--network goes with --docker")
     project = _load(path)
-    result = local.run(project, params, cache=cache, runs_dir=runs_dir)
+    runner = local.DockerRun(network=network) if docker else None
+    result = local.run(project, params, cache=cache, runs_dir=runs_dir, docker=runner)
     if not result.succeeded:
         sys.exit(EXIT_FAILED)
+
+
+@cli.command()
+@click.argument("path", type=_PATH, default=".")
+@click.option(
+    "--env",
+    "env_name",
+    metavar="NAME",
+    required=True,
+    help="The environment (mlops.yaml `environments:`) whose registry the images go to.",
+)
+@click.option(
+    "--push/--no-push",
+    default=True,
+    show_default=True,
+    help="Push what is built; --no-push only builds (pull requests).",
+)
+@click.option(
+    "--network",
+    metavar="MODE",
+    help="The build's network, e.g. host where the engine runs without a bridge."
+    "  [default: the engine's]",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json prints each image's status, tag, digest and seconds on stdout.",
+)
+def build(path: Path, env_name: str, push: bool, network: str | None, output_format: str) -> None:
+    """Build the step images of PATH's pipeline and push them to the environment's registry.
+
+    Each image is tagged by the hash of what goes into it (base image digest,
+    requirements, packages, kfp's version; for a Dockerfile image the Dockerfile,
+    build args and the context's files), so an image already in the registry is not
+    rebuilt, and a change to step code rebuilds nothing. The images hold kfp, so
+    steps install nothing when they start. Then `kfops compile --env NAME` pins them.
+    """
+    import json
+
+    from rich.console import Console
+
+    from kfops.images import build as images
+    from kfops.pipeline import compiler
+
+    project = _load(path)
+    registry = _registry_of(project, env_name)
+    compiled = compiler.compile_project(project)
+    console = Console(stderr=True, highlight=False)
+    verb = "building" if push else "building (no push)"
+    console.print(f"[bold]{verb}[/] step images of {project.name} for {env_name} ({registry})")
+    results, _ = images.build(
+        project, compiled.ir, registry, push=push, network=network, console=console
+    )
+    images.write_record(project, env_name, results)
+    changed = sum(r.status != "unchanged" for r in results)
+    console.print(f"{len(results)} images, {changed} built" + (" and pushed" if push else ""))
+    if output_format == "json":
+        click.echo(json.dumps([r.to_json() for r in results], indent=2, sort_keys=True))
 
 
 @cli.command()

@@ -4,7 +4,10 @@ It runs apart from the CLI so that user code and kfp's global state cannot distu
 and reports each step's start and end as one JSON line on stdout behind ``EVENT_PREFIX``;
 everything else it prints is the steps' own output.
 
-Usage: python -m kfops.pipeline._worker PIPELINE_YAML ARGUMENTS_JSON PIPELINE_ROOT CACHE_ROOT|-
+Usage: python -m kfops.pipeline._worker PIPELINE_YAML ARGUMENTS_JSON PIPELINE_ROOT CACHE_ROOT|- [RUNNER]
+
+RUNNER is ``-`` (steps as subprocesses here) or a JSON object
+``{"kind": "docker", ...}``.
 """
 
 from __future__ import annotations
@@ -157,8 +160,31 @@ def _fast_installs() -> None:
     subprocess_task_handler.run_local_subprocess = run_local_subprocess
 
 
+def _runner(argument: str) -> Any:
+    """kfp.local's runner: subprocesses here, or each step in its image (DockerRunner)."""
+    import kfp.local
+
+    if argument == "-":
+        return kfp.local.SubprocessRunner(use_venv=False)
+    from docker.types import Mount
+
+    spec = json.loads(argument)
+    workdir = spec["workdir"]
+    options: dict[str, Any] = {
+        # The project's files at the same path, read-only, as the step's working folder
+        # (a notebook's relative paths resolve as in Jupyter); kfp.local mounts the
+        # pipeline root inside it, writable.
+        "mounts": [Mount(target=workdir, source=workdir, type="bind", read_only=True)],
+        "working_dir": workdir,
+    }
+    if spec.get("network"):
+        options["network_mode"] = spec["network"]
+    return kfp.local.DockerRunner(**options)
+
+
 def main(argv: list[str]) -> int:
-    pipeline_yaml, arguments_json, pipeline_root, cache_root = argv
+    pipeline_yaml, arguments_json, pipeline_root, cache_root = argv[:4]
+    runner = argv[4] if len(argv) > 4 else "-"
     # kfp warns once per task about settings the local runner ignores; kfops lists them
     # once itself.
     warnings.filterwarnings("ignore", category=UserWarning)
@@ -166,10 +192,10 @@ def main(argv: list[str]) -> int:
     from kfp import components
 
     _trace_tasks()
-    if os.environ.get("KFOPS_LOCAL_PIP") != "always":
+    if os.environ.get("KFOPS_LOCAL_PIP") != "always" and runner == "-":
         _fast_installs()
     kfp.local.init(
-        runner=kfp.local.SubprocessRunner(use_venv=False),
+        runner=_runner(runner),
         pipeline_root=pipeline_root,
         raise_on_error=False,
         enable_caching=cache_root != "-",

@@ -91,6 +91,17 @@ def _artifacts(outputs: dict[str, Any]) -> list[dict[str, Any]]:
     return found
 
 
+@dataclass(frozen=True)
+class DockerRun:
+    """``kfops run --docker``: each step in its step image (built here when missing,
+    never pushed), with the project's folder mounted read-only at the same path."""
+
+    network: str | None = None  # builds' and containers' network; None: the engine's
+
+    def worker_argument(self, workdir: Path) -> str:
+        return json.dumps({"kind": "docker", "network": self.network, "workdir": str(workdir)})
+
+
 def new_run_id(now: datetime | None = None) -> str:
     stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%d-%H%M%S")
     return f"{stamp}-{secrets.token_hex(2)}"
@@ -103,6 +114,7 @@ def run(
     cache: bool = True,
     runs_dir: Path | None = None,
     console: Console | None = None,
+    docker: DockerRun | None = None,
 ) -> RunResult:
     """Compile and run the project's pipeline locally; print progress and results.
 
@@ -123,6 +135,16 @@ def run(
             "the pipeline needs a value for " + ", ".join(f"`{m}`" for m in sorted(missing)),
             "pass --param NAME=VALUE, or set it under pipeline.parameters in mlops.yaml",
         )
+    if docker is not None:
+        from kfops.images import build as images
+
+        console.print(f"[bold]step images[/] of {project.name} (local engine, not pushed)")
+        _, prepared = images.build(
+            project, compiled.ir, None, push=False, network=docker.network, console=console
+        )
+        compiled = compiler.Compiled(
+            images.local_ir(prepared, compiled.ir_text), compiled.parameters
+        )
     run_id = new_run_id()
     run_dir = (runs_dir.resolve() if runs_dir else project.root / ".kfops" / "runs") / run_id
     try:
@@ -140,14 +162,16 @@ def run(
     )
     result = RunResult(run_id=run_id, run_dir=run_dir, parameters=compiled.parameters)
 
-    console.print(f"[bold]running[/] {project.name} locally (run {run_id})")
+    where = "in step images" if docker else "locally"
+    console.print(f"[bold]running[/] {project.name} {where} (run {run_id})")
     for note in ignored_locally(compiled.ir, compiled.platform):
         console.print(f"[yellow]notice:[/] {note}")
     # With --runs-dir the cache moves too, so runs kept elsewhere never share it.
     cache_dir = run_dir.parent / ".cache" if runs_dir else project.root / ".kfops" / "cache"
     cache_root = str(cache_dir) if cache else "-"
     started = time.monotonic()
-    _execute(project, run_dir, cache_root, result, console)
+    runner = docker.worker_argument(project.workdir) if docker else "-"
+    _execute(project, run_dir, cache_root, result, console, runner)
     result.seconds = time.monotonic() - started
     # Steps keep the order they ran in.
     (run_dir / "result.json").write_text(
@@ -210,7 +234,12 @@ _K8S_SETTINGS = {
 
 
 def _execute(
-    project: Project, run_dir: Path, cache_root: str, result: RunResult, console: Console
+    project: Project,
+    run_dir: Path,
+    cache_root: str,
+    result: RunResult,
+    console: Console,
+    runner: str = "-",
 ) -> None:
     command = [
         sys.executable,
@@ -220,6 +249,7 @@ def _execute(
         str(run_dir / "arguments.json"),
         str(run_dir / "artifacts"),
         cache_root,
+        runner,
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "NO_COLOR": "1"}
     status = console.status("starting the local runner") if console.is_terminal else None

@@ -13,6 +13,8 @@ from kfops.errors import EXIT_USAGE, InvalidProject, KfopsError, Problem, displa
 from kfops.project import document, schema, source
 from kfops.project.document import Document, Mark
 from kfops.project.model import (
+    Environment,
+    ImageRecipe,
     NotebookRef,
     PipelineRef,
     Project,
@@ -79,8 +81,8 @@ def check(path: Path) -> tuple[Project | None, list[Problem]]:
         ]
     problems = schema.check(doc)
     failed_paths = {p.path for p in problems}
-    source_problems = _check_source(doc, config_file, failed_paths)
-    problems += source_problems
+    problems += _check_source(doc, config_file, failed_paths)
+    problems += _check_images(doc, config_file, failed_paths)
     if any(p.severity == "error" for p in problems):
         return None, problems
     return _project(doc, config_file, shown, problems), problems
@@ -211,6 +213,76 @@ def _missing_file(
     return doc.problem(where, f"{where[-1]} file `{file_part}` not found", hint)
 
 
+_RECIPE_KEYS: tuple[str, ...] = ("base", "requirements", "packages", "system_packages")
+_DOCKERFILE_KEYS: tuple[str, ...] = ("dockerfile", "context", "build_args")
+
+
+def _check_images(doc: Document, config_file: Path, failed_paths: set[str]) -> list[Problem]:
+    """What the schema cannot say about ``images:``: files that must exist, keys of the
+    other kind of image, and image names used but not defined."""
+    data: dict[str, Any] = doc.data
+    images: dict[str, Any] = _mapping(data.get("images"))
+    problems: list[Problem] = []
+    for name, spec in images.items():
+        if not isinstance(spec, dict) or document.format_path(("images", name)) in failed_paths:
+            continue
+        kind, others = (
+            ("base", _DOCKERFILE_KEYS) if "base" in spec else ("dockerfile", _RECIPE_KEYS)
+        )
+        for key in others:
+            if key in spec:
+                problems.append(
+                    doc.problem(
+                        ("images", name, key),
+                        f"`{key}` does not go with `{kind}` in image `{name}`",
+                        "a recipe has base, requirements, packages, system_packages;"
+                        " a Dockerfile image has dockerfile, context, build_args",
+                        key=True,
+                    )
+                )
+        for key, want_dir in (("requirements", False), ("dockerfile", False), ("context", True)):
+            where = ("images", name, key)
+            if not isinstance(spec.get(key), str) or document.format_path(where) in failed_paths:
+                continue
+            target = (config_file.parent / spec[key]).resolve()
+            if want_dir and not target.is_dir():
+                problems.append(
+                    doc.problem(
+                        where,
+                        f"build context `{spec[key]}` of image `{name}` is not a folder",
+                        "paths are relative to mlops.yaml",
+                    )
+                )
+            elif not want_dir and not target.is_file():
+                problems.append(_missing_file(doc, config_file, where, spec[key], "*"))
+    uses: list[tuple[tuple[str, ...], str]] = []
+    pipeline = _mapping(data.get("pipeline"))
+    if isinstance(pipeline.get("image"), str):
+        uses.append((("pipeline", "image"), pipeline["image"]))
+    for step, spec in _mapping(pipeline.get("steps")).items():
+        if isinstance(spec, dict) and isinstance(spec.get("image"), str):
+            uses.append((("pipeline", "steps", step, "image"), spec["image"]))
+    for used_at, name in uses:
+        if name in images or document.format_path(used_at) in failed_paths:
+            continue
+        close = difflib.get_close_matches(name, list(images), n=1)
+        if close:
+            hint = f"did you mean `{close[0]}`?"
+        elif images:
+            hint = "images defined: " + ", ".join(f"`{n}`" for n in images)
+        else:
+            hint = (
+                f"define it: `images: {{{name}: {{base: python:3.11-slim, requirements:"
+                " requirements.txt}}}}`"
+            )
+        problems.append(doc.problem(used_at, f"no image `{name}` under `images:`", hint))
+    return problems
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _check_notebook_source(
     doc: Document, config_file: Path, failed_paths: set[str]
 ) -> list[Problem]:
@@ -293,6 +365,37 @@ def _project(doc: Document, config_file: Path, shown: str, problems: list[Proble
         steps=steps,
         warnings=tuple(p for p in problems if p.severity == "warning"),
         triggers=_triggers(data.get("on")),
+        images=tuple(
+            _image(name, spec, config_file.parent, doc.mark_of(("images", name), key=True))
+            for name, spec in (data.get("images") or {}).items()
+        ),
+        image=pipeline.get("image"),
+        environments=tuple(
+            Environment(
+                name=name,
+                mark=doc.mark_of(("environments", name), key=True),
+                registry=spec.get("registry"),
+            )
+            for name, spec in (data.get("environments") or {}).items()
+        ),
+    )
+
+
+def _image(name: str, spec: dict[str, Any], root: Path, mark: Mark) -> ImageRecipe:
+    def path(key: str) -> Path | None:
+        return (root / spec[key]).resolve() if key in spec else None
+
+    dockerfile = path("dockerfile")
+    return ImageRecipe(
+        name=name,
+        mark=mark,
+        base=spec.get("base"),
+        requirements=path("requirements"),
+        packages=tuple(spec.get("packages") or ()),
+        system_packages=tuple(spec.get("system_packages") or ()),
+        dockerfile=dockerfile,
+        context=path("context") or (dockerfile.parent if dockerfile else None),
+        build_args=tuple(sorted((spec.get("build_args") or {}).items())),
     )
 
 
@@ -333,4 +436,5 @@ def _step(name: str, spec: dict[str, Any], mark: Mark) -> StepOverride:
         retries=spec.get("retries"),
         cache=spec.get("cache"),
         env=tuple(sorted((spec.get("env") or {}).items())),
+        image=spec.get("image"),
     )

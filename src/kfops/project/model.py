@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kfops.errors import Problem
+from kfops.errors import EXIT_USAGE, KfopsError, Problem
 from kfops.project.document import Mark
 
 
@@ -27,6 +28,36 @@ class StepOverride:
     retries: int | None = None
     cache: bool | None = None
     env: tuple[tuple[str, str], ...] = ()
+    image: str | None = None  # a name from ``images:``
+
+
+@dataclass(frozen=True)
+class ImageRecipe:
+    """``images.NAME``: a recipe (``base`` plus packages) or the user's own Dockerfile.
+
+    An implicit recipe comes from a component's own ``base_image`` and
+    ``packages_to_install``; it has no place in mlops.yaml (its mark is 0:0).
+    """
+
+    name: str
+    mark: Mark
+    base: str | None = None
+    requirements: Path | None = None  # absolute
+    packages: tuple[str, ...] = ()
+    system_packages: tuple[str, ...] = ()
+    dockerfile: Path | None = None  # absolute
+    context: Path | None = None  # absolute; a Dockerfile image's build context
+    build_args: tuple[tuple[str, str], ...] = ()
+    implicit: bool = False
+
+
+@dataclass(frozen=True)
+class Environment:
+    """``environments.NAME``: one place the project is delivered to."""
+
+    name: str
+    mark: Mark
+    registry: str | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +111,30 @@ class Project:
     steps: tuple[StepOverride, ...] = ()
     warnings: tuple[Problem, ...] = ()
     triggers: Triggers = Triggers()
+    images: tuple[ImageRecipe, ...] = ()
+    image: str | None = None  # ``pipeline.image``: the default image's name
+    environments: tuple[Environment, ...] = ()
+
+    def environment(self, name: str) -> Environment:
+        """The environment called ``name``.
+
+        Raises:
+            KfopsError: (exit 2) no such environment, with did-you-mean.
+        """
+        for environment in self.environments:
+            if environment.name == name:
+                return environment
+        known = [e.name for e in self.environments]
+        close = difflib.get_close_matches(name, known, n=1)
+        if close:
+            hint = f"did you mean `{close[0]}`?"
+        elif known:
+            hint = "environments in " + self.shown + ": " + ", ".join(f"`{k}`" for k in known)
+        else:
+            hint = f"add `environments: {{{name}: {{registry: HOST/PATH}}}}` to {self.shown}"
+        raise KfopsError(
+            f"--env {name}: {self.shown} has no environment `{name}`", hint, exit_code=EXIT_USAGE
+        )
 
     @property
     def workdir(self) -> Path:

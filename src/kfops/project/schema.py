@@ -118,28 +118,23 @@ def _explain(doc: Document, error: ValidationError) -> list[Problem]:
     if kind == "oneOf":
         if not isinstance(value, dict):
             return []  # its type error says it all
-        given = [k for k in ("python", "notebook") if k in value]
+        # The schema names the two alternatives and how to add one (oneOfErrorMessage).
+        first, second, add_hint = sub.get("oneOfErrorMessage", ("", "", ""))
+        given = [k for k in (first, second) if k in value]
         extras = [k for k in value if k not in sub.get("properties", {})]
-        if not given and difflib.get_close_matches("python", extras, n=1, cutoff=0.6):
-            return []  # reported as a misspelt key, with "did you mean"
-        if not given and difflib.get_close_matches("notebook", extras, n=1, cutoff=0.6):
-            return []
+        for key in (first, second):
+            if not given and difflib.get_close_matches(key, extras, n=1, cutoff=0.6):
+                return []  # reported as a misspelt key, with "did you mean"
         if given:
             return [
                 doc.problem(
-                    (*path, "notebook"),
-                    "give either `python` or `notebook`, not both",
+                    (*path, second),
+                    f"give either `{first}` or `{second}`, not both",
                     "remove one of them",
                     key=True,
                 )
             ]
-        return [
-            doc.problem(
-                path,
-                f"{where} has neither `python` nor `notebook`",
-                "add `python: FILE.py:FUNCTION` or `notebook: FILE.ipynb`",
-            )
-        ]
+        return [doc.problem(path, f"{where} has neither `{first}` nor `{second}`", add_hint)]
     if kind == "type":
         return [doc.problem(path, _type_message(error), _type_hint(error))]
     if kind == "const":
