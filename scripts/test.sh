@@ -4,6 +4,22 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 bash scripts/venv.sh
+# The image tests run a real Docker engine and OCI registries (Debian packages), and
+# make their base image with debootstrap once (tests/docker_env.py).
+need=""
+for pair in dockerd:docker.io docker-registry:docker-registry debootstrap:debootstrap runc:runc; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || need="$need ${pair#*:}"
+done
+[ -x /usr/bin/docker ] || need="$need docker.io"
+if [ -n "$need" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "==> apt-get install$need (the image tests' engine and registry)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $need >/dev/null
+  else
+    echo "the image tests need:$need (apt-get install -y$need), or run pytest -m 'not docker'" >&2
+  fi
+fi
 # GitHub's OpenAPI description, for the GitHub API test server (npm @octokit/openapi).
 lock="tests/npm/package-lock.json"
 stamp="tests/npm/node_modules/.kfops-installed"

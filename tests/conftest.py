@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.docker_env import docker_env  # noqa: F401  (the engine and registries fixture)
 from tests.github_api import github_api  # noqa: F401  (the GitHub API test server fixture)
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -248,8 +248,12 @@ def _write_atomically(target: Path, text: str) -> None:
 @click.option(
     "--network",
     metavar="MODE",
-    help="With --docker: the network of builds and step containers (e.g. host, none)."
-    "  [default: the engine's]",
+    help="With --docker: the step containers' network (e.g. none, host).  [default: the engine's]",
+)
+@click.option(
+    "--build-network",
+    metavar="MODE",
+    help="With --docker: the network of image builds (e.g. host).  [default: the engine's]",
 )
 def run(
     path: Path,
@@ -258,6 +262,7 @@ def run(
     runs_dir: Path | None,
     docker: bool,
     network: str | None,
+    build_network: str | None,
 ) -> None:
     """Run PATH's pipeline on this machine with kfp.local (no cluster needed).
 
@@ -269,10 +274,10 @@ def run(
     """
     from kfops.pipeline import local
 
-    if network and not docker:
-        raise click.UsageError("--network goes with --docker")
+    if (network or build_network) and not docker:
+        raise click.UsageError("--network and --build-network go with --docker")
     project = _load(path)
-    runner = local.DockerRun(network=network) if docker else None
+    runner = local.DockerRun(network=network, build_network=build_network) if docker else None
     result = local.run(project, params, cache=cache, runs_dir=runs_dir, docker=runner)
     if not result.succeeded:
         sys.exit(EXIT_FAILED)

@@ -196,6 +196,10 @@ def context_digests(context: Path, dockerfile: Path) -> list[tuple[str, str]]:
         dockerfile_in_context = None
     found = []
     for relative in sorted(exclude_paths(str(context), patterns, dockerfile=dockerfile_in_context)):
+        if relative.split("/", 1)[0] == ".kfops":
+            # kfops' own runs and records change with every command; they are never an
+            # image's content (README: add `.kfops/` to .dockerignore so the engine agrees).
+            continue
         path = context / relative
         if path.is_file() and not path.is_symlink():
             found.append((relative, hashlib.sha256(path.read_bytes()).hexdigest()))

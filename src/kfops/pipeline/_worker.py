@@ -4,7 +4,8 @@ It runs apart from the CLI so that user code and kfp's global state cannot distu
 and reports each step's start and end as one JSON line on stdout behind ``EVENT_PREFIX``;
 everything else it prints is the steps' own output.
 
-Usage: python -m kfops.pipeline._worker PIPELINE_YAML ARGUMENTS_JSON PIPELINE_ROOT CACHE_ROOT|- [RUNNER]
+Usage: python -m kfops.pipeline._worker PIPELINE_YAML ARGUMENTS_JSON PIPELINE_ROOT
+       CACHE_ROOT|- [RUNNER]
 
 RUNNER is ``-`` (steps as subprocesses here) or a JSON object
 ``{"kind": "docker", ...}``.

@@ -96,7 +96,8 @@ class DockerRun:
     """``kfops run --docker``: each step in its step image (built here when missing,
     never pushed), with the project's folder mounted read-only at the same path."""
 
-    network: str | None = None  # builds' and containers' network; None: the engine's
+    network: str | None = None  # the step containers' network; None: the engine's
+    build_network: str | None = None  # the image builds' network
 
     def worker_argument(self, workdir: Path) -> str:
         return json.dumps({"kind": "docker", "network": self.network, "workdir": str(workdir)})
@@ -140,7 +141,7 @@ def run(
 
         console.print(f"[bold]step images[/] of {project.name} (local engine, not pushed)")
         _, prepared = images.build(
-            project, compiled.ir, None, push=False, network=docker.network, console=console
+            project, compiled.ir, None, push=False, network=docker.build_network, console=console
         )
         compiled = compiler.Compiled(
             images.local_ir(prepared, compiled.ir_text), compiled.parameters

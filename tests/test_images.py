@@ -1,0 +1,358 @@
+"""Step images against a real Docker engine and real OCI registries (tests/docker_env.py):
+content-addressed builds, pushes, digests in the IR, steps that install nothing, and
+each fault with its message."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+from click.testing import CliRunner
+
+from kfops.cli import cli
+from kfops.images.registry import MANIFEST_TYPES
+from tests.docker_env import PASSWORD, USER, DockerEnv
+
+pytestmark = [pytest.mark.slow, pytest.mark.docker]
+
+PIPELINE = """\
+from kfp import dsl
+
+BASE = "{base}"
+
+
+@dsl.component(base_image=BASE)
+def prepare(n: int) -> int:
+    return n * 2
+
+
+@dsl.component(base_image=BASE)
+def train(n: int) -> str:
+    import six
+
+    return f"trained {{n}} with six {{six.__version__}}"
+
+
+@dsl.component(base_image=BASE)
+def report(message: str) -> str:
+    return message.upper()
+
+
+@dsl.pipeline(name="imgs")
+def imgs(n: int = 3):
+    prepared = prepare(n=n)
+    trained = train(n=prepared.output)
+    report(message=trained.output)
+"""
+
+MLOPS = """\
+version: 1
+name: imgs
+images:
+  default: {{base: "{base}", packages: ["six==1.16.0"]}}
+  trainer: {{base: "{base}", requirements: requirements.txt}}
+pipeline:
+  python: pipeline.py:imgs
+  image: default
+  steps:
+    train: {{image: trainer}}
+environments:
+  dev: {{registry: "{registry}/kfops"}}
+  locked: {{registry: "{auth_registry}/kfops"}}
+  down: {{registry: "127.0.0.1:9/kfops"}}
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path, docker_env: DockerEnv, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for key, value in docker_env.environ().items():
+        monkeypatch.setenv(key, value)
+    # No login unless a test writes one.
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
+    root = tmp_path / "imgs"
+    root.mkdir()
+    (root / "pipeline.py").write_text(PIPELINE.format(base=docker_env.base))
+    (root / "requirements.txt").write_text("six==1.16.0\n")
+    (root / "mlops.yaml").write_text(
+        MLOPS.format(
+            base=docker_env.base,
+            registry=docker_env.registry,
+            auth_registry=docker_env.auth_registry,
+        )
+    )
+    return root
+
+
+def _kfops(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def _build(project: Path, *extra: str) -> dict[str, dict[str, Any]]:
+    code, out, err = _kfops(
+        "build", str(project), "--env", "dev", "--network", "host", "--format", "json", *extra
+    )
+    assert code == 0, err
+    return {image["name"]: image for image in json.loads(out)}
+
+
+def _compile(project: Path) -> dict[str, Any]:
+    code, out, err = _kfops("compile", str(project), "--env", "dev", "-o", "-")
+    assert code == 0, err
+    loaded: dict[str, Any] = yaml.safe_load(out)
+    return loaded
+
+
+def _registry_digest(ref: str) -> str:
+    """The digest the registry itself reports (not through kfops' client)."""
+    name, tag = ref.rsplit(":", 1)
+    host, repository = name.split("/", 1)
+    answer = requests.head(
+        f"http://{host}/v2/{repository}/manifests/{tag}",
+        headers={"Accept": MANIFEST_TYPES},
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.status_code
+    return answer.headers["Docker-Content-Digest"]
+
+
+def _executors(ir: dict[str, Any]) -> dict[str, Any]:
+    executors: dict[str, Any] = ir["deploymentSpec"]["executors"]
+    return {label: spec["container"] for label, spec in executors.items()}
+
+
+def test_build_push_pin_then_nothing_to_do(project: Path, docker_env: DockerEnv) -> None:
+    first = _build(project)
+    assert {n: i["status"] for n, i in first.items()} == {"default": "pushed", "trainer": "pushed"}
+    for image in first.values():
+        assert image["ref"].startswith(f"{docker_env.registry}/kfops/imgs-")
+        assert image["digest"] == _registry_digest(image["ref"])
+
+    ir = _compile(project)
+    containers = _executors(ir)
+    assert containers["exec-train"]["image"] == first["trainer"]["pinned"]
+    assert containers["exec-prepare"]["image"] == first["default"]["pinned"]
+    assert containers["exec-report"]["image"] == first["default"]["pinned"]
+    for container in containers.values():
+        assert "@sha256:" in container["image"]
+        assert "pip install" not in json.dumps(container["command"])
+        assert container["command"][:2] == ["sh", "-ec"]
+
+    second = _build(project)
+    assert {n: i["status"] for n, i in second.items()} == {
+        "default": "unchanged",
+        "trainer": "unchanged",
+    }
+    assert {n: i["digest"] for n, i in second.items()} == {n: i["digest"] for n, i in first.items()}
+
+
+def test_code_change_rebuilds_nothing_and_changes_one_task(project: Path) -> None:
+    _build(project)
+    before = _executors(_compile(project))
+    source = project / "pipeline.py"
+    source.write_text(
+        source.read_text().replace("return message.upper()", "return message.lower()")
+    )
+
+    assert {i["status"] for i in _build(project).values()} == {"unchanged"}
+    after = _executors(_compile(project))
+    changed = sorted(label for label in before if before[label] != after[label])
+    assert changed == ["exec-report"]
+    assert after["exec-report"]["image"] == before["exec-report"]["image"]
+
+
+def test_requirements_change_rebuilds_exactly_one_image(project: Path) -> None:
+    first = _build(project)
+    (project / "requirements.txt").write_text("six==1.17.0\n")
+    second = _build(project)
+    assert {n: i["status"] for n, i in second.items()} == {
+        "default": "unchanged",
+        "trainer": "pushed",
+    }
+    assert second["trainer"]["ref"] != first["trainer"]["ref"]
+    assert second["default"]["ref"] == first["default"]["ref"]
+
+
+def test_pushed_image_runs_a_step_with_no_install(project: Path, docker_env: DockerEnv) -> None:
+    images = _build(project)
+    pinned = images["trainer"]["pinned"]
+    out = docker_env.docker(
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--env",
+        "_KFP_RUNTIME=true",
+        pinned,
+        "python3",
+        "-c",
+        # What KFP's executor imports at step start (_KFP_RUNTIME: the runtime subset).
+        "from importlib.metadata import version; import kfp.dsl.executor_main, six;"
+        " print(version('kfp'), six.__version__)",
+    )
+    import kfp
+
+    assert out.split() == [kfp.__version__, "1.16.0"]
+
+    # kfp.local's DockerRunner runs every step in its image, offline, with no pip.
+    code, out, err = _kfops(
+        "run", str(project), "--docker", "--network", "none", "--build-network", "host"
+    )
+    assert code == 0, out + err
+    assert "TRAINED 6 WITH SIX 1.16.0" in out
+    run_dirs = sorted((project / ".kfops" / "runs").iterdir())
+    ran = (run_dirs[-1] / "pipeline.yaml").read_text()
+    assert "pip install" not in ran
+    assert "kfops.local/imgs-trainer:" in ran
+
+
+def test_dockerfile_image_honours_dockerignore(project: Path, docker_env: DockerEnv) -> None:
+    import kfp
+
+    (project / "images").mkdir()
+    (project / "images" / "Dockerfile").write_text(
+        f"FROM {docker_env.base}\n"
+        "ARG GREETING\n"
+        # The user's own Dockerfile gets the same pip set-up secrets as a recipe.
+        "RUN --mount=type=secret,id=kfops-pip-cert PIP_CERT=/run/secrets/kfops-pip-cert"
+        " PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet --no-deps"
+        f" kfp=={kfp.__version__}\n"
+        "COPY images/greeting.txt /greeting.txt\n"
+    )
+    (project / "images" / "greeting.txt").write_text("hello\n")
+    (project / ".dockerignore").write_text("ignored/\n")
+    (project / "ignored").mkdir()
+    (project / "ignored" / "big.bin").write_text("x")
+    text = (project / "mlops.yaml").read_text()
+    text = text.replace(
+        "  trainer:",
+        '  custom: {dockerfile: images/Dockerfile, context: ., build_args: {GREETING: "hi"}}\n'
+        "  trainer:",
+    ).replace(
+        "    train: {image: trainer}", "    train: {image: trainer}\n    prepare: {image: custom}"
+    )
+    (project / "mlops.yaml").write_text(text)
+    first = _build(project)
+    assert first["custom"]["status"] == "pushed"
+    (project / "ignored" / "big.bin").write_text("changed, but ignored")
+    assert _build(project)["custom"]["status"] == "unchanged"
+    (project / "images" / "greeting.txt").write_text("changed\n")
+    assert _build(project)["custom"]["status"] == "pushed"
+
+
+def test_no_push_builds_into_the_engine_only(project: Path, docker_env: DockerEnv) -> None:
+    (project / "requirements.txt").write_text("six==1.16.0\n# no-push\n")
+    images = _build(project, "--no-push")
+    assert images["trainer"]["status"] == "built"
+    assert images["trainer"]["digest"] is None
+    docker_env.docker("image", "inspect", images["trainer"]["ref"])
+    name, tag = images["trainer"]["ref"].rsplit(":", 1)
+    host, repository = name.split("/", 1)
+    answer = requests.head(f"http://{host}/v2/{repository}/manifests/{tag}", timeout=10)
+    assert answer.status_code == 404
+    code, _, err = _kfops("compile", str(project), "--env", "dev", "-o", "-")
+    assert code == 1
+    assert "image `trainer` (images.trainer) is not built yet" in err
+    assert "kfops build --env" in err
+
+
+# Faults: each with the message a user sees.
+
+
+def test_failing_run_shows_that_steps_log(project: Path) -> None:
+    text = (
+        (project / "mlops.yaml")
+        .read_text()
+        .replace('"six==1.16.0"', '"kfops-no-such-package==0.0.1"')
+    )
+    (project / "mlops.yaml").write_text(text)
+    code, _, err = _kfops("build", str(project), "--env", "dev", "--network", "host")
+    assert code == 1
+    assert "error: building image `default` (images.default) failed:" in err
+    assert "No matching distribution found for kfops-no-such-package==0.0.1" in err
+    assert "[2/2] RUN" in err
+    assert "Traceback" not in err
+
+
+def test_base_image_that_cannot_be_pulled(project: Path, docker_env: DockerEnv) -> None:
+    text = (
+        (project / "mlops.yaml")
+        .read_text()
+        .replace(
+            f'base: "{docker_env.base}", packages',
+            f'base: "{docker_env.registry}/base/nope:1", packages',
+        )
+    )
+    (project / "mlops.yaml").write_text(text)
+    code, _, err = _kfops("build", str(project), "--env", "dev")
+    assert code == 1
+    assert (
+        f"error: base image {docker_env.registry}/base/nope:1 of image `default` cannot be"
+        f" pulled: {docker_env.registry} has no such tag"
+    ) in err
+
+
+def test_unreachable_registry(project: Path) -> None:
+    code, _, err = _kfops("build", str(project), "--env", "down")
+    assert code == 1
+    assert (
+        "error: cannot reach registry 127.0.0.1:9 (http://127.0.0.1:9): connection refused" in err
+    )
+    assert "nothing was built or pushed" in err
+
+
+def test_registry_that_refuses_credentials(
+    project: Path, docker_env: DockerEnv, tmp_path: Path
+) -> None:
+    # The base image lives in the open registry; the environment's registry wants a login.
+    code, _, err = _kfops("build", str(project), "--env", "locked")
+    assert code == 1
+    assert (
+        f"error: registry {docker_env.auth_registry} refused the credentials for kfops/imgs-"
+    ) in err
+    assert "(HTTP 401); credentials: none (anonymous)" in err
+    assert f"docker login {docker_env.auth_registry}" in err
+
+    import base64
+
+    config = tmp_path / "docker-config"
+    config.mkdir()
+    wrong = base64.b64encode(f"{USER}:wrong-password".encode()).decode()
+    (config / "config.json").write_text(
+        json.dumps({"auths": {docker_env.auth_registry: {"auth": wrong}}})
+    )
+    code, _, err = _kfops("build", str(project), "--env", "locked")
+    assert code == 1
+    assert f"credentials: {config / 'config.json'} (auths.{docker_env.auth_registry})" in err
+    assert "wrong-password" not in err and wrong not in err
+
+    right = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    (config / "config.json").write_text(
+        json.dumps({"auths": {docker_env.auth_registry: {"auth": right}}})
+    )
+    code, _, err = _kfops(
+        "build", str(project), "--env", "locked", "--no-push", "--network", "host"
+    )
+    assert code == 0, err
+    assert PASSWORD not in err and right not in err
+
+
+def test_engine_not_running(project: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    text = (project / "requirements.txt").read_text() + "# needs a build\n"
+    (project / "requirements.txt").write_text(text)
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/nothing.sock")
+    code, _, err = _kfops("build", str(project), "--env", "dev")
+    assert code == 1
+    assert f"error: the Docker engine at unix://{tmp_path}/nothing.sock is not running" in err
+    assert "point DOCKER_HOST at a running engine" in err
+
+
+def test_unknown_environment(project: Path) -> None:
+    code, _, err = _kfops("build", str(project), "--env", "deb")
+    assert code == 2
+    assert f"error: --env deb: {project / 'mlops.yaml'} has no environment `deb`" in err
+    assert "did you mean `dev`?" in err
