@@ -94,7 +94,9 @@ def assign(project: Project, ir: dict[str, Any]) -> Assignment:
         if len(chosen) > 1:
             problems.append(_shared_component(project, executor, by_step))
             continue
-        name = next(iter(chosen), None) or project.image
+        # pipeline.image is for Python steps; a container component keeps its own image
+        # unless its step names one.
+        name = next(iter(chosen), None) or (project.image if executor.lightweight else None)
         if name is None and executor.image in named:
             name = executor.image  # a notebook's image: tag or base_image names it
         if name is not None:

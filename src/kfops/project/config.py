@@ -226,6 +226,8 @@ def _check_images(doc: Document, config_file: Path, failed_paths: set[str]) -> l
     for name, spec in images.items():
         if not isinstance(spec, dict) or document.format_path(("images", name)) in failed_paths:
             continue
+        if "base" in spec and "dockerfile" in spec:
+            continue  # the schema says "give either base or dockerfile"
         kind, others = (
             ("base", _DOCKERFILE_KEYS) if "base" in spec else ("dockerfile", _RECIPE_KEYS)
         )
