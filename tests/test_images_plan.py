@@ -222,3 +222,25 @@ def test_compile_env_with_unknown_environment(tmp_path: Path, in_dir: Any) -> No
     assert "error: --env stagign: mlops.yaml has no environment `stagign`" in result.stderr
     assert "did you mean `staging`?" in result.stderr
     assert result.stdout == ""
+
+
+def test_notebook_image_tag_selects_an_image_by_name(tmp_path: Path) -> None:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kubeflow_notebook"] = {"pipeline_name": "nb", "base_image": "python:3.12"}
+    nb.cells = [
+        nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["step:load", "image:trainer"]}),
+        nbformat.v4.new_code_cell("y = x + 1", metadata={"tags": ["step:use", "prev:load"]}),
+    ]
+    nbformat.write(nb, str(tmp_path / "train.ipynb"))
+    (tmp_path / "mlops.yaml").write_text(
+        "version: 1\nname: nb\npipeline:\n  notebook: train.ipynb\n"
+        "images:\n  trainer: {base: python:3.11-slim, packages: [pandas]}\n"
+    )
+    project = config.load(tmp_path)
+    assignment = plan.assign(project, compiler.compile_project(project).ir)
+    assert assignment.recipes["exec-load"].name == "trainer"
+    # Not a name under images: a plain base image, made into a recipe of its own.
+    assert assignment.recipes["exec-use"].implicit
+    assert assignment.recipes["exec-use"].base == "python:3.12"
