@@ -356,3 +356,81 @@ def test_unknown_environment(project: Path) -> None:
     assert code == 2
     assert f"error: --env deb: {project / 'mlops.yaml'} has no environment `deb`" in err
     assert "did you mean `dev`?" in err
+
+
+def _context(project: Path, event_name: str, event: dict[str, Any], ref: str) -> Any:
+    from kfops.ci.event import GitHubContext
+
+    event_file = project.parent / "event.json"
+    event_file.write_text(json.dumps(event))
+    return GitHubContext(
+        event_name=event_name,
+        event=event,
+        ref=ref,
+        sha="0" * 40,
+        repository="acme/imgs",
+        api_url="http://127.0.0.1:9",
+        server_url="https://github.com",
+        run_id="7",
+        summary=None,
+        output=None,
+        token=None,
+    )
+
+
+def test_ci_push_builds_pushes_and_reports_each_image(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rich.console import Console
+
+    monkeypatch.setenv("KFOPS_BUILD_NETWORK", "host")  # the action's build-network input
+    from kfops.ci import event, report
+
+    text = (project / "mlops.yaml").read_text()
+    (project / "mlops.yaml").write_text(
+        text + "on:\n  push: {branches: [main], environment: dev}\n"
+        "  pull_request: {environment: dev, build: true}\n"
+    )
+    (project / "requirements.txt").write_text("six==1.16.0\n# ci\n")
+    console = Console(stderr=True, highlight=False)
+    pull = {"pull_request": {"number": 1, "base": {"ref": "main"}}}
+    pr = event.execute(
+        project, _context(project, "pull_request", pull, "refs/pull/1/merge"), console
+    )
+    assert not pr.failed, pr.image_error
+    assert {i["name"]: i["status"] for i in pr.images}["trainer"] == "built"
+    assert all(i["digest"] is None or i["status"] == "unchanged" for i in pr.images)
+
+    pushed = event.execute(project, _context(project, "push", {}, "refs/heads/main"), console)
+    assert not pushed.failed, pushed.image_error
+    statuses = {i["name"]: i["status"] for i in pushed.images}
+    assert statuses["trainer"] == "pushed"
+    ir = yaml.safe_load((project / ".kfops" / "imgs.yaml").read_text())
+    trainer = next(i for i in pushed.images if i["name"] == "trainer")
+    assert _executors(ir)["exec-train"]["image"] == trainer["pinned"]
+    body = report.markdown(pushed, "<!-- kfops -->")
+    assert "#### Images" in body
+    assert f"| trainer | rebuilt, pushed | `{trainer['digest']}` |" in body
+    assert report.to_json(pushed)["images"] == pushed.images
+
+
+def test_ci_reports_a_failed_build(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rich.console import Console
+
+    monkeypatch.setenv("KFOPS_BUILD_NETWORK", "host")
+    from kfops.ci import event, report
+
+    text = (
+        (project / "mlops.yaml")
+        .read_text()
+        .replace('"six==1.16.0"', '"kfops-no-such-package==0.0.1"')
+    )
+    (project / "mlops.yaml").write_text(text + "on:\n  push: {environment: dev}\n")
+    result = event.execute(
+        project, _context(project, "push", {}, "refs/heads/main"), Console(stderr=True)
+    )
+    assert result.failed
+    assert "building image `default` (images.default) failed" in result.image_error
+    body = report.markdown(result, "<!-- kfops -->")
+    assert "❌ **A step image did not build or push.**" in body
+    assert "No matching distribution found for kfops-no-such-package" in body

@@ -301,8 +301,9 @@ def run(
 @click.option(
     "--network",
     metavar="MODE",
-    help="The build's network, e.g. host where the engine runs without a bridge."
-    "  [default: the engine's]",
+    envvar="KFOPS_BUILD_NETWORK",
+    help="The build's network, e.g. host where the engine runs without a bridge"
+    " (or KFOPS_BUILD_NETWORK).  [default: the engine's]",
 )
 @click.option(
     "--format",

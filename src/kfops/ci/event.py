@@ -119,6 +119,8 @@ class Decision:
     kind: str
     run: bool
     reason: str
+    environment: str | None = None  # whose images to build
+    push: bool = False  # push them (never for pull requests)
 
 
 def decide(project: Project, ctx: GitHubContext) -> Decision:
@@ -143,7 +145,13 @@ def decide(project: Project, ctx: GitHubContext) -> Decision:
             return Decision("", False, f"tag `{tag}`: {source} has no `tag` entry")
         if trigger.pattern and not glob_match(tag, trigger.pattern):
             return Decision("", False, f"tag `{tag}` does not match `{trigger.pattern}`")
-        return Decision("tag", trigger.run, f"tag `{tag}` ({source})")
+        return Decision(
+            "tag",
+            trigger.run,
+            f"tag `{tag}` ({source})",
+            trigger.environment,
+            push=trigger.environment is not None,
+        )
     if ctx.event_name == "push":
         return _match("push", triggers.push, ctx.ref.removeprefix("refs/heads/"), source)
     return Decision("", False, f"kfops ci does nothing for `{ctx.event_name}` events")
@@ -170,7 +178,17 @@ def _match(kind: str, trigger: Trigger | None, branch: str, source: str) -> Deci
         return Decision("", False, f"{kind}: {source} has no `{kind}` entry")
     if trigger.branches and not any(glob_match(branch, b) for b in trigger.branches):
         return Decision("", False, f"branch `{branch}` is not in `on.{kind}.branches`")
-    return Decision(kind, trigger.run, f"{kind} on `{branch}` ({source})")
+    if kind == "pull_request":
+        # A pull request never pushes images (a fork's must not, and none needs to).
+        environment = trigger.environment if trigger.build else None
+        return Decision(kind, trigger.run, f"{kind} on `{branch}` ({source})", environment)
+    return Decision(
+        kind,
+        trigger.run,
+        f"{kind} on `{branch}` ({source})",
+        trigger.environment,
+        push=trigger.environment is not None,
+    )
 
 
 @dataclass
@@ -193,12 +211,15 @@ class CiResult:
     sha: str = ""
     environment: str = ""
     notices: list[str] = field(default_factory=list)
+    images: list[dict[str, Any]] = field(default_factory=list)  # ImageResult.to_json()
+    image_error: str = ""
 
     @property
     def failed(self) -> bool:
         return (
             any(p.severity == "error" for p in self.problems)
             or bool(self.compile_error)
+            or bool(self.image_error)
             or self.run_status == "failed"
         )
 
@@ -292,9 +313,14 @@ def execute(path: Path, ctx: GitHubContext, console: Any) -> CiResult:
     except KfopsError as exc:
         result.compile_error = exc.message + (f" ({exc.hint})" if exc.hint else "")
         return result
+    ir_text = compiled.ir_text
+    if decision.environment is not None:
+        ir_text = _images(project, compiled, decision, result, console)
+        if result.image_error:
+            return result
     target = project.root / ".kfops" / f"{project.name}.yaml"
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(compiled.ir_text, encoding="utf-8")
+    target.write_text(ir_text, encoding="utf-8")
     result.compiled = shown(target)
     base_project: Project | None = None
     with tempfile.TemporaryDirectory(prefix="kfops-base-") as tmp:
@@ -323,6 +349,31 @@ def execute(path: Path, ctx: GitHubContext, console: Any) -> CiResult:
                 except KfopsError as exc:
                     result.notices.append(f"the base branch's pipeline did not run: {exc}")
     return result
+
+
+def _images(
+    project: Project, compiled: Any, decision: Decision, result: CiResult, console: Any
+) -> str:
+    """Build (and on pushes and tags, push) the environment's step images; the IR pinned
+    to their digests once pushed."""
+    from kfops.images import build as images
+
+    assert decision.environment is not None
+    registry = project.environment(decision.environment).registry
+    if registry is None:
+        result.image_error = f"environment `{decision.environment}` has no `registry`"
+        return str(compiled.ir_text)
+    network = os.environ.get("KFOPS_BUILD_NETWORK") or None
+    try:
+        built, _ = images.build(
+            project, compiled.ir, registry, push=decision.push, network=network, console=console
+        )
+        result.images = [image.to_json() for image in built]
+        if decision.push:
+            return images.pinned(project, compiled.ir_text, compiled.ir, registry)
+    except KfopsError as exc:
+        result.image_error = exc.message + (f" ({exc.hint})" if exc.hint else "")
+    return str(compiled.ir_text)
 
 
 def _plan(

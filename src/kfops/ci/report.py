@@ -128,6 +128,12 @@ def _render(result: CiResult, marker: str, max_problems: int, max_rows: int) -> 
         lines.append("")
     if result.compile_error:
         lines += ["#### Compile failed", "", escape(result.compile_error), ""]
+    if result.image_error:
+        fence = "`" * 3
+        error = result.image_error.replace(fence, "'")
+        lines += ["#### Images failed", "", fence, error, fence, ""]
+    if result.images:
+        lines += _image_lines(result, max_rows)
     if result.plan is not None or result.plan_note:
         lines += _plan_lines(result, max_rows)
     if result.metrics or result.base_metrics:
@@ -146,6 +152,18 @@ def _render(result: CiResult, marker: str, max_problems: int, max_rows: int) -> 
     return "\n".join(lines) + "\n"
 
 
+def _image_lines(result: CiResult, max_rows: int) -> list[str]:
+    lines = ["#### Images", "", "| image | status | digest | seconds |", "|---|---|---|---|"]
+    shown = {"unchanged": "unchanged", "built": "rebuilt (not pushed)", "pushed": "rebuilt, pushed"}
+    for image in result.images[:max_rows]:
+        digest = image["digest"] or "(not pushed)"
+        lines.append(
+            f"| {escape(image['name'])} | {shown.get(image['status'], image['status'])}"
+            f" | `{escape(digest)}` | {image['seconds']:.1f} |"
+        )
+    return [*lines, ""]
+
+
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
@@ -156,6 +174,8 @@ def _status(result: CiResult, errors: list[Problem]) -> str:
         return f"❌ **{len(errors)} {noun}** in the project: nothing was compiled."
     if result.compile_error:
         return "❌ **The pipeline does not compile.**"
+    if result.image_error:
+        return "❌ **A step image did not build or push.**"
     if result.run_status == "failed":
         return "❌ **The local run failed.**"
     if result.decision is not None and not result.decision.kind:
@@ -245,6 +265,8 @@ def to_json(result: CiResult, comment_url: str = "") -> dict[str, object]:
         "problems": [asdict(p) for p in sorted(result.problems)],
         "compiled": result.compiled,
         "compile_error": result.compile_error,
+        "images": result.images,
+        "image_error": result.image_error,
         "plan": result.plan.to_json() if result.plan else None,
         "metrics": result.metrics,
         "base_metrics": result.base_metrics,

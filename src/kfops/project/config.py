@@ -264,6 +264,23 @@ def _check_images(doc: Document, config_file: Path, failed_paths: set[str]) -> l
     for step, spec in _mapping(pipeline.get("steps")).items():
         if isinstance(spec, dict) and isinstance(spec.get("image"), str):
             uses.append((("pipeline", "steps", step, "image"), spec["image"]))
+    environments = _mapping(data.get("environments"))
+    for kind, spec in _mapping(data.get("on")).items():
+        named = _mapping(spec).get("environment")
+        where_env = ("on", kind, "environment")
+        if isinstance(named, str) and named not in environments:
+            if document.format_path(where_env) in failed_paths:
+                continue
+            close = difflib.get_close_matches(named, list(environments), n=1)
+            problems.append(
+                doc.problem(
+                    where_env,
+                    f"no environment `{named}` under `environments:`",
+                    f"did you mean `{close[0]}`?"
+                    if close
+                    else f"add `environments: {{{named}: {{registry: HOST/PATH}}}}`",
+                )
+            )
     for used_at, name in uses:
         if name in images or document.format_path(used_at) in failed_paths:
             continue
@@ -413,6 +430,8 @@ def _triggers(on: dict[str, Any] | None) -> Triggers:
             branches=tuple(spec.get("branches") or ()),
             pattern=spec.get("pattern"),
             run=bool(spec.get("run", False)),
+            environment=spec.get("environment"),
+            build=bool(spec.get("build", False)),
         )
 
     return Triggers(

@@ -76,6 +76,8 @@ class Trigger:
     branches: tuple[str, ...] = ()  # globs; empty means every branch
     pattern: str | None = None  # tags only
     run: bool = False
+    environment: str | None = None  # whose images are built (pushed on push and tag)
+    build: bool = False  # pull requests: build the environment's images, without pushing
 
 
 @dataclass(frozen=True)
