@@ -141,6 +141,13 @@ def docker_env() -> Iterator[DockerEnv]:
             f"apt-get install -y --no-install-recommends {' '.join(missing)} runc"
             " (scripts/test.sh does this)"
         )
+    with running() as env:
+        yield env
+
+
+@contextlib.contextmanager
+def running() -> Iterator[DockerEnv]:
+    """The engine and registries, up for the ``with`` block (tests and benchmarks)."""
     # One engine per checkout: its data (and BuildKit's cache) survive between runs.
     key = hashlib.sha256(str(ROOT).encode()).hexdigest()[:8]
     data_root = CACHE / f"docker-{key}"
