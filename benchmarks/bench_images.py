@@ -138,7 +138,7 @@ def main() -> None:
         loaded = config.load(project)
         registry = Registry()
         prepared = image_build.prepare(
-            loaded, compiler.compile_project(loaded).ir, docker.registry, registry
+            loaded, compiler.compile_project(loaded).ir, f"{docker.registry}/bench", registry
         )
         folder = project / ".kfops" / "dockerfiles"
         folder.mkdir(parents=True, exist_ok=True)
@@ -149,13 +149,16 @@ def main() -> None:
         print("\n1. a push with nothing changed (warm vs warm)")
         kfops_s, again = _kfops(project, env, "build", "--env", "dev", "--format", "json")
         before = registry.requests
+        started = time.perf_counter()
         image_build.build(
             loaded,
             compiler.compile_project(loaded).ir,
-            docker.registry,
+            f"{docker.registry}/bench",
             push=True,
+            network="host",
             registry=registry,
         )
+        in_process = time.perf_counter() - started
         lookups = registry.requests - before
         sha_s = _sha_workflow(project, env, docker.registry, "c0ffee1")
         rebuilt = sum(i["status"] != "unchanged" for i in again)
@@ -164,7 +167,13 @@ def main() -> None:
             f" {lookups} registry requests for 3 images; includes CLI start and compile)"
         )
         print(f"   SHA-tag docker build+push: {sha_s:.2f}s  (3 rebuilt from cache, 3 pushed)")
-        print(f"   ratio kfops/SHA-tag:       {kfops_s / sha_s:.2f}x")
+        print(
+            f"   kfops' image work alone:   {in_process:.2f}s  (lookups, in-process, after compile)"
+        )
+        print(
+            f"   ratio kfops/SHA-tag:       {kfops_s / sha_s:.2f}x (whole command),"
+            f" {in_process / sha_s:.2f}x (image work alone)"
+        )
 
         print("\n2. a push that changes one step's code")
         (project / "pipeline.py").write_text(PIPELINE.format(base=docker.base, factor=3))

@@ -151,7 +151,9 @@ def running() -> Iterator[DockerEnv]:
     # One engine per checkout: its data (and BuildKit's cache) survive between runs.
     key = hashlib.sha256(str(ROOT).encode()).hexdigest()[:8]
     data_root = CACHE / f"docker-{key}"
-    with tempfile.TemporaryDirectory(prefix="kfops-docker-") as tmp_name:
+    with tempfile.TemporaryDirectory(
+        prefix="kfops-docker-", ignore_cleanup_errors=True
+    ) as tmp_name:
         tmp = Path(tmp_name)
         socket_path = tmp / "docker.sock"
         with (tmp / "dockerd.log").open("wb") as log:
@@ -218,3 +220,13 @@ def running() -> Iterator[DockerEnv]:
                     process.wait(timeout=20)
                 except subprocess.TimeoutExpired:
                     process.kill()
+            _unmount_below(tmp)
+
+
+def _unmount_below(folder: Path) -> None:
+    """dockerd can leave its network namespace mounted in its exec root; unmount what is
+    left below ``folder`` so that the folder can be removed."""
+    with Path("/proc/mounts").open(encoding="utf-8") as mounts:
+        points = [line.split()[1] for line in mounts if line.split()[1].startswith(str(folder))]
+    for point in sorted(points, key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
