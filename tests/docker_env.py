@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import crypt
+import fcntl
 import hashlib
 import os
 import shutil
@@ -148,9 +149,16 @@ def docker_env() -> Iterator[DockerEnv]:
 @contextlib.contextmanager
 def running() -> Iterator[DockerEnv]:
     """The engine and registries, up for the ``with`` block (tests and benchmarks)."""
-    # One engine per checkout: its data (and BuildKit's cache) survive between runs.
-    key = hashlib.sha256(str(ROOT).encode()).hexdigest()[:8]
-    data_root = CACHE / f"docker-{key}"
+    # The engine's data (and BuildKit's cache) survive between runs and checkouts; a
+    # second engine at the same time (another checkout's tests) gets a folder of its own.
+    CACHE.mkdir(parents=True, exist_ok=True)
+    lock = (CACHE / "docker.lock").open("w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        data_root = CACHE / "docker"
+    except BlockingIOError:
+        key = hashlib.sha256(str(ROOT).encode()).hexdigest()[:8]
+        data_root = CACHE / f"docker-{key}"
     with tempfile.TemporaryDirectory(
         prefix="kfops-docker-", ignore_cleanup_errors=True
     ) as tmp_name:
@@ -221,6 +229,7 @@ def running() -> Iterator[DockerEnv]:
                 except subprocess.TimeoutExpired:
                     process.kill()
             _unmount_below(tmp)
+            lock.close()
 
 
 def _unmount_below(folder: Path) -> None:

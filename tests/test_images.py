@@ -434,3 +434,30 @@ def test_ci_reports_a_failed_build(project: Path, monkeypatch: pytest.MonkeyPatc
     body = report.markdown(result, "<!-- kfops -->")
     assert "❌ **A step image did not build or push.**" in body
     assert "No matching distribution found for kfops-no-such-package" in body
+
+
+@pytest.mark.parametrize("example", ["iris", "wine-notebook"])
+def test_examples_run_in_their_images(
+    example: str, docker_env: DockerEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from tests.conftest import ROOT
+
+    for key, value in docker_env.environ().items():
+        monkeypatch.setenv(key, value)
+    project = tmp_path / example
+    shutil.copytree(ROOT / "pipelines" / example, project, ignore=shutil.ignore_patterns(".kfops"))
+    # python:3.11-slim cannot be pulled here: the same Debian Python from the registry.
+    for name in ("pipeline.py", "train.ipynb", "mlops.yaml"):
+        path = project / name
+        if path.exists():
+            path.write_text(path.read_text().replace("python:3.11-slim", docker_env.base))
+    code, out, err = _kfops(
+        "run", str(project), "--docker", "--network", "none", "--build-network", "host"
+    )
+    assert code == 0, out + err
+    assert "succeeded" in out
+    assert "accuracy" in out
+    ran = sorted((project / ".kfops" / "runs").iterdir())[-1] / "pipeline.yaml"
+    assert "pip install" not in ran.read_text()
