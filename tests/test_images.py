@@ -126,6 +126,15 @@ def _executors(ir: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_build_push_pin_then_nothing_to_do(project: Path, docker_env: DockerEnv) -> None:
+    planned = _build(project, "--dry-run")
+    assert {n: i["status"] for n, i in planned.items()} == {
+        "default": "missing",
+        "trainer": "missing",
+    }
+    name, tag = planned["trainer"]["ref"].rsplit(":", 1)
+    host, repository = name.split("/", 1)
+    answer = requests.head(f"http://{host}/v2/{repository}/manifests/{tag}", timeout=10)
+    assert answer.status_code == 404  # a dry run pushes nothing
     first = _build(project)
     assert {n: i["status"] for n, i in first.items()} == {"default": "pushed", "trainer": "pushed"}
     for image in first.values():

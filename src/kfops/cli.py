@@ -313,7 +313,19 @@ def run(
     show_default=True,
     help="json prints each image's status, tag, digest and seconds on stdout.",
 )
-def build(path: Path, env_name: str, push: bool, network: str | None, output_format: str) -> None:
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Only look the images up: say which would be built; build and push nothing.",
+)
+def build(
+    path: Path,
+    env_name: str,
+    push: bool,
+    network: str | None,
+    output_format: str,
+    dry_run: bool,
+) -> None:
     """Build the step images of PATH's pipeline and push them to the environment's registry.
 
     Each image is tagged by the hash of what goes into it (base image digest,
@@ -333,14 +345,23 @@ def build(path: Path, env_name: str, push: bool, network: str | None, output_for
     registry = _registry_of(project, env_name)
     compiled = compiler.compile_project(project)
     console = Console(stderr=True, highlight=False)
-    verb = "building" if push else "building (no push)"
+    verb = "looking up" if dry_run else "building" if push else "building (no push)"
     console.print(f"[bold]{verb}[/] step images of {project.name} for {env_name} ({registry})")
     results, _ = images.build(
-        project, compiled.ir, registry, push=push, network=network, console=console
+        project,
+        compiled.ir,
+        registry,
+        push=push,
+        network=network,
+        console=console,
+        dry_run=dry_run,
     )
-    images.write_record(project, env_name, results)
     changed = sum(r.status != "unchanged" for r in results)
-    console.print(f"{len(results)} images, {changed} built" + (" and pushed" if push else ""))
+    if dry_run:
+        console.print(f"{len(results)} images, {changed} to build (dry run: nothing was built)")
+    else:
+        images.write_record(project, env_name, results)
+        console.print(f"{len(results)} images, {changed} built" + (" and pushed" if push else ""))
     if output_format == "json":
         click.echo(json.dumps([r.to_json() for r in results], indent=2, sort_keys=True))
 

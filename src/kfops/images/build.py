@@ -32,7 +32,7 @@ class ImageResult:
 
     name: str
     ref: str  # REGISTRY/PROJECT-NAME:HASH
-    status: str  # "unchanged" | "built" | "pushed"
+    status: str  # "unchanged" | "built" | "pushed" | "missing" (a dry run's "would build")
     seconds: float = 0.0
     digest: str | None = None  # sha256:..., as the registry reports it
     source: str = ""
@@ -108,9 +108,11 @@ def build(
     console: Console | None = None,
     registry: Registry | None = None,
     engine: Engine | None = None,
+    dry_run: bool = False,
 ) -> tuple[list[ImageResult], Prepared]:
     """Make every image the pipeline needs exist: in the registry (``push``) or the
-    local engine. An image already there is not rebuilt.
+    local engine. An image already there is not rebuilt. ``dry_run`` only looks them
+    up: what is missing is reported as "missing", and nothing is built or pushed.
 
     Raises:
         KfopsError: the engine, a registry or a build failed; what was pushed before the
@@ -135,6 +137,10 @@ def build(
                     name, spec.ref, "unchanged", time.monotonic() - started, digest, spec.source
                 )
             )
+            _report(console, results[-1])
+            continue
+        if dry_run:
+            results.append(ImageResult(name, spec.ref, "missing", 0.0, None, spec.source))
             _report(console, results[-1])
             continue
         engine = engine or Engine()
@@ -324,9 +330,10 @@ def _progress(console: Console) -> Any:
 
 
 def _report(console: Console, result: ImageResult) -> None:
-    colour = {"unchanged": "dim", "built": "green", "pushed": "green"}[result.status]
+    colour = {"unchanged": "dim", "built": "green", "pushed": "green", "missing": "yellow"}
+    status = "to build" if result.status == "missing" else result.status
     console.print(
-        f"  [{colour}]{result.status:<9}[/] {result.name}  {result.pinned}"
+        f"  [{colour[result.status]}]{status:<9}[/] {result.name}  {result.pinned}"
         f"  [dim]{result.seconds:.1f}s[/]",
         highlight=False,
         soft_wrap=True,
