@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from kfops.cli import cli
 from kfops.images.registry import MANIFEST_TYPES
 from tests.docker_env import PASSWORD, USER, DockerEnv
+from tests.test_ci import context
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
@@ -367,26 +368,6 @@ def test_unknown_environment(project: Path) -> None:
     assert "did you mean `dev`?" in err
 
 
-def _context(project: Path, event_name: str, event: dict[str, Any], ref: str) -> Any:
-    from kfops.ci.event import GitHubContext
-
-    event_file = project.parent / "event.json"
-    event_file.write_text(json.dumps(event))
-    return GitHubContext(
-        event_name=event_name,
-        event=event,
-        ref=ref,
-        sha="0" * 40,
-        repository="acme/imgs",
-        api_url="http://127.0.0.1:9",
-        server_url="https://github.com",
-        run_id="7",
-        summary=None,
-        output=None,
-        token=None,
-    )
-
-
 def test_ci_push_builds_pushes_and_reports_each_image(
     project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -403,14 +384,12 @@ def test_ci_push_builds_pushes_and_reports_each_image(
     (project / "requirements.txt").write_text("six==1.16.0\n# ci\n")
     console = Console(stderr=True, highlight=False)
     pull = {"pull_request": {"number": 1, "base": {"ref": "main"}}}
-    pr = event.execute(
-        project, _context(project, "pull_request", pull, "refs/pull/1/merge"), console
-    )
+    pr = event.execute(project, context("pull_request", "refs/pull/1/merge", pull), console)
     assert not pr.failed, pr.image_error
     assert {i["name"]: i["status"] for i in pr.images}["trainer"] == "built"
     assert all(i["digest"] is None or i["status"] == "unchanged" for i in pr.images)
 
-    pushed = event.execute(project, _context(project, "push", {}, "refs/heads/main"), console)
+    pushed = event.execute(project, context("push", "refs/heads/main"), console)
     assert not pushed.failed, pushed.image_error
     statuses = {i["name"]: i["status"] for i in pushed.images}
     assert statuses["trainer"] == "pushed"
@@ -435,9 +414,7 @@ def test_ci_reports_a_failed_build(project: Path, monkeypatch: pytest.MonkeyPatc
         .replace('"six==1.16.0"', '"kfops-no-such-package==0.0.1"')
     )
     (project / "mlops.yaml").write_text(text + "on:\n  push: {environment: dev}\n")
-    result = event.execute(
-        project, _context(project, "push", {}, "refs/heads/main"), Console(stderr=True)
-    )
+    result = event.execute(project, context("push", "refs/heads/main"), Console(stderr=True))
     assert result.failed
     assert "building image `default` (images.default) failed" in result.image_error
     body = report.markdown(result, "<!-- kfops -->")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,6 +84,20 @@ class UserCodeError(KfopsError):
     file: str = ""
     line: int = 0
     traceback: str = ""
+
+
+def did_you_mean(name: str, known: Iterable[str], listing: str, otherwise: str) -> str:
+    """A hint for ``name``, which is not among ``known``: the closest name, else all of
+    them after ``listing`` (e.g. "images defined: "), else ``otherwise`` (how to add one)."""
+    import difflib
+
+    names = list(known)
+    close = difflib.get_close_matches(name, names, n=1)
+    if close:
+        return f"did you mean `{close[0]}`?"
+    if names:
+        return listing + ", ".join(f"`{n}`" for n in names)
+    return otherwise
 
 
 def display_path(path: Path) -> str:

@@ -9,7 +9,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from kfops.errors import EXIT_USAGE, InvalidProject, KfopsError, Problem, display_path
+from kfops.errors import (
+    EXIT_USAGE,
+    InvalidProject,
+    KfopsError,
+    Problem,
+    did_you_mean,
+    display_path,
+)
 from kfops.project import document, schema, source
 from kfops.project.document import Document, Mark
 from kfops.project.model import (
@@ -271,29 +278,25 @@ def _check_images(doc: Document, config_file: Path, failed_paths: set[str]) -> l
         if isinstance(named, str) and named not in environments:
             if document.format_path(where_env) in failed_paths:
                 continue
-            close = difflib.get_close_matches(named, list(environments), n=1)
+            hint = did_you_mean(
+                named,
+                environments,
+                "environments defined: ",
+                f"add `environments: {{{named}: {{registry: HOST/PATH}}}}`",
+            )
             problems.append(
-                doc.problem(
-                    where_env,
-                    f"no environment `{named}` under `environments:`",
-                    f"did you mean `{close[0]}`?"
-                    if close
-                    else f"add `environments: {{{named}: {{registry: HOST/PATH}}}}`",
-                )
+                doc.problem(where_env, f"no environment `{named}` under `environments:`", hint)
             )
     for used_at, name in uses:
         if name in images or document.format_path(used_at) in failed_paths:
             continue
-        close = difflib.get_close_matches(name, list(images), n=1)
-        if close:
-            hint = f"did you mean `{close[0]}`?"
-        elif images:
-            hint = "images defined: " + ", ".join(f"`{n}`" for n in images)
-        else:
-            hint = (
-                f"define it: `images: {{{name}: {{base: python:3.11-slim, requirements:"
-                " requirements.txt}}}}`"
-            )
+        hint = did_you_mean(
+            name,
+            images,
+            "images defined: ",
+            f"define it: `images: {{{name}: {{base: python:3.11-slim, requirements:"
+            " requirements.txt}}}}`",
+        )
         problems.append(doc.problem(used_at, f"no image `{name}` under `images:`", hint))
     return problems
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kfops.errors import EXIT_USAGE, KfopsError, Problem
+from kfops.errors import EXIT_USAGE, KfopsError, Problem, did_you_mean
 from kfops.project.document import Mark
 
 
@@ -126,14 +125,12 @@ class Project:
         for environment in self.environments:
             if environment.name == name:
                 return environment
-        known = [e.name for e in self.environments]
-        close = difflib.get_close_matches(name, known, n=1)
-        if close:
-            hint = f"did you mean `{close[0]}`?"
-        elif known:
-            hint = "environments in " + self.shown + ": " + ", ".join(f"`{k}`" for k in known)
-        else:
-            hint = f"add `environments: {{{name}: {{registry: HOST/PATH}}}}` to {self.shown}"
+        hint = did_you_mean(
+            name,
+            (e.name for e in self.environments),
+            f"environments in {self.shown}: ",
+            f"add `environments: {{{name}: {{registry: HOST/PATH}}}}` to {self.shown}",
+        )
         raise KfopsError(
             f"--env {name}: {self.shown} has no environment `{name}`", hint, exit_code=EXIT_USAGE
         )
