@@ -80,7 +80,11 @@ def repo(tmp_path: Path) -> tuple[Path, str]:
 
 
 def act(
-    repo: Path, event_name: str, event: dict[str, object], server: GitHubTestServer
+    repo: Path,
+    event_name: str,
+    event: dict[str, object],
+    server: GitHubTestServer,
+    extra: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess[str]:
     event_file = repo.parent / "event.json"
     event_file.write_text(json.dumps(event))
@@ -103,6 +107,7 @@ def act(
             "GITHUB_REPOSITORY=acme/ml",
             "-s",
             f"GITHUB_TOKEN={server.token}",
+            *extra,
         ],
         cwd=repo,
         env=env,

@@ -447,3 +447,84 @@ def test_examples_run_in_their_images(
     assert "accuracy" in out
     ran = sorted((project / ".kfops" / "runs").iterdir())[-1] / "pipeline.yaml"
     assert "pip install" not in ran.read_text()
+
+
+ACTION_WORKFLOW = """\
+name: kfops
+on: [push]
+permissions: {}
+jobs:
+  kfops:
+    runs-on: ubuntu-latest
+    permissions:
+      contents: read
+      packages: write
+    steps:
+      - uses: actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683 # v4.2.2
+      - id: kfops
+        uses: ./action
+        with:
+          path: imgs
+          registry: ${{ vars.REGISTRY }}
+          registry-username: ${{ vars.REGISTRY_USER }}
+          registry-password: ${{ secrets.REGISTRY_PASSWORD }}
+          build-network: host
+      - name: outputs
+        env:
+          REPORT: ${{ steps.kfops.outputs.report }}
+        run: echo "kfops-report $REPORT"
+"""
+
+
+def test_action_logs_in_builds_and_pushes_on_push(
+    project: Path, docker_env: DockerEnv, tmp_path: Path, github_api: Any
+) -> None:
+    """The composite action under act: registry login from inputs (the password through
+    env and stdin only), then `kfops ci` builds and pushes the push's environment."""
+    import shutil
+
+    from tests.conftest import ROOT, git
+    from tests.test_action import CACHE_DOUBLE, act
+
+    repo = tmp_path / "repo"
+    shutil.copytree(ROOT / "action", repo / "action")
+    shutil.copy(ROOT / "pyproject.toml", repo)
+    shutil.copytree(project, repo / "imgs")
+    mlops = repo / "imgs" / "mlops.yaml"
+    mlops.write_text(mlops.read_text() + "on:\n  push: {branches: [main], environment: locked}\n")
+    (repo / ".github" / "workflows").mkdir(parents=True)
+    (repo / ".github" / "workflows" / "kfops.yml").write_text(ACTION_WORKFLOW)
+    (tmp_path / "cache-double").mkdir()
+    (tmp_path / "cache-double" / "action.yml").write_text(CACHE_DOUBLE)
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "images")
+    done = act(
+        repo,
+        "push",
+        {"ref": "refs/heads/main"},
+        github_api,
+        (
+            "--var",
+            f"REGISTRY={docker_env.auth_registry}",
+            "--var",
+            f"REGISTRY_USER={USER}",
+            "-s",
+            f"REGISTRY_PASSWORD={PASSWORD}",
+            "--env",
+            f"DOCKER_HOST={docker_env.host}",
+            "--env",
+            "KFOPS_DOCKER=/usr/bin/docker",
+            "--env",
+            f"DOCKER_CONFIG={tmp_path / 'docker-config'}",
+        ),
+    )
+    assert done.returncode == 0, done.stdout[-4000:]
+    assert "Login Succeeded" in done.stdout
+    assert PASSWORD not in done.stdout
+    report = json.loads(done.stdout.rsplit("kfops-report ", 1)[1].splitlines()[0])
+    statuses = {image["name"]: image["status"] for image in report["images"]}
+    assert statuses == {"default": "pushed", "trainer": "pushed"}
+    for image in report["images"]:
+        assert image["ref"].startswith(f"{docker_env.auth_registry}/kfops/imgs-")
+        assert image["digest"].startswith("sha256:")
