@@ -221,16 +221,16 @@ def test_pushed_image_runs_a_step_with_no_install(project: Path, docker_env: Doc
 
 
 def test_dockerfile_image_honours_dockerignore(project: Path, docker_env: DockerEnv) -> None:
-    import kfp
 
     (project / "images").mkdir()
     (project / "images" / "Dockerfile").write_text(
         f"FROM {docker_env.base}\n"
         "ARG GREETING\n"
         # The user's own Dockerfile gets the same pip set-up secrets as a recipe.
+        "ARG KFOPS_KFP_VERSION\n"
         "RUN --mount=type=secret,id=kfops-pip-cert PIP_CERT=/run/secrets/kfops-pip-cert"
         " PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet --no-deps"
-        f" kfp=={kfp.__version__}\n"
+        " kfp==$KFOPS_KFP_VERSION\n"
         "COPY images/greeting.txt /greeting.txt\n"
     )
     (project / "images" / "greeting.txt").write_text("hello\n")
@@ -301,8 +301,8 @@ def test_base_image_that_cannot_be_pulled(project: Path, docker_env: DockerEnv) 
     code, _, err = _kfops("build", str(project), "--env", "dev")
     assert code == 1
     assert (
-        f"error: base image {docker_env.registry}/base/nope:1 of image `default` cannot be"
-        f" pulled: {docker_env.registry} has no such tag"
+        f"error: base image {docker_env.registry}/base/nope:1 of image `default`"
+        f" ({project / 'mlops.yaml'}:4) cannot be pulled: {docker_env.registry} has no such tag"
     ) in err
 
 
@@ -321,16 +321,21 @@ def test_registry_that_refuses_credentials(
     # The base image lives in the open registry; the environment's registry wants a login.
     code, _, err = _kfops("build", str(project), "--env", "locked")
     assert code == 1
-    assert (
-        f"error: registry {docker_env.auth_registry} refused the credentials for kfops/imgs-"
-    ) in err
+    assert f"error: registry {docker_env.auth_registry} needs a login for kfops/imgs-" in err
     assert "(HTTP 401); credentials: none (anonymous)" in err
     assert f"docker login {docker_env.auth_registry}" in err
+
+    # Without a push (a fork's pull request has no login), the images are built to check them.
+    code, _, err = _kfops(
+        "build", str(project), "--env", "locked", "--no-push", "--network", "host"
+    )
+    assert code == 0, err
+    assert "needs a login" in err and "building it here (no push)" in err
 
     import base64
 
     config = tmp_path / "docker-config"
-    config.mkdir()
+    config.mkdir(exist_ok=True)
     wrong = base64.b64encode(f"{USER}:wrong-password".encode()).decode()
     (config / "config.json").write_text(
         json.dumps({"auths": {docker_env.auth_registry: {"auth": wrong}}})
@@ -528,3 +533,36 @@ def test_action_logs_in_builds_and_pushes_on_push(
     for image in report["images"]:
         assert image["ref"].startswith(f"{docker_env.auth_registry}/kfops/imgs-")
         assert image["digest"].startswith("sha256:")
+
+
+def test_dockerfile_image_without_kfp_is_refused(project: Path, docker_env: DockerEnv) -> None:
+    (project / "Dockerfile").write_text(f"FROM {docker_env.base}\nRUN true\n")
+    (project / ".dockerignore").write_text(".kfops\n")
+    text = (
+        (project / "mlops.yaml")
+        .read_text()
+        .replace("  trainer:", "  bare: {dockerfile: Dockerfile}\n  trainer:")
+        .replace("    train: {image: trainer}", "    train: {image: bare}")
+    )
+    (project / "mlops.yaml").write_text(text)
+    code, _, err = _kfops("build", str(project), "--env", "dev", "--network", "host")
+    assert code == 1
+    assert "error: image `bare` (images.bare) was built, but it has no kfp" in err
+    assert "nothing was pushed" in err
+    assert "ARG KFOPS_KFP_VERSION" in err
+    assert "the pipeline's code (pipeline.py)" in err  # the context holds the code
+
+
+def test_compile_env_warns_about_packages_the_image_lacks(project: Path) -> None:
+    source = project / "pipeline.py"
+    source.write_text(
+        source.read_text().replace(
+            "@dsl.component(base_image=BASE)\ndef report",
+            "@dsl.component(base_image=BASE, packages_to_install=['attrs'])\ndef report",
+        )
+    )
+    _build(project)
+    code, _, err = _kfops("compile", str(project), "--env", "dev", "-o", "-")
+    assert code == 0, err
+    assert "warning: step report asks for attrs (packages_to_install)" in err
+    assert "image `default` does not list" in err

@@ -64,9 +64,12 @@ def test_components_become_implicit_recipes(tmp_path: Path) -> None:
     compiled = compiler.compile_project(project)
     assignment = plan.assign(project, compiled.ir)
     # Same base and packages: one recipe, named after the first component.
-    assert assignment.recipes["exec-first"] is assignment.recipes["exec-second"]
+    assert assignment.recipes["exec-first"] == assignment.recipes["exec-second"]
     assert assignment.recipes["exec-first"].packages == ("six==1.16.0",)
-    assert assignment.recipes["exec-first"].name == "first"
+    # Named by content: it cannot clash with an images: key, nor move when a component
+    # with the same base and packages is added before it.
+    assert assignment.recipes["exec-first"].name.startswith("py-")
+    assert assignment.recipes["exec-bare"].name != assignment.recipes["exec-first"].name
     assert assignment.recipes["exec-bare"].packages == ()
     # A container component keeps its own image (pinned by digest at compile --env).
     assert assignment.external == {"exec-tool": "ghcr.io/acme/tool:1"}
@@ -160,7 +163,7 @@ def test_dockerfile_hash_honours_dockerignore(tmp_path: Path) -> None:
     (tmp_path / ".kfops").mkdir()
     (tmp_path / ".kfops" / "run.json").write_text("{}")
     image = _recipe(tmp_path, dockerfile=tmp_path / "Dockerfile", context=tmp_path)
-    files = [name for name, _ in recipe.context_digests(tmp_path, tmp_path / "Dockerfile")]
+    files = [name for name, _ in recipe.context_digests(tmp_path, tmp_path / "Dockerfile")[0]]
     assert files == [".dockerignore", "Dockerfile", "app.py", "keep.log"]
 
     def ref() -> str:
@@ -244,3 +247,133 @@ def test_notebook_image_tag_selects_an_image_by_name(tmp_path: Path) -> None:
     # Not a name under images: a plain base image, made into a recipe of its own.
     assert assignment.recipes["exec-use"].implicit
     assert assignment.recipes["exec-use"].base == "python:3.12"
+
+
+def test_implicit_recipe_names_are_stable_and_never_clash(tmp_path: Path) -> None:
+    project = _project(tmp_path, "images:\n  first: {base: python:3.11-slim, packages: [pandas]}\n")
+    before = plan.assign(project, compiler.compile_project(project).ir)
+    source = tmp_path / "pipeline.py"
+    source.write_text(
+        source.read_text()
+        .replace(
+            "@dsl.pipeline",
+            '@dsl.component(base_image="python:3.11-slim", packages_to_install=["six==1.16.0"])\n'
+            "def aaa(n: int) -> int:\n    return n\n\n\n@dsl.pipeline",
+        )
+        .replace("    tool()", "    tool()\n    aaa(n=n)")
+    )
+    after = plan.assign(project, compiler.compile_project(project).ir)
+    assert after.recipes["exec-first"].name == before.recipes["exec-first"].name
+    assert after.recipes["exec-aaa"] is not None
+    assert after.recipes["exec-aaa"].name == after.recipes["exec-first"].name
+    # The images: key `first` is a different image from component first's own recipe.
+    assert all(r.name != "first" for r in after.recipes.values())
+
+
+def test_notebook_step_tag_beats_pipeline_image(tmp_path: Path) -> None:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kubeflow_notebook"] = {"pipeline_name": "nb", "base_image": "python:3.12"}
+    nb.cells = [
+        nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["step:load", "image:gpu"]}),
+        nbformat.v4.new_code_cell("y = x + 1", metadata={"tags": ["step:use", "prev:load"]}),
+    ]
+    nbformat.write(nb, str(tmp_path / "train.ipynb"))
+    (tmp_path / "mlops.yaml").write_text(
+        "version: 1\nname: nb\npipeline:\n  notebook: train.ipynb\n  image: default\n"
+        "images:\n  default: {base: python:3.11-slim}\n  gpu: {base: python:3.11-slim,"
+        " packages: [torch]}\n"
+    )
+    project = config.load(tmp_path)
+    assignment = plan.assign(project, compiler.compile_project(project).ir)
+    assert assignment.recipes["exec-load"].name == "gpu"
+    assert assignment.recipes["exec-use"].name == "default"
+
+
+@pytest.mark.parametrize(
+    ("packages", "expected"),
+    [
+        (["pandas; python_version>='3.8'", "six"], ("pandas; python_version>='3.8'", "six")),
+        (["scikit-learn>=1.4,<2", "numpy"], ("scikit-learn>=1.4,<2", "numpy")),
+    ],
+)
+def test_component_packages_are_read_back_as_written(
+    tmp_path: Path, packages: list[str], expected: tuple[str, ...]
+) -> None:
+    (tmp_path / "pipeline.py").write_text(
+        "from kfp import dsl\n\n\n"
+        f"@dsl.component(base_image='python:3.11-slim', packages_to_install={packages!r},"
+        " pip_index_urls=['https://pypi.corp/simple'])\n"
+        "def one(n: int) -> int:\n    return n\n\n\n"
+        "@dsl.pipeline(name='p')\ndef p(n: int = 1):\n    one(n=n)\n"
+    )
+    (tmp_path / "mlops.yaml").write_text(
+        "version: 1\nname: p\npipeline:\n  python: pipeline.py:p\n"
+    )
+    ir = compiler.compile_project(config.load(tmp_path)).ir
+    assert plan.executors(ir)["exec-one"].packages == expected
+
+
+def test_context_hash_leaves_out_git_and_kfops_folders(tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    for folder in (".git", "sub/.kfops", ".kfops"):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "state").write_text("1")
+    image = _recipe(tmp_path, dockerfile=tmp_path / "Dockerfile", context=tmp_path)
+    first = recipe.spec_for(image, "r/p-default", recipe.Inputs("2.17.3"))
+    assert any("`.git/`" in note for note in first.notes)
+    assert any("`.kfops/`" in note for note in first.notes)
+    for folder in (".git", "sub/.kfops", ".kfops"):
+        (tmp_path / folder / "state").write_text("2")
+    assert recipe.spec_for(image, "r/p-default", recipe.Inputs("2.17.3")).ref == first.ref
+    (tmp_path / "Dockerfile").chmod(0o755)
+    assert recipe.spec_for(image, "r/p-default", recipe.Inputs("2.17.3")).ref != first.ref
+    # kfp's version reaches a Dockerfile image as a build argument, and its hash.
+    other = recipe.spec_for(image, "r/p-default", recipe.Inputs("2.17.4"))
+    assert ("KFOPS_KFP_VERSION", "2.17.4") in other.build_args
+    assert other.ref != recipe.spec_for(image, "r/p-default", recipe.Inputs("2.17.3")).ref
+
+
+def test_nested_requirements_are_copied_and_hashed(tmp_path: Path) -> None:
+    (tmp_path / "req").mkdir()
+    main = tmp_path / "req" / "requirements.txt"
+    main.write_text("-r base.txt\n-c constraints/pins.txt  # pins\npandas\n")
+    (tmp_path / "req" / "base.txt").write_text("six==1.16.0\n")
+    (tmp_path / "req" / "constraints").mkdir()
+    (tmp_path / "req" / "constraints" / "pins.txt").write_text("numpy<3\n")
+    inputs = recipe.Inputs("2.17.3", {"python:3.11-slim": "sha256:" + "1" * 64})
+    image = _recipe(tmp_path, base="python:3.11-slim", requirements=main)
+    spec = recipe.spec_for(image, "r/p-default", inputs)
+    assert [name for name, _ in spec.files] == [
+        "kfops-requirements/base.txt",
+        "kfops-requirements/constraints/pins.txt",
+        "kfops-requirements/requirements.txt",
+    ]
+    assert "-r /kfops/requirements/requirements.txt" in spec.dockerfile
+    assert set(spec.packages) == {"six==1.16.0", "numpy<3", "pandas"}
+    (tmp_path / "req" / "base.txt").write_text("six==1.17.0\n")
+    assert recipe.spec_for(image, "r/p-default", inputs).ref != spec.ref
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("-e .", "requirements.txt:2: `-e .` is a local path"),
+        ("./wheels/mine.whl", "requirements.txt:2: `./wheels/mine.whl` is a local path"),
+        ("-r ../outside.txt", "outside.txt is outside"),
+    ],
+)
+def test_requirements_a_recipe_cannot_hold(tmp_path: Path, line: str, message: str) -> None:
+    from kfops.errors import KfopsError
+
+    (tmp_path / "req").mkdir()
+    (tmp_path / "outside.txt").write_text("six\n")
+    main = tmp_path / "req" / "requirements.txt"
+    main.write_text(f"pandas\n{line}\n")
+    inputs = recipe.Inputs("2.17.3", {"python:3.11-slim": "sha256:" + "1" * 64})
+    with pytest.raises(KfopsError) as raised:
+        recipe.spec_for(
+            _recipe(tmp_path, base="python:3.11-slim", requirements=main), "r/x", inputs
+        )
+    assert message in raised.value.message

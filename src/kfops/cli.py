@@ -161,9 +161,12 @@ def compile_command(
     if registry is not None:
         from kfops.images import build as images
 
-        compiled = compiler.Compiled(
-            images.pinned(project, compiled.ir_text, compiled.ir, registry), compiled.parameters
+        text, warnings = images.pinned(
+            project, compiled.ir_text, compiled.ir, registry, environment=env_name or "ENV"
         )
+        for warning in warnings:
+            click.echo(warning.render(), err=True)
+        compiled = compiler.Compiled(text, compiled.parameters)
     if output is not None and str(output) == "-":
         click.echo(compiled.ir_text, nl=False)
         return
@@ -178,6 +181,10 @@ def compile_command(
             " packages they import and the files they read",
             err=True,
         )
+
+
+def _images(count: int) -> str:
+    return f"{count} image" + ("" if count == 1 else "s")
 
 
 def _registry_of(project: Any, env_name: str) -> str:
@@ -358,10 +365,10 @@ def build(
     )
     changed = sum(r.status != "unchanged" for r in results)
     if dry_run:
-        console.print(f"{len(results)} images, {changed} to build (dry run: nothing was built)")
+        console.print(f"{_images(len(results))}, {changed} to build (dry run: nothing was built)")
     else:
         images.write_record(project, env_name, results)
-        console.print(f"{len(results)} images, {changed} built" + (" and pushed" if push else ""))
+        console.print(f"{_images(len(results))}, {changed} built" + (" and pushed" if push else ""))
     if output_format == "json":
         click.echo(json.dumps([r.to_json() for r in results], indent=2, sort_keys=True))
 

@@ -365,12 +365,21 @@ def _images(
         return str(compiled.ir_text)
     network = os.environ.get("KFOPS_BUILD_NETWORK") or None
     try:
-        built, _ = images.build(
+        built, prepared = images.build(
             project, compiled.ir, registry, push=decision.push, network=network, console=console
         )
         result.images = [image.to_json() for image in built]
+        result.problems += prepared.warnings
         if decision.push:
-            return images.pinned(project, compiled.ir_text, compiled.ir, registry)
+            text, _ = images.pinned(
+                project,
+                compiled.ir_text,
+                compiled.ir,
+                registry,
+                environment=decision.environment,
+                built=(prepared, built),
+            )
+            return text
     except KfopsError as exc:
         result.image_error = exc.message + (f" ({exc.hint})" if exc.hint else "")
     return str(compiled.ir_text)

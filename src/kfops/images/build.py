@@ -17,7 +17,13 @@ from rich.console import Console
 from kfops.errors import KfopsError, Problem
 from kfops.images import plan as image_plan
 from kfops.images.engine import Engine, PipSettings
-from kfops.images.recipe import BuildSpec, Inputs, pinned_base, repository, spec_for
+from kfops.images.recipe import (
+    BuildSpec,
+    Inputs,
+    pinned_base,
+    repository,
+    spec_for,
+)
 from kfops.images.registry import Reference, Registry
 from kfops.project.model import Project
 
@@ -79,12 +85,19 @@ def prepare(
     for recipe in assignment.unique_recipes():
         if recipe.base is None or "@sha256:" in recipe.base or recipe.base in digests:
             continue
-        found = registry.digest(recipe.base)
+        try:
+            found = registry.digest(recipe.base)
+        except KfopsError as exc:
+            exc.message = f"base image {recipe.base} of {_where(project, recipe)}: {exc.message}"
+            exc.hint = (
+                "check `base` (or the component's base_image), and the login for its registry"
+            )
+            raise
         if found is None:
             where = Reference.parse(recipe.base).display_host
             raise KfopsError(
-                f"base image {recipe.base} of image `{recipe.name}` cannot be pulled: {where}"
-                " has no such tag",
+                f"base image {recipe.base} of {_where(project, recipe)} cannot be pulled:"
+                f" {where} has no such tag",
                 "check the name and tag of `base` (or the component's base_image)",
             )
         digests[recipe.base] = found
@@ -95,7 +108,39 @@ def prepare(
         )
         for recipe in assignment.unique_recipes()
     }
-    return Prepared(assignment, specs, _unbaked(project, assignment, specs))
+    warnings = _unbaked(project, assignment, specs)
+    for recipe in assignment.unique_recipes():
+        spec = specs[recipe.name]
+        notes = list(spec.notes)
+        code = project.pipeline.file
+        context = spec.context.resolve() if spec.context is not None else None
+        if (
+            context is not None
+            and code.is_relative_to(context)
+            and code.relative_to(context).as_posix() in spec.sent
+        ):
+            notes.append(
+                f"the build context holds the pipeline's code ({code.name}): a change to"
+                " it rebuilds this image; add it to .dockerignore unless the image needs it"
+            )
+        warnings += [
+            Problem(
+                project.shown,
+                recipe.mark.line,
+                recipe.mark.column,
+                f"image `{recipe.name}`: {note}",
+                path=f"images.{recipe.name}",
+                severity="warning",
+            )
+            for note in notes
+        ]
+    return Prepared(assignment, specs, warnings)
+
+
+def _where(project: Project, recipe: Any) -> str:
+    if recipe.implicit:
+        return f"a component ({recipe.name})"
+    return f"image `{recipe.name}` ({project.shown}:{recipe.mark.line})"
 
 
 def build(
@@ -123,14 +168,14 @@ def build(
     local = registry_prefix is None
     prepared = prepare(project, ir, registry_prefix or LOCAL_REGISTRY, registry)
     for warning in prepared.warnings:
-        console.print(warning.render(), markup=False)
+        console.print(warning.render(), markup=False, soft_wrap=True)
     pip = PipSettings.from_environment()
     labels = _labels(project)
     results: list[ImageResult] = []
     checked_engine = False
     for name, spec in sorted(prepared.specs.items()):
         started = time.monotonic()
-        digest = None if local else registry.digest(spec.ref)
+        digest = None if local else _lookup(registry, spec.ref, push, console)
         if digest is not None or (not push and engine_has(engine, spec.ref)):
             results.append(
                 ImageResult(
@@ -160,6 +205,8 @@ def build(
                 pip=pip,
                 on_line=_progress(console),
             )
+            if spec.context is not None:
+                _check_kfp(engine, spec, console)
             status = "built"
             if push:
                 engine.push(spec.ref)
@@ -171,14 +218,46 @@ def build(
                     )
                 status = "pushed"
         except KfopsError as exc:
-            done = [r.name for r in results]
-            exc.hint += "; images done before it: " + (", ".join(done) if done else "none")
+            done = [f"{r.name} ({r.status})" for r in results if r.status != "unchanged"]
+            said = "images built before it: " + (", ".join(done) if done else "none")
+            exc.hint = f"{exc.hint}; {said}" if exc.hint else said
             raise
         results.append(
             ImageResult(name, spec.ref, status, time.monotonic() - started, digest, spec.source)
         )
         _report(console, results[-1])
     return results, prepared
+
+
+def _lookup(registry: Registry, ref: str, push: bool, console: Console) -> str | None:
+    """The registry's digest for ``ref``; without a push, a registry that wants a login
+    we lack (a fork's pull request) only means the image is built here to check it."""
+    try:
+        return registry.digest(ref)
+    except KfopsError as exc:
+        if push or "(HTTP 40" not in exc.message:
+            raise
+        console.print(f"  [yellow]notice:[/] {exc.message}; building it here (no push)")
+        return None
+
+
+def _check_kfp(engine: Engine, spec: BuildSpec, console: Console) -> None:
+    """A Dockerfile image must hold kfp, or every step in it dies at start."""
+    import kfp
+
+    found = engine.kfp_version(spec.ref)
+    if found is None:
+        raise KfopsError(
+            f"image `{spec.name}` ({spec.source}) was built, but it has no kfp (or no"
+            " python3): its steps would fail with `No module named 'kfp'`; nothing was pushed",
+            "add to the Dockerfile: `ARG KFOPS_KFP_VERSION` and"
+            " `RUN python3 -m pip install --no-deps kfp==$KFOPS_KFP_VERSION`",
+        )
+    if found != kfp.__version__:
+        console.print(
+            f"  [yellow]warning:[/] image `{spec.name}` has kfp {found}; the pipeline is"
+            f" compiled with kfp {kfp.__version__} (use the KFOPS_KFP_VERSION build argument)"
+        )
 
 
 def engine_has(engine: Engine | None, ref: str) -> bool:
@@ -195,29 +274,40 @@ def pinned(
     ir: dict[str, Any],
     registry_prefix: str,
     registry: Registry | None = None,
-) -> str:
-    """The IR with every step image written as ``repo@sha256:...``.
+    *,
+    environment: str = "ENV",
+    built: tuple[Prepared, list[ImageResult]] | None = None,
+) -> tuple[str, list[Problem]]:
+    """The IR with every step image written as ``repo@sha256:...``, and the warnings
+    about the images (packages a step asks for that its image lacks, build contexts).
+
+    ``built`` (what ``build`` returned) saves looking the images up again.
 
     Raises:
         KfopsError: an image is not in the registry yet (with the command that builds
             it), or a container component's own image cannot be resolved.
     """
     registry = registry or Registry()
-    prepared = prepare(project, ir, registry_prefix, registry)
+    if built is None:
+        prepared = prepare(project, ir, registry_prefix, registry)
+        digests = {name: registry.digest(spec.ref) for name, spec in prepared.specs.items()}
+    else:
+        prepared = built[0]
+        digests = {result.name: result.digest for result in built[1]}
     refs: dict[str, str] = {}
-    for spec in prepared.specs.values():
-        digest = registry.digest(spec.ref)
+    for name, spec in prepared.specs.items():
+        digest = digests.get(name)
         if digest is None:
             raise KfopsError(
                 f"image `{spec.name}` ({spec.source}) is not built yet: {spec.ref} is not in"
                 " the registry",
-                "build and push it first: `kfops build --env ENV` (the same --env)",
+                f"build and push it first: `kfops build --env {environment}`",
             )
         refs[spec.name] = f"{spec.repository}@{digest}"
     images = {label: refs[recipe.name] for label, recipe in prepared.assignment.recipes.items()}
     for label, image in prepared.assignment.external.items():
         images[label] = image if "@sha256:" in image else _digest_of(image, registry, label)
-    return image_plan.pin(ir_text, images, set(prepared.assignment.recipes))
+    return image_plan.pin(ir_text, images, set(prepared.assignment.recipes)), prepared.warnings
 
 
 def local_ir(prepared: Prepared, ir_text: str) -> str:

@@ -118,6 +118,7 @@ class Engine:
             if spec.context is None:
                 context.mkdir()
                 for name, source in spec.files:
+                    (context / name).parent.mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(source, context / name)
             args = ["build", "--progress", "plain", "-f", str(dockerfile), "-t", spec.ref]
             if self.buildx:
@@ -129,7 +130,10 @@ class Engine:
             if network:
                 args += ["--network", network]
             if pip.conf:
-                (work / "pip.conf").write_text(pip.conf, encoding="utf-8")
+                # It may hold an index's password: readable by this user only.
+                conf_file = work / "pip.conf"
+                conf_file.touch(mode=0o600)
+                conf_file.write_text(pip.conf, encoding="utf-8")
                 args += ["--secret", f"id={PIP_CONF_SECRET},src={work / 'pip.conf'}"]
             if pip.cert is not None:
                 args += ["--secret", f"id={PIP_CERT_SECRET},src={pip.cert}"]
@@ -139,6 +143,24 @@ class Engine:
                 f"building image `{spec.name}` ({spec.source}) failed:\n" + _failed_step(lines),
                 _build_hint(lines, network),
             )
+
+    def kfp_version(self, ref: str) -> str | None:
+        """The kfp installed in image ``ref`` (None when it has none or no python3)."""
+        answer = self._run(
+            [
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "--entrypoint",
+                "python3",
+                ref,
+                "-c",
+                "import importlib.metadata as m; print(m.version('kfp'))",
+            ],
+            check=False,
+        )
+        return answer.stdout.strip() or None if answer.returncode == 0 else None
 
     def push(self, ref: str) -> None:
         """Push ``ref``.
@@ -174,7 +196,10 @@ class Engine:
                 env={**os.environ, "DOCKER_BUILDKIT": "1"},
             )
         except OSError as exc:
-            raise KfopsError(f"cannot run {self.client}: {exc.strerror}") from None
+            raise KfopsError(
+                f"cannot run {self.client}: {exc.strerror}",
+                "install Docker's client, or set KFOPS_DOCKER to the docker command to use",
+            ) from None
 
     def _stream(self, args: list[str], on_line: Callable[[str], None] | None) -> list[str] | None:
         """Run a build, passing each output line on; its lines when it failed, else None."""

@@ -11,15 +11,14 @@ changes only that step's task spec.
 
 from __future__ import annotations
 
-import re
+import hashlib
+import json
+import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-from kfops.errors import InvalidProject, Problem
 from kfops.project.document import Mark
 from kfops.project.model import ImageRecipe, Project
-
-_QUOTED = re.compile(r"'([^']*)'")
 
 
 @dataclass(frozen=True)
@@ -79,44 +78,45 @@ def executors(ir: dict[str, Any]) -> dict[str, Executor]:
 
 
 def assign(project: Project, ir: dict[str, Any]) -> Assignment:
-    """Each executor's image recipe, from mlops.yaml, the notebook's tags or the component.
+    """Each executor's image recipe.
 
-    Raises:
-        InvalidProject: tasks that share one component are given different images.
+    Precedence: the step's ``image`` in mlops.yaml; an image the code names (a
+    notebook's ``image:`` tag or base image, a component's base_image, equal to an
+    ``images:`` key); ``pipeline.image`` (Python steps only: a container component keeps
+    its own image unless its step names one); else an implicit recipe from the
+    component's own base image and packages_to_install, named by its content so that
+    it never clashes with an ``images:`` key and stays the same when components are added.
     """
     named = {recipe.name: recipe for recipe in project.images}
-    by_step = {step.name: step for step in project.steps if step.image}
+    by_step = {step.name: step.image for step in project.steps if step.image}
     result = Assignment(executors=executors(ir))
-    implicit: dict[tuple[str, tuple[str, ...]], ImageRecipe] = {}
-    problems = []
     for label, executor in result.executors.items():
-        chosen = {by_step[t].image for t in executor.tasks if t in by_step}
-        if len(chosen) > 1:
-            problems.append(_shared_component(project, executor, by_step))
-            continue
-        # pipeline.image is for Python steps; a container component keeps its own image
-        # unless its step names one.
-        name = next(iter(chosen), None) or (project.image if executor.lightweight else None)
+        # KFP 2.17 gives every task an executor of its own (exec-x, exec-x-2, ...).
+        chosen = sorted(by_step[t] for t in executor.tasks if t in by_step)
+        name = chosen[0] if chosen else None
         if name is None and executor.image in named:
-            name = executor.image  # a notebook's image: tag or base_image names it
+            name = executor.image
+        if name is None and executor.lightweight:
+            name = project.image
         if name is not None:
             result.recipes[label] = named[name]
         elif executor.lightweight:
-            key = (executor.image, executor.packages)
-            if key not in implicit:
-                implicit[key] = ImageRecipe(
-                    name=label.removeprefix("exec-"),
-                    mark=Mark(0, 0),
-                    base=executor.image,
-                    packages=executor.packages,
-                    implicit=True,
-                )
-            result.recipes[label] = implicit[key]
+            result.recipes[label] = implicit_recipe(executor)
         else:
             result.external[label] = executor.image
-    if problems:
-        raise InvalidProject.of(problems)
     return result
+
+
+def implicit_recipe(executor: Executor) -> ImageRecipe:
+    """The recipe a component's own base image and packages_to_install make."""
+    key = json.dumps([executor.image, executor.packages]).encode()
+    return ImageRecipe(
+        name="py-" + hashlib.sha256(key).hexdigest()[:12],
+        mark=Mark(0, 0),
+        base=executor.image,
+        packages=executor.packages,
+        implicit=True,
+    )
 
 
 def pin(ir_text: str, images: dict[str, str], strip: set[str]) -> str:
@@ -153,28 +153,30 @@ def _is_lightweight(command: list[str]) -> bool:
 
 def _packages(command: list[str]) -> tuple[str, ...]:
     """``packages_to_install`` as KFP wrote them into the preamble (kfp's own install,
-    which KFP adds, left out)."""
+    which KFP adds, left out). KFP quotes each with ``repr()``; shell words read them
+    back, quotes inside a requirement (``pandas; python_version>='3.8'``) included."""
     if command[:2] != ["sh", "-c"] or len(command) < 3 or "pip install" not in command[2]:
         return ()
-    found = []
-    for install in command[2].split("&&"):
-        words = _QUOTED.findall(install)
-        if any(w.startswith("kfp==") for w in words) and "--no-deps" in words:
-            continue  # the kfp install KFP injects
-        found += [w for w in words if not w.startswith("-")]
+    found: list[str] = []
+    for line in command[2].splitlines():
+        if "pip install" not in line:
+            continue
+        for install in line.split(" && "):
+            try:
+                words = shlex.split(install)
+            except ValueError:
+                continue
+            if "install" not in words:
+                continue
+            words = words[words.index("install") + 1 :]
+            if any(w.startswith("kfp==") for w in words) and "--no-deps" in words:
+                continue  # the kfp install KFP injects
+            skip = False
+            for word in words:
+                if skip:
+                    skip = False
+                elif word in ("--index-url", "--extra-index-url", "--trusted-host", "-i"):
+                    skip = True  # the component's own index: pip's settings are used instead
+                elif not word.startswith("-") and word != '"$0"':
+                    found.append(word)
     return tuple(found)
-
-
-def _shared_component(project: Project, executor: Executor, by_step: dict[str, Any]) -> Problem:
-    steps = [by_step[t] for t in executor.tasks if t in by_step]
-    first = steps[0]
-    return Problem(
-        project.shown,
-        first.mark.line,
-        first.mark.column,
-        "tasks " + ", ".join(f"`{t}`" for t in executor.tasks) + " run the same component"
-        " and must share one image; mlops.yaml gives them "
-        + ", ".join(sorted({f"`{s.image}`" for s in steps})),
-        "give these steps the same `image`, or make them different components",
-        f"pipeline.steps.{first.name}.image",
-    )

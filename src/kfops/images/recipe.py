@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +24,10 @@ from kfops.project.model import ImageRecipe
 
 # Bump when the Dockerfile template changes: every recipe image is then rebuilt.
 RECIPE_VERSION = 1
-# Where a recipe's requirements file is copied inside the build context.
-_REQUIREMENTS = "kfops-requirements.txt"
+# Where a recipe's requirements files are copied inside the build context.
+_REQUIREMENTS = "kfops-requirements"
+# The build argument that tells a Dockerfile image which kfp to install.
+KFP_VERSION_ARG = "KFOPS_KFP_VERSION"
 # Secrets the build mounts; their values never enter a layer or the hash.
 PIP_CONF_SECRET = "kfops-pip.conf"
 PIP_CERT_SECRET = "kfops-pip-cert"
@@ -53,7 +56,9 @@ class BuildSpec:
     files: tuple[tuple[str, Path], ...] = ()
     build_args: tuple[tuple[str, str], ...] = ()
     packages: tuple[str, ...] = ()
-    source: str = ""  # where the recipe is, for messages: mlops.yaml:LINE or the component
+    source: str = ""  # where the recipe is, for messages: images.NAME or the component
+    notes: tuple[str, ...] = ()  # warnings about the build context
+    sent: tuple[str, ...] = ()  # a Dockerfile image's context files, as the engine sends them
 
     @property
     def tag(self) -> str:
@@ -105,8 +110,8 @@ def recipe_dockerfile(recipe: ImageRecipe, base: str, kfp_version: str) -> str:
         )
     installs = []
     if recipe.requirements is not None:
-        lines.append(f"COPY {_REQUIREMENTS} /kfops/requirements.txt")
-        installs.append("-r /kfops/requirements.txt")
+        lines.append(f"COPY {_REQUIREMENTS}/ /kfops/requirements/")
+        installs.append(f"-r /kfops/requirements/{shlex.quote(recipe.requirements.name)}")
     installs += [shlex.quote(p) for p in recipe.packages]
     pip = (
         "PIP_BREAK_SYSTEM_PACKAGES=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore"
@@ -133,16 +138,20 @@ def spec_for(recipe: ImageRecipe, repo: str, inputs: Inputs) -> BuildSpec:
     """The build of ``recipe`` into ``repo``, named by the hash of its inputs.
 
     Raises:
-        KfopsError: a file the recipe names cannot be read.
+        KfopsError: a file the recipe names cannot be read, or a requirements file
+            asks for what an image built from a recipe cannot hold (a local path).
     """
     digest = hashlib.sha256()
     digest.update(f"kfops-image/{RECIPE_VERSION}\n".encode())
     if recipe.dockerfile is not None:
         context = recipe.context or recipe.dockerfile.parent
         text = _read(recipe.dockerfile, recipe).decode("utf-8", errors="replace")
+        # The kfp version the pipeline is compiled with, for the Dockerfile to install.
+        args = (*recipe.build_args, (KFP_VERSION_ARG, inputs.kfp_version))
         digest.update(b"dockerfile\0" + text.encode())
-        digest.update(b"args\0" + json.dumps(recipe.build_args).encode())
-        for relative, file_digest in context_digests(context, recipe.dockerfile):
+        digest.update(b"args\0" + json.dumps(sorted(args)).encode())
+        files, notes = context_digests(context, recipe.dockerfile)
+        for relative, file_digest in files:
             digest.update(f"file\0{relative}\0{file_digest}\n".encode())
         return BuildSpec(
             name=recipe.name,
@@ -150,35 +159,95 @@ def spec_for(recipe: ImageRecipe, repo: str, inputs: Inputs) -> BuildSpec:
             content_hash=digest.hexdigest(),
             dockerfile=text,
             context=context,
-            build_args=recipe.build_args,
+            build_args=tuple(sorted(args)),
             source=_source(recipe),
+            notes=tuple(notes),
+            sent=tuple(name for name, _ in files),
         )
     assert recipe.base is not None
     base = recipe.base
     if "@sha256:" not in base:
         base = pinned_base(base, inputs.base_digests[base])
+    copied: tuple[tuple[str, Path], ...] = ()
+    packages: tuple[str, ...] = recipe.packages
+    if recipe.requirements is not None:
+        copied, listed = requirement_files(recipe)
+        packages = (*packages, *listed)
     text = recipe_dockerfile(recipe, base, inputs.kfp_version)
     digest.update(b"dockerfile\0" + text.encode())
-    files: tuple[tuple[str, Path], ...] = ()
-    if recipe.requirements is not None:
-        digest.update(b"requirements\0" + _read(recipe.requirements, recipe))
-        files = ((_REQUIREMENTS, recipe.requirements),)
+    for name, source in copied:
+        digest.update(f"file\0{name}\0".encode() + _read(source, recipe))
     return BuildSpec(
         name=recipe.name,
         repository=repo,
         content_hash=digest.hexdigest(),
         dockerfile=text,
-        files=files,
-        packages=(*recipe.packages, *_requirement_lines(recipe)),
+        files=copied,
+        packages=packages,
         source=_source(recipe),
     )
 
 
-def context_digests(context: Path, dockerfile: Path) -> list[tuple[str, str]]:
-    """Each file the engine would send as the build context, with its sha256, sorted.
+_NESTED = re.compile(r"^(-r|--requirement|-c|--constraint)(?:\s*=?\s*)(\S+)")
+_LOCAL = re.compile(r"^(-e\b|--editable\b|\.|/|file:)")
 
-    ``.dockerignore`` is read as the engine reads it (docker's own matcher), except
-    that the Dockerfile and ``.dockerignore`` are always kept, as the engine does.
+
+def requirement_files(recipe: ImageRecipe) -> tuple[tuple[tuple[str, Path], ...], list[str]]:
+    """The requirements file and those it names with ``-r``/``-c``, as (name in the
+    build context, source), and the requirements they list.
+
+    Raises:
+        KfopsError: a nested file outside the requirements file's folder, or a local
+            path (``-e .``, ``./pkg``): a recipe image holds packages from an index.
+    """
+    assert recipe.requirements is not None
+    root = recipe.requirements.parent
+    found: dict[Path, str] = {}
+    listed: list[str] = []
+    pending = [recipe.requirements]
+    while pending:
+        current = pending.pop()
+        if current in found:
+            continue
+        try:
+            relative = current.resolve().relative_to(root.resolve()).as_posix()
+        except ValueError:
+            raise KfopsError(
+                f"image `{recipe.name}`: {display_path(current)} is outside"
+                f" {display_path(root)}, the folder of its requirements file",
+                "keep the files that `-r` and `-c` name beside the requirements file, or below it",
+            ) from None
+        found[current] = f"{_REQUIREMENTS}/{relative}"
+        lines = _read(current, recipe).decode("utf-8", errors="replace").splitlines()
+        for number, raw in enumerate(lines, 1):
+            line = raw.split(" #", 1)[0].strip()
+            if not line or line.startswith("#"):
+                continue
+            nested = _NESTED.match(line)
+            if nested:
+                pending.append((current.parent / nested.group(2)).resolve())
+            elif _LOCAL.match(line):
+                raise KfopsError(
+                    f"{display_path(current)}:{number}: `{line}` is a local path; image"
+                    f" `{recipe.name}` is built from a recipe, which installs packages"
+                    " from an index only",
+                    "publish the package to your index, or use a Dockerfile image"
+                    " (`dockerfile:`) that copies it",
+                )
+            elif not line.startswith("-"):
+                listed.append(line)
+    return tuple(sorted((name, path) for path, name in found.items())), listed
+
+
+def context_digests(context: Path, dockerfile: Path) -> tuple[list[tuple[str, str]], list[str]]:
+    """Each file the engine would send as the build context, with a digest of its
+    bytes and mode, sorted; and notes on what the context holds that it should not.
+
+    ``.dockerignore`` is read as the engine reads it (docker's own matcher); the
+    Dockerfile and ``.dockerignore`` are always kept, as the engine does. Git's folder
+    and kfops' own ``.kfops/`` folders change with every commit and command and are
+    never an image's content: they are left out of the hash, and a note says to put
+    them in ``.dockerignore`` so that the engine leaves them out too.
     """
     from docker.utils.build import exclude_paths
 
@@ -195,28 +264,31 @@ def context_digests(context: Path, dockerfile: Path) -> list[tuple[str, str]]:
     except ValueError:
         dockerfile_in_context = None
     found = []
+    volatile: set[str] = set()
     for relative in sorted(exclude_paths(str(context), patterns, dockerfile=dockerfile_in_context)):
-        if relative.split("/", 1)[0] == ".kfops":
-            # kfops' own runs and records change with every command; they are never an
-            # image's content (README: add `.kfops/` to .dockerignore so the engine agrees).
+        parts = relative.split("/")
+        if ".git" in parts or ".kfops" in parts:
+            volatile.add(".git" if ".git" in parts else ".kfops")
             continue
         path = context / relative
-        if path.is_file() and not path.is_symlink():
-            found.append((relative, hashlib.sha256(path.read_bytes()).hexdigest()))
-        elif path.is_symlink():
+        if path.is_symlink():
             found.append((relative, "link:" + str(path.readlink())))
-    return found
+        elif path.is_file():
+            found.append((relative, _file_digest(path)))
+    notes = [
+        f"the build context {display_path(context)} sends `{name}/` to the engine: add"
+        f" `{name}` to {display_path(ignore)} (kfops leaves it out of the image's hash)"
+        for name in sorted(volatile)
+    ]
+    return found, notes
 
 
-def _requirement_lines(recipe: ImageRecipe) -> tuple[str, ...]:
-    if recipe.requirements is None:
-        return ()
-    lines = _read(recipe.requirements, recipe).decode("utf-8", errors="replace").splitlines()
-    return tuple(
-        line.split("#", 1)[0].strip()
-        for line in lines
-        if line.split("#", 1)[0].strip() and not line.lstrip().startswith("-")
-    )
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256(f"{path.stat().st_mode & 0o777:o}\0".encode())
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _read(path: Path, recipe: ImageRecipe) -> bytes:

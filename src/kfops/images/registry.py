@@ -153,19 +153,28 @@ class Registry:
         try:
             self.requests += 1
             response = self._session.head(url, headers=headers, timeout=self._timeout)
-            if response.status_code == 401 and not token:
+            if response.status_code == 401:
+                # No token yet, or the one kept has expired (Docker Hub's last 300 s):
+                # ask once for a new one.
                 token = self._authorize(parsed, response.headers.get("WWW-Authenticate", ""))
                 if token:
                     self._tokens[(parsed.host, parsed.repository)] = token
                     headers["Authorization"] = token
                     self.requests += 1
                     response = self._session.head(url, headers=headers, timeout=self._timeout)
+        except requests.exceptions.SSLError:
+            raise KfopsError(
+                f"registry {parsed.display_host} does not speak HTTPS (or its certificate is"
+                " not trusted here)",
+                "kfops speaks plain HTTP only to registries on 127.0.0.1 and localhost; give"
+                " the registry a certificate, or add its CA to this machine's trust store",
+            ) from None
         except requests.RequestException as exc:
             raise KfopsError(
                 f"cannot reach registry {parsed.display_host} ({_scheme(parsed.host)}://"
                 f"{parsed.host}): {_reason(exc)}",
-                "check the registry's address in mlops.yaml and that it is up; nothing was"
-                " built or pushed",
+                "check the registry's address (environments.NAME.registry, or the image"
+                " name) and that it is up; nothing was built or pushed",
             ) from None
         return response
 
@@ -202,7 +211,10 @@ class Registry:
 
 
 def _refused(parsed: Reference, status: int, source: str) -> KfopsError:
-    what = "refused the credentials" if status == 401 else "denied access"
+    if status == 401:
+        what = "needs a login" if source.startswith("none") else "refused the credentials"
+    else:
+        what = "denied access"
     return KfopsError(
         f"registry {parsed.display_host} {what} for {parsed.repository} (HTTP {status});"
         f" credentials: {source}",

@@ -272,6 +272,15 @@ def _check_images(doc: Document, config_file: Path, failed_paths: set[str]) -> l
         if isinstance(spec, dict) and isinstance(spec.get("image"), str):
             uses.append((("pipeline", "steps", step, "image"), spec["image"]))
     environments = _mapping(data.get("environments"))
+    pull_request = _mapping(_mapping(data.get("on")).get("pull_request"))
+    if pull_request.get("build") is True and "environment" not in pull_request:
+        problems.append(
+            doc.problem(
+                ("on", "pull_request", "build"),
+                "`build: true` needs `environment`: whose images should pull requests build?",
+                "add `environment: NAME` (an environment with a `registry`)",
+            )
+        )
     for kind, spec in _mapping(data.get("on")).items():
         named = _mapping(spec).get("environment")
         where_env = ("on", kind, "environment")
