@@ -5,6 +5,7 @@ each fault with its message."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -566,3 +567,31 @@ def test_compile_env_warns_about_packages_the_image_lacks(project: Path) -> None
     assert code == 0, err
     assert "warning: step report asks for attrs (packages_to_install)" in err
     assert "image `default` does not list" in err
+
+
+def test_credential_helper_login(
+    project: Path, docker_env: DockerEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A credHelpers entry is asked the way the engine asks it (`get`, host on stdin)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    helper = bin_dir / "docker-credential-kfopstest"
+    helper.write_text(
+        "#!/bin/sh\n"
+        "read host\n"
+        f'[ "$host" = "{docker_env.auth_registry}" ] || exit 1\n'
+        f'echo \'{{"Username": "{USER}", "Secret": "{PASSWORD}"}}\'\n'
+    )
+    helper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    config = tmp_path / "docker-config"
+    config.mkdir(exist_ok=True)
+    (config / "config.json").write_text(
+        json.dumps({"credHelpers": {docker_env.auth_registry: "kfopstest"}})
+    )
+    code, out, err = _kfops(
+        "build", str(project), "--env", "locked", "--dry-run", "--format", "json"
+    )
+    assert code == 0, err
+    assert {image["status"] for image in json.loads(out)} == {"missing"}
+    assert "needs a login" not in err and PASSWORD not in err + out

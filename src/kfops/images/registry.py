@@ -79,10 +79,11 @@ def credentials_for(host: str) -> Credentials | None:
     keys = [host, f"https://{host}", f"http://{host}"]
     if host == DOCKER_HUB:
         keys += ["https://index.docker.io/v1/", "docker.io", "index.docker.io"]
-    helper = next(
-        (config.get("credHelpers", {}).get(k) for k in keys if k in config.get("credHelpers", {})),
-        None,
-    ) or config.get("credsStore")
+    helpers: dict[str, str] = config.get("credHelpers") or {}
+    # The engine's own order: a helper for this host, then auths, then the store.
+    helper = next((helpers[k] for k in keys if k in helpers), None)
+    if helper:
+        return _from_helper(helper, host)
     for key in keys:
         entry = config.get("auths", {}).get(key)
         if isinstance(entry, dict) and entry.get("auth"):
@@ -91,23 +92,27 @@ def credentials_for(host: str) -> Credentials | None:
             except (ValueError, UnicodeDecodeError):
                 continue
             return Credentials(user, secret, f"{config_file} (auths.{key})")
-    if helper:
-        try:
-            answer = subprocess.run(
-                [f"docker-credential-{helper}", "get"],
-                input=keys[0] if host != DOCKER_HUB else "https://index.docker.io/v1/",
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=True,
-            )
-            found = json.loads(answer.stdout)
-            return Credentials(
-                found["Username"], found["Secret"], f"credential helper docker-credential-{helper}"
-            )
-        except (OSError, subprocess.SubprocessError, ValueError, KeyError):
-            return None
-    return None
+    store = config.get("credsStore")
+    return _from_helper(store, host) if isinstance(store, str) and store else None
+
+
+def _from_helper(helper: str, host: str) -> Credentials | None:
+    """Ask ``docker-credential-HELPER`` for ``host``'s login, as the engine does."""
+    try:
+        answer = subprocess.run(
+            [f"docker-credential-{helper}", "get"],
+            input=host if host != DOCKER_HUB else "https://index.docker.io/v1/",
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        found = json.loads(answer.stdout)
+        return Credentials(
+            found["Username"], found["Secret"], f"credential helper docker-credential-{helper}"
+        )
+    except (OSError, subprocess.SubprocessError, ValueError, KeyError):
+        return None
 
 
 class Registry:
