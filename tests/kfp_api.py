@@ -383,7 +383,12 @@ class KfpTestServer:
     ) -> Any:
         self._pipeline(params["pipeline_id"])
         found = [v for v in self.versions.values() if v["pipeline_id"] == params["pipeline_id"]]
-        return {"pipeline_versions": found, "total_size": len(found)}
+        for predicate in _predicates(query.get("filter")):
+            if predicate.get("key") != "name" or predicate.get("operation") != "EQUALS":
+                raise KfpError(400, f"the test server filters on name EQUALS only: {predicate}")
+            found = [v for v in found if v["name"] == predicate.get("string_value")]
+        size = int(query.get("page_size") or 0) or len(found)
+        return {"pipeline_versions": found[:size], "total_size": len(found)}
 
     def _op_GetPipelineVersion(
         self, params: dict[str, str], query: dict[str, str], body: Any
@@ -412,6 +417,17 @@ class KfpTestServer:
             {k: query[k] for k in ("name", "display_name", "description") if k in query},
             spec,
         )
+
+
+def _predicates(text: str | None) -> list[dict[str, Any]]:
+    """The predicates of a KFP list filter (a JSON-encoded v2beta1 Filter)."""
+    if not text:
+        return []
+    try:
+        predicates: list[dict[str, Any]] = json.loads(text).get("predicates", [])
+    except (ValueError, AttributeError):
+        raise KfpError(400, f"Invalid input error: filter is not a JSON Filter: {text}") from None
+    return predicates
 
 
 def _status(status: int, message: str) -> dict[str, Any]:

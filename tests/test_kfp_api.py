@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT
-from tests.kfp_api import KfpTestServer, kfp_api  # noqa: F401
+from tests.kfp_api import KfpTestServer
 
 IRIS_IR = ROOT / "tests" / "golden" / "compile" / "iris.yaml"
 
@@ -21,7 +21,7 @@ def _client(server: KfpTestServer, token: str | None = None) -> Any:
     return kfp.Client(host=server.url, existing_token=token or server.token)
 
 
-def test_upload_names_the_first_version_after_the_pipeline(kfp_api: KfpTestServer) -> None:  # noqa: F811
+def test_upload_names_the_first_version_after_the_pipeline(kfp_api: KfpTestServer) -> None:
     client = _client(kfp_api)
     pipeline = client.upload_pipeline(str(IRIS_IR), pipeline_name="iris")
     [version] = kfp_api.versions.values()
@@ -30,7 +30,7 @@ def test_upload_names_the_first_version_after_the_pipeline(kfp_api: KfpTestServe
     assert kfp_api.specs[version["pipeline_version_id"]]["pipelineInfo"]["name"] == "iris"
 
 
-def test_versions_are_unique_per_pipeline_and_name(kfp_api: KfpTestServer) -> None:  # noqa: F811
+def test_versions_are_unique_per_pipeline_and_name(kfp_api: KfpTestServer) -> None:
     import kfp_server_api
 
     client = _client(kfp_api)
@@ -47,7 +47,7 @@ def test_versions_are_unique_per_pipeline_and_name(kfp_api: KfpTestServer) -> No
     assert sorted(v.display_name for v in versions.pipeline_versions) == ["abc1234-0f0f", "iris"]
 
 
-def test_duplicate_pipeline_names_are_409_in_both_body_shapes(kfp_api: KfpTestServer) -> None:  # noqa: F811
+def test_duplicate_pipeline_names_are_409_in_both_body_shapes(kfp_api: KfpTestServer) -> None:
     import kfp_server_api
 
     client = _client(kfp_api)
@@ -69,7 +69,7 @@ def test_duplicate_pipeline_names_are_409_in_both_body_shapes(kfp_api: KfpTestSe
     assert len(kfp_api.pipelines) == 1
 
 
-def test_names_lookup_is_404_for_an_unknown_pipeline(kfp_api: KfpTestServer) -> None:  # noqa: F811
+def test_names_lookup_is_404_for_an_unknown_pipeline(kfp_api: KfpTestServer) -> None:
     import kfp_server_api
 
     api = _client(kfp_api)._pipelines_api
@@ -105,7 +105,7 @@ def test_multi_user_mode_needs_the_namespace() -> None:
     assert server.validation_errors == []
 
 
-def test_a_wrong_token_is_401(kfp_api: KfpTestServer) -> None:  # noqa: F811
+def test_a_wrong_token_is_401(kfp_api: KfpTestServer) -> None:
     import kfp_server_api
 
     api = _client(kfp_api, token="wrong")._pipelines_api
@@ -114,7 +114,7 @@ def test_a_wrong_token_is_401(kfp_api: KfpTestServer) -> None:  # noqa: F811
     assert raised.value.status == 401
 
 
-def test_an_invalid_request_is_400_and_recorded(kfp_api: KfpTestServer) -> None:  # noqa: F811
+def test_an_invalid_request_is_400_and_recorded(kfp_api: KfpTestServer) -> None:
     import requests
 
     answer = requests.post(

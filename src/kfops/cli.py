@@ -373,6 +373,103 @@ def build(
         click.echo(json.dumps([r.to_json() for r in results], indent=2, sort_keys=True))
 
 
+def _delivery(project: Any, env_name: str) -> tuple[Any, str, Any]:
+    """The environment's KFP, the IR to deliver (images pinned when the environment has
+    a registry) and where it comes from."""
+    from kfops.delivery.pipeline import Origin
+    from kfops.kubeflow.client import connect
+    from kfops.pipeline import compiler
+
+    environment = project.environment(env_name)
+    kfp = connect(environment)
+    compiled = compiler.compile_project(project)
+    ir_text = compiled.ir_text
+    if environment.registry is not None:
+        from kfops.images import build as images
+
+        ir_text, warnings = images.pinned(
+            project, compiled.ir_text, compiled.ir, environment.registry, environment=env_name
+        )
+        for warning in warnings:
+            click.echo(warning.render(), err=True)
+    return kfp, ir_text, Origin.detect(project.root)
+
+
+@cli.command()
+@click.argument("path", type=_PATH, default=".")
+@click.option(
+    "--env", "env_name", metavar="NAME", required=True, help="The environment to plan for."
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json", "markdown"]),
+    default="text",
+    show_default=True,
+)
+def plan(path: Path, env_name: str, output_format: str) -> None:
+    """Show what `kfops apply --env NAME` would change in the environment (read-only).
+
+    Compares this commit's compiled pipeline with the live Kubeflow Pipelines: the
+    pipeline (found by name in the environment's namespace) and this commit's version
+    (named COMMIT-SPECHASH). Nothing is created or changed.
+    """
+    import json
+
+    from kfops.delivery import pipeline as delivery
+
+    project = _load(path)
+    kfp, ir_text, origin = _delivery(project, env_name)
+    planned = delivery.plan(project, ir_text, kfp, origin)
+    if output_format == "json":
+        click.echo(json.dumps(planned.to_json(), indent=2, sort_keys=True))
+        return
+    click.echo(_render_plan(planned, output_format == "markdown"))
+
+
+def _render_plan(planned: Any, markdown: bool) -> str:
+    head = f"{planned.pipeline} -> {planned.environment} ({planned.host})"
+    if planned.empty:
+        line = f"version {planned.version} is there already: nothing to do"
+        return f"**{head}**: {line}" if markdown else f"{head}: {line}"
+    verbs = {"create-pipeline": "create pipeline", "upload-version": "upload version"}
+    rows = [f"{verbs[a.kind]} {a.name}" for a in planned.actions]
+    if markdown:
+        return f"**{head}**\n\n" + "\n".join(f"- {row}" for row in rows)
+    return head + "\n" + "\n".join(f"  + {row}" for row in rows)
+
+
+@cli.command()
+@click.argument("path", type=_PATH, default=".")
+@click.option(
+    "--env", "env_name", metavar="NAME", required=True, help="The environment to apply to."
+)
+@click.option("--dry-run", is_flag=True, help="Show the plan and change nothing.")
+def apply(path: Path, env_name: str, dry_run: bool) -> None:
+    """Make the environment match this commit: upload its pipeline version to Kubeflow
+    Pipelines (creating the pipeline when missing). A second apply changes nothing.
+
+    The version is named COMMIT-SPECHASH and its description carries the repository,
+    ref, commit and workflow run. With a `registry` in the environment, the step images
+    are pinned by digest (build them first: `kfops build --env NAME`).
+    """
+    from kfops.delivery import pipeline as delivery
+
+    project = _load(path)
+    kfp, ir_text, origin = _delivery(project, env_name)
+    done = delivery.apply(project, ir_text, kfp, origin, dry_run=dry_run)
+    if dry_run or done.empty:
+        click.echo(
+            _render_plan(done, False) + ("\n(dry run: nothing was changed)" if dry_run else "")
+        )
+        return
+    assert done.pipeline_id is not None
+    click.echo(
+        f"uploaded {project.name} version {done.version} to {env_name}:"
+        f" {kfp.pipeline_url(done.pipeline_id, done.version_id)}"
+    )
+
+
 @cli.command()
 @click.argument("pipeline_file", type=_PATH, required=False)
 @click.option("--function", help="The @dsl.pipeline function (default: the only one in the file).")

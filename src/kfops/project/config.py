@@ -22,6 +22,7 @@ from kfops.project.document import Document, Mark
 from kfops.project.model import (
     Environment,
     ImageRecipe,
+    KfpTarget,
     NotebookRef,
     PipelineRef,
     Project,
@@ -272,6 +273,17 @@ def _check_images(doc: Document, config_file: Path, failed_paths: set[str]) -> l
         if isinstance(spec, dict) and isinstance(spec.get("image"), str):
             uses.append((("pipeline", "steps", step, "image"), spec["image"]))
     environments = _mapping(data.get("environments"))
+    for name, spec in environments.items():
+        if "token" in _mapping(_mapping(spec).get("kfp")):
+            problems.append(
+                doc.problem(
+                    ("environments", name, "kfp", "token"),
+                    "a token in mlops.yaml is a secret in Git: kfops does not read it",
+                    "remove it (and revoke it), keep it in a secret, and name the variable"
+                    " that holds it: `token_env: KFP_TOKEN`",
+                    key=True,
+                )
+            )
     pull_request = _mapping(_mapping(data.get("on")).get("pull_request"))
     if pull_request.get("build") is True and "environment" not in pull_request:
         problems.append(
@@ -406,6 +418,15 @@ def _project(doc: Document, config_file: Path, shown: str, problems: list[Proble
                 name=name,
                 mark=doc.mark_of(("environments", name), key=True),
                 registry=spec.get("registry"),
+                kfp=KfpTarget(
+                    host=spec["kfp"]["host"],
+                    mark=doc.mark_of(("environments", name, "kfp"), key=True),
+                    namespace=spec["kfp"].get("namespace"),
+                    experiment=spec["kfp"].get("experiment"),
+                    token_env=spec["kfp"].get("token_env"),
+                )
+                if "kfp" in spec
+                else None,
             )
             for name, spec in (data.get("environments") or {}).items()
         ),

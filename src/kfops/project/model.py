@@ -51,12 +51,24 @@ class ImageRecipe:
 
 
 @dataclass(frozen=True)
+class KfpTarget:
+    """``environments.NAME.kfp``: the Kubeflow Pipelines API an environment delivers to."""
+
+    host: str
+    mark: Mark
+    namespace: str | None = None
+    experiment: str | None = None
+    token_env: str | None = None  # the variable holding the bearer token; never the token
+
+
+@dataclass(frozen=True)
 class Environment:
     """``environments.NAME``: one place the project is delivered to."""
 
     name: str
     mark: Mark
     registry: str | None = None
+    kfp: KfpTarget | None = None
 
 
 @dataclass(frozen=True)

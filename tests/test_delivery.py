@@ -1,0 +1,144 @@
+"""Pipeline delivery (`kfops plan`, `kfops apply`) against the KFP API test server
+(tests/kfp_api.py), through kfp_server_api: versions named by commit and spec, nothing
+uploaded twice, races answered by lookup, and each fault with its message."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from kfops.cli import cli
+from tests.conftest import ROOT, git
+from tests.kfp_api import KfpTestServer
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def project(tmp_path: Path, kfp_api: KfpTestServer, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = tmp_path / "iris"
+    shutil.copytree(ROOT / "pipelines" / "iris", root, ignore=shutil.ignore_patterns(".kfops"))
+    with (root / "mlops.yaml").open("a") as f:
+        f.write(
+            f"environments:\n  staging:\n    kfp: {{host: '{kfp_api.url}', token_env: KFP_TOKEN}}\n"
+        )
+    git(root, "init", "-q", "-b", "main")
+    git(root, "add", ".")
+    git(root, "commit", "-q", "-m", "iris")
+    monkeypatch.setenv("KFP_TOKEN", kfp_api.token)
+    for name in ("GITHUB_SHA", "GITHUB_REF", "GITHUB_REPOSITORY", "GITHUB_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)
+    return root
+
+
+def _kfops(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_apply_uploads_once_then_does_nothing(project: Path, kfp_api: KfpTestServer) -> None:
+    commit = git(project, "rev-parse", "HEAD")
+    code, out, err = _kfops("plan", str(project), "--env", "staging")
+    assert code == 0, err
+    assert "+ create pipeline iris" in out and f"+ upload version {commit[:12]}-" in out
+    assert kfp_api.mutating_requests() == []  # plan only reads
+
+    code, out, err = _kfops("apply", str(project), "--env", "staging")
+    assert code == 0, err
+    [pipeline] = kfp_api.pipelines.values()
+    [version] = kfp_api.versions.values()
+    # Created empty, then the version uploaded: no version named after the pipeline.
+    assert pipeline["name"] == "iris"
+    assert version["name"].startswith(f"{commit[:12]}-")
+    assert f"commit {commit}" in version["description"]
+    assert "ref refs/heads/main" in version["description"]
+    assert kfp_api.specs[version["pipeline_version_id"]]["pipelineInfo"]["name"] == "iris"
+    assert f"/#/pipelines/details/{pipeline['pipeline_id']}/version/" in out
+
+    before = len(kfp_api.mutating_requests())
+    assert before == 2
+    code, out, err = _kfops("apply", str(project), "--env", "staging")
+    assert code == 0, err
+    assert "is there already: nothing to do" in out
+    assert len(kfp_api.mutating_requests()) == before  # zero mutating calls
+
+
+def test_a_changed_parameter_is_a_new_version(project: Path, kfp_api: KfpTestServer) -> None:
+    assert _kfops("apply", str(project), "--env", "staging")[0] == 0
+    [first] = kfp_api.versions.values()
+    mlops = project / "mlops.yaml"
+    mlops.write_text(mlops.read_text().replace("n_estimators: 50", "n_estimators: 60"))
+    assert _kfops("apply", str(project), "--env", "staging")[0] == 0
+    [second] = [v for v in kfp_api.versions.values() if v is not first]
+    assert second["name"][:12] == first["name"][:12]  # the same commit
+    assert second["name"] != first["name"]  # another spec
+    assert "(with uncommitted changes)" in second["description"]
+
+
+def test_dry_run_changes_nothing(project: Path, kfp_api: KfpTestServer) -> None:
+    code, out, _ = _kfops("apply", str(project), "--env", "staging", "--dry-run")
+    assert code == 0
+    assert "(dry run: nothing was changed)" in out
+    assert kfp_api.mutating_requests() == []
+
+
+def test_a_concurrent_apply_makes_no_duplicate(
+    project: Path,
+    kfp_api: KfpTestServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from kfops.delivery import pipeline as delivery
+    from kfops.kubeflow.client import connect
+    from kfops.pipeline import compiler
+    from kfops.project import config
+
+    loaded = config.load(project)
+    ir_text = compiler.compile_project(loaded).ir_text
+    origin = delivery.Origin.detect(project)
+    kfp = connect(loaded.environment("staging"))
+    planned = delivery.plan(loaded, ir_text, kfp, origin)
+    assert [a.kind for a in planned.actions] == ["create-pipeline", "upload-version"]
+    # Another apply wins the race between this plan and this apply.
+    other = delivery.apply(loaded, ir_text, connect(loaded.environment("staging")), origin)
+
+    monkeypatch.setattr(delivery, "plan", lambda *args, **kwargs: planned)
+    done = delivery.apply(loaded, ir_text, kfp, origin)
+    assert done.version_id == other.version_id
+    assert len(kfp_api.pipelines) == 1 and len(kfp_api.versions) == 1
+    assert [status for _, _, status in kfp_api.mutating_requests()] == [200, 200, 409]
+
+
+def test_a_rejected_token_names_the_environment_and_its_source(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KFP_TOKEN", "not-the-token")
+    code, out, err = _kfops("apply", str(project), "--env", "staging")
+    assert code == 1
+    assert "refused the token (HTTP 401) for environment `staging`" in err
+    assert "credential: $KFP_TOKEN" in err
+    assert "not-the-token" not in out + err
+
+
+def test_a_missing_token_variable(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KFP_TOKEN")
+    code, _, err = _kfops("plan", str(project), "--env", "staging")
+    assert code == 1
+    assert "error: environment `staging`: $KFP_TOKEN is not set or empty" in err
+
+
+def test_an_unreachable_host(project: Path) -> None:
+    mlops = project / "mlops.yaml"
+    text = mlops.read_text()
+    start = text.index("host: '") + len("host: '")
+    end = text.index("'", start)
+    mlops.write_text(text[:start] + "http://127.0.0.1:9" + text[end:])
+    code, _, err = _kfops("plan", str(project), "--env", "staging")
+    assert code == 1
+    assert (
+        "error: cannot reach Kubeflow Pipelines at http://127.0.0.1:9 (environment `staging`)"
+        in err
+    )
+    assert "Traceback" not in err
