@@ -381,3 +381,28 @@ def test_pull_request_target_is_refused() -> None:
     decision = decide(_Project(Triggers()), context("pull_request_target", "refs/heads/main", PR))  # type: ignore[arg-type]
     assert decision.kind == ""
     assert "write token" in decision.reason
+
+
+@pytest.mark.parametrize("filters", [True, False], ids=["filters", "python-without-filters"])
+def test_merge_base_tree_extracts_only_plain_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, filters: bool
+) -> None:
+    import tarfile
+
+    from kfops.ci.event import merge_base_tree
+
+    repo = tmp_path / "repo"
+    (repo / "sub").mkdir(parents=True)
+    (repo / "sub" / "a.txt").write_text("a")
+    (repo / "escape").symlink_to("/etc/passwd")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "base")
+    base = git(repo, "rev-parse", "HEAD")
+    if not filters:  # as on Python before 3.10.12 and 3.11.4
+        monkeypatch.delattr(tarfile, "data_filter")
+    into = tmp_path / "out"
+    into.mkdir()
+    assert merge_base_tree(repo, base, into) == base
+    assert (into / "sub" / "a.txt").read_text() == "a"
+    assert not (into / "escape").exists()

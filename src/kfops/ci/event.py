@@ -250,8 +250,18 @@ def merge_base_tree(repo_root: Path, base_sha: str, into: Path) -> str:
         buffer.write(archive)
         buffer.seek(0)
         with tarfile.open(fileobj=buffer) as tar:
-            tar.extractall(into, filter=_safe_member)
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(into, filter=_safe_member)
+            else:
+                # Python before 3.10.12 and 3.11.4 has no extraction filters: keep only
+                # plain files and folders whose names stay inside the target.
+                tar.extractall(into, members=[m for m in tar.getmembers() if _plain(m)])
     return merge_base
+
+
+def _plain(member: tarfile.TarInfo) -> bool:
+    name = Path(member.name)
+    return (member.isfile() or member.isdir()) and not name.is_absolute() and ".." not in name.parts
 
 
 def _safe_member(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
