@@ -418,6 +418,91 @@ class KfpTestServer:
             spec,
         )
 
+    # -- experiments and runs
+
+    def _op_CreateExperiment(self, params: dict[str, str], query: dict[str, str], body: Any) -> Any:
+        name = body.get("display_name")
+        if not name:
+            raise KfpError(400, "Invalid input error: experiment name is empty")
+        namespace = self._namespace(body)
+        for existing in self.experiments.values():
+            if existing["display_name"] == name and existing["namespace"] == namespace:
+                raise KfpError(409, f"Already exist error: experiment {name} already exists")
+        experiment = {
+            "experiment_id": self._id("experiment"),
+            "display_name": name,
+            "description": body.get("description", ""),
+            "created_at": _now(),
+            "namespace": namespace,
+            "storage_state": "AVAILABLE",
+        }
+        self.experiments[experiment["experiment_id"]] = experiment
+        return experiment
+
+    def _op_ListExperiments(self, params: dict[str, str], query: dict[str, str], body: Any) -> Any:
+        namespace = self._namespace(query)
+        found = [e for e in self.experiments.values() if e["namespace"] == namespace]
+        for predicate in _predicates(query.get("filter")):
+            if predicate.get("key") != "display_name" or predicate.get("operation") != "EQUALS":
+                raise KfpError(
+                    400, f"the test server filters on display_name EQUALS only: {predicate}"
+                )
+            found = [e for e in found if e["display_name"] == predicate.get("string_value")]
+        return {"experiments": found, "total_size": len(found)}
+
+    def _op_GetExperiment(self, params: dict[str, str], query: dict[str, str], body: Any) -> Any:
+        found = self.experiments.get(params["experiment_id"])
+        if found is None:
+            raise KfpError(404, "Failed to get experiment: ResourceNotFoundError")
+        return found
+
+    def _op_CreateRun(self, params: dict[str, str], query: dict[str, str], body: Any) -> Any:
+        reference = body.get("pipeline_version_reference") or {}
+        version = self.versions.get(reference.get("pipeline_version_id", ""))
+        if version is None or version["pipeline_id"] != reference.get("pipeline_id"):
+            raise KfpError(404, "Failed to create a run: pipeline version not found")
+        if body.get("experiment_id") not in self.experiments:
+            raise KfpError(404, "Failed to create a run: experiment not found")
+        run = {
+            "run_id": self._id("run"),
+            "experiment_id": body["experiment_id"],
+            "display_name": body.get("display_name") or version["name"],
+            "description": body.get("description", ""),
+            "pipeline_version_reference": reference,
+            "runtime_config": body.get("runtime_config") or {},
+            "created_at": _now(),
+            "state": "PENDING",
+            "storage_state": "AVAILABLE",
+        }
+        self.runs[run["run_id"]] = run
+        self.scripts[run["run_id"]] = self.next_script or RunScript(
+            ["PENDING", "RUNNING", "SUCCEEDED"]
+        )
+        self.next_script = None
+        return run
+
+    def _op_GetRun(self, params: dict[str, str], query: dict[str, str], body: Any) -> Any:
+        run = self.runs.get(params["run_id"])
+        if run is None:
+            raise KfpError(404, f"Failed to get run {params['run_id']}: ResourceNotFoundError")
+        script = self.scripts[run["run_id"]]
+        run["state"] = script.states.pop(0) if len(script.states) > 1 else script.states[0]
+        tasks = []
+        for name, error in sorted(script.failed_tasks.items()):
+            failed = run["state"] in ("FAILED", "CANCELED")
+            tasks.append(
+                {
+                    "run_id": run["run_id"],
+                    "task_id": f"{run['run_id']}-{name}",
+                    "display_name": name,
+                    "state": "FAILED" if failed else "RUNNING",
+                    **({"error": {"code": 2, "message": error, "details": []}} if failed else {}),
+                }
+            )
+        if run["state"] in ("SUCCEEDED", "FAILED", "SKIPPED", "CANCELED"):
+            run["finished_at"] = _now()
+        return {**run, "run_details": {"task_details": tasks}}
+
 
 def _predicates(text: str | None) -> list[dict[str, Any]]:
     """The predicates of a KFP list filter (a JSON-encoded v2beta1 Filter)."""

@@ -29,6 +29,7 @@ def project(tmp_path: Path, kfp_api: KfpTestServer, monkeypatch: pytest.MonkeyPa
     git(root, "add", ".")
     git(root, "commit", "-q", "-m", "iris")
     monkeypatch.setenv("KFP_TOKEN", kfp_api.token)
+    monkeypatch.setenv("KFOPS_POLL_SECONDS", "0")  # the test server's states advance per GET
     for name in ("GITHUB_SHA", "GITHUB_REF", "GITHUB_REPOSITORY", "GITHUB_RUN_ID"):
         monkeypatch.delenv(name, raising=False)
     return root
@@ -142,3 +143,65 @@ def test_an_unreachable_host(project: Path) -> None:
         in err
     )
     assert "Traceback" not in err
+
+
+def test_run_waits_and_reports_each_state(project: Path, kfp_api: KfpTestServer) -> None:
+    kfp_api.script_run("PENDING", "RUNNING", "SUCCEEDED")
+    code, out, err = _kfops(
+        "run", str(project), "--env", "staging", "--wait", "-p", "n_estimators=7"
+    )
+    assert code == 0, err
+    [run] = kfp_api.runs.values()
+    assert run["runtime_config"]["parameters"] == {"n_estimators": 7}
+    [experiment] = kfp_api.experiments.values()
+    assert (
+        experiment["display_name"] == "iris" and run["experiment_id"] == experiment["experiment_id"]
+    )
+    assert "  pending\n  running\n  succeeded\n" in out
+    assert f"/pipeline/#/runs/details/{run['run_id']}" in out
+    assert f"run {run['run_id']} succeeded" in out
+    # A second run of the same commit uploads nothing and reuses the experiment.
+    mutating = len(kfp_api.mutating_requests())
+    assert _kfops("run", str(project), "--env", "staging")[0] == 0
+    assert [r[1] for r in kfp_api.mutating_requests()[mutating:]] == ["/apis/v2beta1/runs"]
+
+
+@pytest.mark.parametrize("state", ["FAILED", "CANCELED"])
+def test_a_run_that_does_not_succeed_exits_1_with_its_failed_tasks(
+    project: Path, kfp_api: KfpTestServer, state: str
+) -> None:
+    # CANCELED is terminal too: KFP's own waiter spins on it (kubeflow/pipelines#14473).
+    kfp_api.script_run(
+        "RUNNING", state, failed_tasks={"train-model": "ValueError: n_estimators must be > 0"}
+    )
+    code, out, err = _kfops("run", str(project), "--env", "staging", "--wait")
+    assert code == 1
+    assert f"  {state.lower()}: train-model failed" in out
+    assert f"{state.lower()} in " in out
+    assert "failed: train-model: ValueError: n_estimators must be > 0" in err
+
+
+def test_wait_times_out_and_leaves_the_run(project: Path, kfp_api: KfpTestServer) -> None:
+    from kfops.errors import KfopsError
+    from kfops.kubeflow import runs
+    from kfops.kubeflow.client import connect
+    from kfops.project import config
+
+    assert _kfops("apply", str(project), "--env", "staging")[0] == 0
+    kfp = connect(config.load(project).environment("staging"))
+    [version] = kfp_api.versions.values()
+    kfp_api.script_run("RUNNING")
+    run_id = runs.start(
+        kfp,
+        pipeline_id=version["pipeline_id"],
+        version_id=version["pipeline_version_id"],
+        experiment="iris",
+        parameters={},
+        display_name="iris",
+        description="",
+    )
+    ticks = iter(range(0, 10_000, 10))
+    with pytest.raises(KfopsError) as raised:
+        runs.wait(kfp, run_id, timeout=25, clock=lambda: next(ticks), sleep=lambda s: None)
+    assert f"run {run_id} is still RUNNING after 25s; it was left running" in raised.value.message
+    assert kfp_api.runs[run_id]["state"] == "RUNNING"

@@ -262,6 +262,21 @@ def _write_atomically(target: Path, text: str) -> None:
     metavar="MODE",
     help="With --docker: the network of image builds (e.g. host).  [default: the engine's]",
 )
+@click.option(
+    "--env",
+    "env_name",
+    metavar="NAME",
+    help="Run on the environment's Kubeflow Pipelines instead: this commit's version"
+    " (uploaded first when missing), in the environment's experiment.",
+)
+@click.option("--wait", is_flag=True, help="With --env: wait for the run to finish.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=3600,
+    show_default=True,
+    help="With --env --wait: seconds to wait; the run is left running after that.",
+)
 def run(
     path: Path,
     params: tuple[str, ...],
@@ -270,6 +285,9 @@ def run(
     docker: bool,
     network: str | None,
     build_network: str | None,
+    env_name: str | None,
+    wait: bool,
+    timeout: float,
 ) -> None:
     """Run PATH's pipeline on this machine with kfp.local (no cluster needed).
 
@@ -283,11 +301,62 @@ def run(
 
     if (network or build_network) and not docker:
         raise click.UsageError("--network and --build-network go with --docker")
+    if env_name is not None and (docker or runs_dir is not None):
+        raise click.UsageError("--env runs on Kubeflow: --docker and --runs-dir are for local runs")
+    if wait and env_name is None:
+        raise click.UsageError("--wait goes with --env (a local run always waits)")
     project = _load(path)
+    if env_name is not None:
+        sys.exit(_run_on_kubeflow(project, env_name, params, wait, timeout))
     runner = local.DockerRun(network=network, build_network=build_network) if docker else None
     result = local.run(project, params, cache=cache, runs_dir=runs_dir, docker=runner)
     if not result.succeeded:
         sys.exit(EXIT_FAILED)
+
+
+def _run_on_kubeflow(
+    project: Any, env_name: str, params: tuple[str, ...], wait: bool, timeout: float
+) -> int:
+    """Apply this commit's version, start a run of it, and (``wait``) follow it."""
+    from kfops.delivery import pipeline as delivery
+    from kfops.kubeflow import runs
+    from kfops.pipeline import compiler
+
+    kfp, ir_text, origin = _delivery(project, env_name)
+    done = delivery.apply(project, ir_text, kfp, origin)
+    assert done.pipeline_id is not None and done.version_id is not None
+    component = compiler.load_pipeline(project)
+    parameters = compiler.parse_cli_params(params, compiler.parameter_types(component))
+    experiment = project.environment(env_name).kfp.experiment or project.name
+    run_id = runs.start(
+        kfp,
+        pipeline_id=done.pipeline_id,
+        version_id=done.version_id,
+        experiment=experiment,
+        parameters=parameters,
+        display_name=f"{project.name} {done.version}",
+        description=done.description,
+    )
+    click.echo(
+        f"started run {run_id} of {project.name} {done.version} in {experiment}:"
+        f" {kfp.run_url(run_id)}"
+    )
+    if not wait:
+        return 0
+
+    def show(state: str, tasks: dict[str, str]) -> None:
+        listed = ", ".join(
+            f"{name} {task_state.lower()}" for name, task_state in sorted(tasks.items())
+        )
+        click.echo(f"  {state.lower()}" + (f": {listed}" if listed else ""))
+
+    interval = float(os.environ.get("KFOPS_POLL_SECONDS") or 5)
+    status = runs.wait(kfp, run_id, timeout=timeout, on_change=show, interval=interval)
+    verdict = "succeeded" if status.succeeded else status.state.lower()
+    click.echo(f"run {run_id} {verdict} in {status.seconds:.0f}s: {status.url}")
+    for task, error in status.failed_tasks:
+        click.secho(f"  failed: {task}" + (f": {error}" if error else ""), fg="red", err=True)
+    return 0 if status.succeeded else EXIT_FAILED
 
 
 @cli.command()

@@ -78,15 +78,17 @@ class Kfp:
         )
         self.pipelines = kfp_server_api.PipelineServiceApi(self._api)
         self.uploads = kfp_server_api.PipelineUploadServiceApi(self._api)
+        self.experiments = kfp_server_api.ExperimentServiceApi(self._api)
+        self.runs = kfp_server_api.RunServiceApi(self._api)
         self.calls: list[str] = []  # what was asked, for dry runs and tests
 
     def pipeline_by_name(self, name: str) -> Any | None:
         """The pipeline called ``name`` in this environment's namespace, or None."""
-        found = self._call(
+        found = self.call(
             "get pipeline",
             self.pipelines.pipeline_service_get_pipeline_by_name,
             name=name,
-            **self._namespaced(),
+            **self.namespaced(),
             missing_ok=True,
         )
         if found is not None and self.namespace and (found.namespace or "") != self.namespace:
@@ -97,14 +99,14 @@ class Kfp:
         import kfp_server_api
 
         body = kfp_server_api.V2beta1Pipeline(
-            name=name, display_name=name, description=description, **self._namespaced()
+            name=name, display_name=name, description=description, **self.namespaced()
         )
-        return self._call("create pipeline", self.pipelines.pipeline_service_create_pipeline, body)
+        return self.call("create pipeline", self.pipelines.pipeline_service_create_pipeline, body)
 
     def version_by_name(self, pipeline_id: str, name: str) -> Any | None:
         """The version called ``name`` of the pipeline, or None (one filtered listing)."""
         predicate = {"key": "name", "operation": "EQUALS", "string_value": name}
-        answer = self._call(
+        answer = self.call(
             "list pipeline versions",
             self.pipelines.pipeline_service_list_pipeline_versions,
             pipeline_id,
@@ -115,7 +117,7 @@ class Kfp:
         return versions[0] if versions else None
 
     def upload_version(self, pipeline_id: str, name: str, description: str, package: Path) -> Any:
-        return self._call(
+        return self.call(
             "upload pipeline version",
             self.uploads.upload_pipeline_version,
             str(package),
@@ -131,10 +133,14 @@ class Kfp:
         link = f"{base}/pipeline/#/pipelines/details/{pipeline_id}"
         return f"{link}/version/{version_id}" if version_id else link
 
-    def _namespaced(self) -> dict[str, str]:
+    def run_url(self, run_id: str) -> str:
+        """The run in the KFP UI."""
+        return f"{self.host.removesuffix('/pipeline')}/pipeline/#/runs/details/{run_id}"
+
+    def namespaced(self) -> dict[str, Any]:
         return {"namespace": self.namespace} if self.namespace else {}
 
-    def _call(
+    def call(
         self, what: str, method: Any, *args: Any, missing_ok: bool = False, **kwargs: Any
     ) -> Any:
         import kfp_server_api
