@@ -116,6 +116,7 @@ class KfpTestServer:
         self.experiments: dict[str, dict[str, Any]] = {}
         self.runs: dict[str, dict[str, Any]] = {}
         self.recurring_runs: dict[str, dict[str, Any]] = {}
+        self.deleted_recurring_runs: list[tuple[str, str]] = []  # (display name, policy)
         self.requests: list[tuple[str, str, int]] = []  # method, path, status
         self.validation_errors: list[str] = []
         self.scripts: dict[str, RunScript] = {}
@@ -502,6 +503,80 @@ class KfpTestServer:
         if run["state"] in ("SUCCEEDED", "FAILED", "SKIPPED", "CANCELED"):
             run["finished_at"] = _now()
         return {**run, "run_details": {"task_details": tasks}}
+
+    # -- recurring runs: no update call (kubeflow/pipelines#3789)
+
+    def _op_CreateRecurringRun(
+        self, params: dict[str, str], query: dict[str, str], body: Any
+    ) -> Any:
+        reference = body.get("pipeline_version_reference") or {}
+        self._pipeline(reference.get("pipeline_id", ""))
+        if (
+            reference.get("pipeline_version_id")
+            and reference["pipeline_version_id"] not in self.versions
+        ):
+            raise KfpError(404, "Failed to create a recurring run: pipeline version not found")
+        cron = (body.get("trigger") or {}).get("cron_schedule", {}).get("cron", "")
+        if len(cron.split()) != 6:
+            raise KfpError(
+                400, f"Invalid input error: cron {cron!r} must have 6 fields, seconds first"
+            )
+        if body.get("mode") not in ("ENABLE", "DISABLE"):
+            raise KfpError(400, "Invalid input error: mode must be ENABLE or DISABLE")
+        recurring = {
+            **body,
+            "recurring_run_id": self._id("recurring"),
+            "created_at": _now(),
+            "updated_at": _now(),
+            "status": "ENABLED" if body["mode"] == "ENABLE" else "DISABLED",
+            "namespace": self._namespace(body),
+        }
+        self.recurring_runs[recurring["recurring_run_id"]] = recurring
+        return recurring
+
+    def _recurring(self, recurring_run_id: str) -> dict[str, Any]:
+        found = self.recurring_runs.get(recurring_run_id)
+        if found is None:
+            raise KfpError(
+                404, f"Failed to get recurring run {recurring_run_id}: ResourceNotFoundError"
+            )
+        return found
+
+    def _op_ListRecurringRuns(
+        self, params: dict[str, str], query: dict[str, str], body: Any
+    ) -> Any:
+        namespace = self._namespace(query)
+        found = [r for r in self.recurring_runs.values() if r["namespace"] == namespace]
+        if query.get("experiment_id"):
+            found = [r for r in found if r.get("experiment_id") == query["experiment_id"]]
+        # KFP answers this one field in camelCase.
+        return {"recurringRuns": found, "total_size": len(found)}
+
+    def _op_GetRecurringRun(self, params: dict[str, str], query: dict[str, str], body: Any) -> Any:
+        return self._recurring(params["recurring_run_id"])
+
+    def _op_DeleteRecurringRun(
+        self, params: dict[str, str], query: dict[str, str], body: Any
+    ) -> Any:
+        self._recurring(params["recurring_run_id"])
+        policy = query.get("propagation_policy", "")
+        if policy not in ("", "FOREGROUND", "BACKGROUND", "ORPHAN"):
+            raise KfpError(400, f"Invalid input error: propagation_policy {policy!r}")
+        removed = self.recurring_runs.pop(params["recurring_run_id"])
+        self.deleted_recurring_runs.append((removed["display_name"], policy or "FOREGROUND"))
+        return {}
+
+    def _op_EnableRecurringRun(
+        self, params: dict[str, str], query: dict[str, str], body: Any
+    ) -> Any:
+        self._recurring(params["recurring_run_id"])["status"] = "ENABLED"
+        return {}
+
+    def _op_DisableRecurringRun(
+        self, params: dict[str, str], query: dict[str, str], body: Any
+    ) -> Any:
+        self._recurring(params["recurring_run_id"])["status"] = "DISABLED"
+        return {}
 
 
 def _predicates(text: str | None) -> list[dict[str, Any]]:

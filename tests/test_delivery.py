@@ -205,3 +205,89 @@ def test_wait_times_out_and_leaves_the_run(project: Path, kfp_api: KfpTestServer
         runs.wait(kfp, run_id, timeout=25, clock=lambda: next(ticks), sleep=lambda s: None)
     assert f"run {run_id} is still RUNNING after 25s; it was left running" in raised.value.message
     assert kfp_api.runs[run_id]["state"] == "RUNNING"
+
+
+NIGHTLY = (
+    '  - {{name: nightly, cron: "{cron}", environment: staging,'
+    " parameters: {{n_estimators: 300}}}}\n"
+)
+
+
+def _schedules(project: Path, text: str) -> None:
+    mlops = project / "mlops.yaml"
+    body = mlops.read_text().split("schedules:", 1)[0].rstrip() + "\n"
+    mlops.write_text(body + ("schedules:\n" + text if text else ""))
+
+
+def test_schedules_are_reconciled_from_git(project: Path, kfp_api: KfpTestServer) -> None:
+    import kfp_server_api
+
+    # A recurring run someone made by hand: never touched.
+    kfp_api.pipelines["pipeline-hand"] = {"pipeline_id": "pipeline-hand", "name": "other"}
+    kfp_api.recurring_runs["hand"] = {
+        "recurring_run_id": "hand",
+        "display_name": "nightly",
+        "status": "ENABLED",
+        "namespace": "",
+    }
+    _schedules(
+        project,
+        NIGHTLY.format(cron="0 3 * * *")
+        + '  - {name: weekly, cron: "0 4 * * 1", environment: staging, enabled: false}\n',
+    )
+    code, out, err = _kfops("apply", str(project), "--env", "staging")
+    assert code == 0, err
+    assert "create: schedule nightly (cron 0 3 * * *)" in out
+    mine = {
+        r["display_name"]: r
+        for r in kfp_api.recurring_runs.values()
+        if r["recurring_run_id"] != "hand"
+    }
+    assert set(mine) == {"kfops:iris:nightly", "kfops:iris:weekly"}
+    nightly = mine["kfops:iris:nightly"]
+    assert nightly["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * *"  # seconds first
+    assert nightly["runtime_config"]["parameters"] == {"n_estimators": 300}
+    assert nightly["max_concurrency"] == "1" and nightly["status"] == "ENABLED"
+    assert "pipeline_version_id" not in nightly["pipeline_version_reference"]  # the latest
+    assert mine["kfops:iris:weekly"]["status"] == "DISABLED"
+
+    # Nothing changed: reads only.
+    before = len(kfp_api.mutating_requests())
+    code, out, _ = _kfops("apply", str(project), "--env", "staging")
+    assert "nothing to do" in out and len(kfp_api.mutating_requests()) == before
+
+    # Only `enabled` changed: an enable call, no replacement.
+    _schedules(
+        project,
+        NIGHTLY.format(cron="0 3 * * *")
+        + '  - {name: weekly, cron: "0 4 * * 1", environment: staging}\n',
+    )
+    assert _kfops("plan", str(project), "--env", "staging")[1].count("schedule") == 1
+    assert _kfops("apply", str(project), "--env", "staging")[0] == 0
+    assert [r[1].rsplit(":", 1)[-1] for r in kfp_api.mutating_requests()[before:]][-1] == "enable"
+    assert kfp_api.deleted_recurring_runs == []
+
+    # The cron changed: the new one first, then the old one deleted with ORPHAN.
+    old_id = nightly["recurring_run_id"]
+    _schedules(
+        project,
+        NIGHTLY.format(cron="30 2 * * *")
+        + '  - {name: weekly, cron: "0 4 * * 1", environment: staging}\n',
+    )
+    marker = len(kfp_api.mutating_requests())
+    code, out, err = _kfops("apply", str(project), "--env", "staging")
+    assert code == 0, err
+    assert "replace: schedule nightly" in out
+    calls = [(m, p) for m, p, _ in kfp_api.mutating_requests()[marker:]]
+    assert calls == [
+        ("POST", "/apis/v2beta1/recurringruns"),
+        ("DELETE", f"/apis/v2beta1/recurringruns/{old_id}"),
+    ]
+    assert kfp_api.deleted_recurring_runs == [("kfops:iris:nightly", "ORPHAN")]
+
+    # Removed from Git: deleted; the hand-made one stays.
+    _schedules(project, "")
+    assert _kfops("apply", str(project), "--env", "staging")[0] == 0
+    assert set(kfp_api.recurring_runs) == {"hand"}
+    assert len(kfp_api.deleted_recurring_runs) == 3
+    assert kfp_server_api  # the real client made every call above

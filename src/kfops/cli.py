@@ -503,6 +503,10 @@ def _render_plan(planned: Any, markdown: bool) -> str:
         return f"**{head}**: {line}" if markdown else f"{head}: {line}"
     verbs = {"create-pipeline": "create pipeline", "upload-version": "upload version"}
     rows = [f"{verbs[a.kind]} {a.name}" for a in planned.actions]
+    rows += [
+        f"{a.kind} schedule {a.name}" + (f" ({a.detail})" if a.detail else "")
+        for a in planned.schedules
+    ]
     if markdown:
         return f"**{head}**\n\n" + "\n".join(f"- {row}" for row in rows)
     return head + "\n" + "\n".join(f"  + {row}" for row in rows)
@@ -533,10 +537,14 @@ def apply(path: Path, env_name: str, dry_run: bool) -> None:
         )
         return
     assert done.pipeline_id is not None
-    click.echo(
-        f"uploaded {project.name} version {done.version} to {env_name}:"
-        f" {kfp.pipeline_url(done.pipeline_id, done.version_id)}"
-    )
+    if done.actions:
+        click.echo(
+            f"uploaded {project.name} version {done.version} to {env_name}:"
+            f" {kfp.pipeline_url(done.pipeline_id, done.version_id)}"
+        )
+    for action in done.schedules:
+        detail = f" ({action.detail})" if action.detail else ""
+        click.echo(f"{action.kind}: schedule {action.name}{detail}")
 
 
 @cli.command()

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kfops.kubeflow import runs, schedules
 from kfops.kubeflow.client import AlreadyExists, Kfp
 from kfops.project.model import Project
 
@@ -87,10 +88,11 @@ class PipelinePlan:
     pipeline_id: str | None = None
     version_id: str | None = None
     actions: list[Action] = field(default_factory=list)
+    schedules: list[schedules.ScheduleAction] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
-        return not self.actions
+        return not self.actions and not self.schedules
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -101,6 +103,9 @@ class PipelinePlan:
             "version": self.version,
             "version_id": self.version_id,
             "actions": [{"kind": a.kind, "name": a.name, "detail": a.detail} for a in self.actions],
+            "schedules": [
+                {"kind": a.kind, "name": a.name, "detail": a.detail} for a in self.schedules
+            ],
         }
 
 
@@ -128,7 +133,24 @@ def plan(project: Project, ir_text: str, kfp: Kfp, origin: Origin) -> PipelinePl
         result.version_id = found.pipeline_version_id if found is not None else None
     if result.version_id is None:
         result.actions.append(Action("upload-version", result.version, result.description))
+    # Always read: schedules removed from mlops.yaml are still to be deleted.
+    existing = schedules.existing(kfp)
+    wanted = any(s.environment == kfp.environment for s in project.schedules)
+    if wanted or schedules.owned(project, existing):
+        experiment = runs.find_experiment(kfp, experiment_name(project, kfp))
+        result.schedules = schedules.plan(
+            project,
+            kfp,
+            pipeline_id=result.pipeline_id,
+            experiment_id=experiment,
+            existing=existing,
+        )
     return result
+
+
+def experiment_name(project: Project, kfp: Kfp) -> str:
+    environment = project.environment(kfp.environment)
+    return (environment.kfp.experiment if environment.kfp else None) or project.name
 
 
 def apply(
@@ -142,6 +164,36 @@ def apply(
     planned = plan(project, ir_text, kfp, origin)
     if dry_run or planned.empty:
         return planned
+    if planned.actions:
+        _upload(project, ir_text, kfp, planned)
+    if planned.schedules:
+        _reconcile(project, kfp, planned, origin)
+    return planned
+
+
+def _reconcile(project: Project, kfp: Kfp, planned: PipelinePlan, origin: Origin) -> None:
+    """The schedule actions again, now that the pipeline and experiment exist (their ids
+    are part of each schedule's spec), then carried out."""
+    assert planned.pipeline_id is not None
+    experiment = runs.experiment_id(kfp, experiment_name(project, kfp))
+    planned.schedules = schedules.plan(
+        project,
+        kfp,
+        pipeline_id=planned.pipeline_id,
+        experiment_id=experiment,
+        existing=schedules.existing(kfp),
+    )
+    schedules.execute(
+        project,
+        kfp,
+        planned.schedules,
+        pipeline_id=planned.pipeline_id,
+        experiment_id=experiment,
+        origin=origin.describe(project),
+    )
+
+
+def _upload(project: Project, ir_text: str, kfp: Kfp, planned: PipelinePlan) -> None:
     if planned.pipeline_id is None:
         try:
             planned.pipeline_id = kfp.create_pipeline(project.name, planned.description).pipeline_id
@@ -152,7 +204,7 @@ def apply(
             existing = kfp.version_by_name(planned.pipeline_id, planned.version)
             if existing is not None:
                 planned.version_id = existing.pipeline_version_id
-                return planned
+                return
     with tempfile.TemporaryDirectory(prefix="kfops-upload-") as tmp:
         package = Path(tmp) / f"{project.name}.yaml"
         package.write_text(ir_text, encoding="utf-8")
@@ -164,4 +216,3 @@ def apply(
         except AlreadyExists:
             existing = kfp.version_by_name(planned.pipeline_id, planned.version)
             planned.version_id = existing.pipeline_version_id if existing is not None else None
-    return planned

@@ -80,6 +80,7 @@ class Kfp:
         self.uploads = kfp_server_api.PipelineUploadServiceApi(self._api)
         self.experiments = kfp_server_api.ExperimentServiceApi(self._api)
         self.runs = kfp_server_api.RunServiceApi(self._api)
+        self.recurring = kfp_server_api.RecurringRunServiceApi(self._api)
         self.calls: list[str] = []  # what was asked, for dry runs and tests
 
     def pipeline_by_name(self, name: str) -> Any | None:

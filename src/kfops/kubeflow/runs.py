@@ -29,22 +29,24 @@ class RunStatus:
         return self.state == "SUCCEEDED"
 
 
+def find_experiment(kfp: Kfp, name: str) -> str | None:
+    """The id of the experiment called ``name`` in the environment's namespace, or None."""
+    predicate = {"key": "display_name", "operation": "EQUALS", "string_value": name}
+    answer = kfp.call(
+        "list experiments",
+        kfp.experiments.experiment_service_list_experiments,
+        filter=json.dumps({"predicates": [predicate]}),
+        **kfp.namespaced(),
+    )
+    found = [e for e in (answer.experiments or []) if e.display_name == name]
+    return str(found[0].experiment_id) if found else None
+
+
 def experiment_id(kfp: Kfp, name: str) -> str:
     """The experiment called ``name`` in the environment's namespace (made when missing)."""
     import kfp_server_api
 
-    def find() -> str | None:
-        predicate = {"key": "display_name", "operation": "EQUALS", "string_value": name}
-        answer = kfp.call(
-            "list experiments",
-            kfp.experiments.experiment_service_list_experiments,
-            filter=json.dumps({"predicates": [predicate]}),
-            **kfp.namespaced(),
-        )
-        found = [e for e in (answer.experiments or []) if e.display_name == name]
-        return str(found[0].experiment_id) if found else None
-
-    existing = find()
+    existing = find_experiment(kfp, name)
     if existing is not None:
         return existing
     body = kfp_server_api.V2beta1Experiment(display_name=name, **kfp.namespaced())
@@ -54,7 +56,7 @@ def experiment_id(kfp: Kfp, name: str) -> str:
         )
         return str(created.experiment_id)
     except AlreadyExists:
-        again = find()
+        again = find_experiment(kfp, name)
         assert again is not None
         return again
 

@@ -27,6 +27,7 @@ from kfops.project.model import (
     PipelineRef,
     Project,
     Resources,
+    Schedule,
     StepOverride,
     Trigger,
     Triggers,
@@ -284,6 +285,7 @@ def _check_images(doc: Document, config_file: Path, failed_paths: set[str]) -> l
                     key=True,
                 )
             )
+    problems += _check_schedules(doc, environments, failed_paths)
     pull_request = _mapping(_mapping(data.get("on")).get("pull_request"))
     if pull_request.get("build") is True and "environment" not in pull_request:
         problems.append(
@@ -319,6 +321,107 @@ def _check_images(doc: Document, config_file: Path, failed_paths: set[str]) -> l
             " requirements.txt}}}}`",
         )
         problems.append(doc.problem(used_at, f"no image `{name}` under `images:`", hint))
+    return problems
+
+
+# minute, hour, day of month, month, day of week: the ranges of 5-field Unix cron.
+_MONTHS = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"]
+_DAYS = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"]
+_CRON_FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
+    ("minute", 0, 59, {}),
+    ("hour", 0, 23, {}),
+    ("day of month", 1, 31, {}),
+    ("month", 1, 12, {m: i + 1 for i, m in enumerate(_MONTHS)}),
+    ("day of week", 0, 7, {d: i for i, d in enumerate(_DAYS)}),
+)
+
+
+def cron_problem(cron: str) -> str | None:
+    """What is wrong with a 5-field Unix cron expression, or None."""
+    fields = cron.split()
+    if cron.strip().startswith("@"):
+        return f"`{cron}`: write the 5 fields (e.g. `0 3 * * *` for @daily)"
+    if len(fields) != 5:
+        return (
+            f"`{cron}` has {len(fields)} fields; cron here has 5:"
+            " minute hour day-of-month month day-of-week"
+        )
+    for text, (name, low, high, names) in zip(fields, _CRON_FIELDS, strict=True):
+        for part in text.split(","):
+            base, _, step = part.partition("/")
+            if step and not (step.isdigit() and int(step) > 0):
+                return f"`{part}` in the {name} field: the step after `/` is a number above 0"
+            if base == "*":
+                continue
+            bounds = base.split("-")
+            if len(bounds) > 2:
+                return f"`{part}` in the {name} field is not a value or a range"
+            values = [names.get(b.upper(), int(b) if b.isdigit() else None) for b in bounds]
+            if any(v is None for v in values):
+                return f"`{part}` in the {name} field is not a number ({low}-{high})"
+            if any(not low <= v <= high for v in values if v is not None):
+                return f"`{part}` in the {name} field is out of range ({low}-{high})"
+    return None
+
+
+def _check_schedules(
+    doc: Document, environments: dict[str, Any], failed_paths: set[str]
+) -> list[Problem]:
+    problems: list[Problem] = []
+    schedules = doc.data.get("schedules")
+    if not isinstance(schedules, list):
+        return problems
+    seen: set[str] = set()
+    for index, spec in enumerate(schedules):
+        if not isinstance(spec, dict) or document.format_path(("schedules", index)) in failed_paths:
+            continue
+        cron = spec.get("cron")
+        if (
+            isinstance(cron, str)
+            and document.format_path(("schedules", index, "cron")) not in failed_paths
+        ):
+            wrong = cron_problem(cron)
+            if wrong:
+                problems.append(
+                    doc.problem(
+                        ("schedules", index, "cron"),
+                        f"invalid cron: {wrong}",
+                        "e.g. `0 3 * * *` (03:00 UTC daily), `*/15 * * * 1-5`",
+                    )
+                )
+        name = spec.get("name")
+        if isinstance(name, str):
+            if name in seen:
+                problems.append(
+                    doc.problem(
+                        ("schedules", index, "name"),
+                        f"a second schedule named `{name}`",
+                        "schedule names are unique in the project",
+                    )
+                )
+            seen.add(name)
+        named = spec.get("environment")
+        if isinstance(named, str) and named not in environments:
+            problems.append(
+                doc.problem(
+                    ("schedules", index, "environment"),
+                    f"no environment `{named}` under `environments:`",
+                    did_you_mean(
+                        named,
+                        environments,
+                        "environments defined: ",
+                        f"add `environments: {{{named}: {{kfp: {{host: ...}}}}}}`",
+                    ),
+                )
+            )
+        elif isinstance(named, str) and "kfp" not in _mapping(environments.get(named)):
+            problems.append(
+                doc.problem(
+                    ("schedules", index, "environment"),
+                    f"environment `{named}` has no `kfp:`, so nothing can run this schedule",
+                    f"add `kfp: {{host: ...}}` under environments.{named}",
+                )
+            )
     return problems
 
 
@@ -413,6 +516,18 @@ def _project(doc: Document, config_file: Path, shown: str, problems: list[Proble
             for name, spec in (data.get("images") or {}).items()
         ),
         image=pipeline.get("image"),
+        schedules=tuple(
+            Schedule(
+                name=spec["name"],
+                cron=spec["cron"],
+                environment=spec["environment"],
+                mark=doc.mark_of(("schedules", index)),
+                parameters=tuple(sorted((spec.get("parameters") or {}).items())),
+                enabled=spec.get("enabled", True),
+                max_concurrency=spec.get("max_concurrency", 1),
+            )
+            for index, spec in enumerate(data.get("schedules") or [])
+        ),
         environments=tuple(
             Environment(
                 name=name,

@@ -72,6 +72,24 @@ class Environment:
 
 
 @dataclass(frozen=True)
+class Schedule:
+    """``schedules[]``: one recurring run on an environment's Kubeflow Pipelines."""
+
+    name: str
+    cron: str  # 5-field Unix cron, as written
+    environment: str
+    mark: Mark
+    parameters: tuple[tuple[str, Any], ...] = ()
+    enabled: bool = True
+    max_concurrency: int = 1
+
+    @property
+    def kfp_cron(self) -> str:
+        """KFP's 6-field, seconds-first form."""
+        return "0 " + " ".join(self.cron.split())
+
+
+@dataclass(frozen=True)
 class PipelineRef:
     """``pipeline.python``: a @dsl.pipeline function in a Python file."""
 
@@ -127,6 +145,7 @@ class Project:
     images: tuple[ImageRecipe, ...] = ()
     image: str | None = None  # ``pipeline.image``: the default image's name
     environments: tuple[Environment, ...] = ()
+    schedules: tuple[Schedule, ...] = ()
 
     def environment(self, name: str) -> Environment:
         """The environment called ``name``.
