@@ -30,6 +30,7 @@ def project(tmp_path: Path, kfp_api: KfpTestServer, monkeypatch: pytest.MonkeyPa
     git(root, "commit", "-q", "-m", "iris")
     monkeypatch.setenv("KFP_TOKEN", kfp_api.token)
     monkeypatch.setenv("KFOPS_POLL_SECONDS", "0")  # the test server's states advance per GET
+    monkeypatch.setenv("KFOPS_RETRY_SECONDS", "0")
     for name in ("GITHUB_SHA", "GITHUB_REF", "GITHUB_REPOSITORY", "GITHUB_RUN_ID"):
         monkeypatch.delenv(name, raising=False)
     return root
@@ -291,3 +292,53 @@ def test_schedules_are_reconciled_from_git(project: Path, kfp_api: KfpTestServer
     assert set(kfp_api.recurring_runs) == {"hand"}
     assert len(kfp_api.deleted_recurring_runs) == 3
     assert kfp_server_api  # the real client made every call above
+
+
+# Faults: every one ends with no duplicate pipeline, version or recurring run.
+
+
+def test_server_errors_and_rate_limits_are_retried(project: Path, kfp_api: KfpTestServer) -> None:
+    kfp_api.fail_next = [503, 429, 502]
+    code, _, err = _kfops("apply", str(project), "--env", "staging")
+    assert code == 0, err
+    assert len(kfp_api.pipelines) == 1 and len(kfp_api.versions) == 1
+    assert [s for _, _, s in kfp_api.requests[:3]] == [503, 429, 502]
+
+
+@pytest.mark.parametrize("operation", ["CreatePipeline", "UploadPipelineVersion"])
+def test_a_lost_answer_to_a_create_is_looked_up_not_repeated(
+    project: Path, kfp_api: KfpTestServer, operation: str
+) -> None:
+    kfp_api.lose_answer = [operation]
+    code, _, err = _kfops("apply", str(project), "--env", "staging")
+    assert code == 0, err
+    assert kfp_api.lose_answer == []  # the fault happened
+    assert len(kfp_api.pipelines) == 1 and len(kfp_api.versions) == 1
+    assert _kfops("apply", str(project), "--env", "staging")[1].endswith("nothing to do\n")
+
+
+def test_a_lost_answer_to_a_schedule_create(project: Path, kfp_api: KfpTestServer) -> None:
+    _schedules(project, NIGHTLY.format(cron="0 3 * * *"))
+    kfp_api.lose_answer = ["CreateRecurringRun"]
+    code, _, err = _kfops("apply", str(project), "--env", "staging")
+    assert code == 0, err
+    assert kfp_api.lose_answer == []
+    assert [r["display_name"] for r in kfp_api.recurring_runs.values()] == ["kfops:iris:nightly"]
+
+
+def test_a_server_that_keeps_failing_says_so(project: Path, kfp_api: KfpTestServer) -> None:
+    kfp_api.fail_next = [500] * 10
+    code, _, err = _kfops("plan", str(project), "--env", "staging")
+    assert code == 1
+    assert f"error: Kubeflow Pipelines at {kfp_api.url} answered HTTP 500 to get pipeline" in err
+    assert "Traceback" not in err
+
+
+def test_the_token_is_never_printed_even_with_debug(
+    project: Path, kfp_api: KfpTestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KFOPS_DEBUG", "1")
+    monkeypatch.setenv("KFP_TOKEN", "s3cret-kfp-token")
+    code, out, err = _kfops("apply", str(project), "--env", "staging")
+    assert code == 1
+    assert "s3cret-kfp-token" not in out + err

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,7 @@ class Kfp:
         self.namespace = target.namespace
         self.credential_source = credential.source
         configuration = kfp_server_api.Configuration(host=self.host)
+        configuration.retries = 0  # kfops retries itself, knowing which calls are safe to repeat
         self._api = kfp_server_api.ApiClient(
             configuration, header_name="Authorization", header_value=f"Bearer {credential.token}"
         )
@@ -82,6 +84,9 @@ class Kfp:
         self.runs = kfp_server_api.RunServiceApi(self._api)
         self.recurring = kfp_server_api.RecurringRunServiceApi(self._api)
         self.calls: list[str] = []  # what was asked, for dry runs and tests
+        self.attempts = 4
+        self.backoff = float(os.environ.get("KFOPS_RETRY_SECONDS") or 1)
+        self.sleep: Callable[[float], None] = time.sleep
 
     def pipeline_by_name(self, name: str) -> Any | None:
         """The pipeline called ``name`` in this environment's namespace, or None."""
@@ -102,7 +107,13 @@ class Kfp:
         body = kfp_server_api.V2beta1Pipeline(
             name=name, display_name=name, description=description, **self.namespaced()
         )
-        return self.call("create pipeline", self.pipelines.pipeline_service_create_pipeline, body)
+        return self.call(
+            "create pipeline",
+            self.pipelines.pipeline_service_create_pipeline,
+            body,
+            retry=False,
+            recover=lambda: self.pipeline_by_name(name),
+        )
 
     def version_by_name(self, pipeline_id: str, name: str) -> Any | None:
         """The version called ``name`` of the pipeline, or None (one filtered listing)."""
@@ -126,6 +137,8 @@ class Kfp:
             display_name=name,
             pipelineid=pipeline_id,
             description=description,
+            retry=False,
+            recover=lambda: self.version_by_name(pipeline_id, name),
         )
 
     def pipeline_url(self, pipeline_id: str, version_id: str | None = None) -> str:
@@ -142,26 +155,52 @@ class Kfp:
         return {"namespace": self.namespace} if self.namespace else {}
 
     def call(
-        self, what: str, method: Any, *args: Any, missing_ok: bool = False, **kwargs: Any
+        self,
+        what: str,
+        method: Any,
+        *args: Any,
+        missing_ok: bool = False,
+        retry: bool = True,
+        recover: Callable[[], Any] | None = None,
+        **kwargs: Any,
     ) -> Any:
+        """``method(*args, **kwargs)``, its failures as messages that say what to do.
+
+        ``retry``: 429, 5xx and connection failures are tried again with backoff (reads,
+        and writes that are safe to repeat). A create is not: give ``recover``, which
+        looks the object up by name after a failure; what it finds (made by a request
+        whose answer was lost) is the answer, and only when it finds nothing is the
+        create sent again. So a retry never makes a duplicate.
+        """
         import kfp_server_api
         import urllib3
 
-        self.calls.append(what)
-        try:
-            return method(*args, **kwargs)
-        except kfp_server_api.ApiException as exc:
-            if exc.status == 404 and missing_ok:
-                return None
-            if exc.status == 409:
-                raise AlreadyExists(what) from None
-            raise self._error(what, exc.status, _message(exc)) from None
-        except urllib3.exceptions.HTTPError as exc:
-            raise KfopsError(
-                f"cannot reach Kubeflow Pipelines at {self.host} (environment"
-                f" `{self.environment}`): {type(exc).__name__}",
-                "check `kfp.host` in mlops.yaml and that the server is up; nothing was changed",
-            ) from None
+        attempts = self.attempts if retry or recover is not None else 1
+        for attempt in range(1, attempts + 1):
+            self.calls.append(what)
+            try:
+                return method(*args, **kwargs)
+            except kfp_server_api.ApiException as exc:
+                if exc.status == 404 and missing_ok:
+                    return None
+                if exc.status == 409:
+                    raise AlreadyExists(what) from None
+                if not (exc.status == 429 or exc.status >= 500) or attempt == attempts:
+                    raise self._error(what, exc.status, _message(exc)) from None
+            except urllib3.exceptions.HTTPError as exc:
+                if attempt == attempts:
+                    raise KfopsError(
+                        f"cannot reach Kubeflow Pipelines at {self.host} (environment"
+                        f" `{self.environment}`): {type(exc).__name__}",
+                        "check `kfp.host` in mlops.yaml and that the server is up;"
+                        " nothing was changed by this request",
+                    ) from None
+            self.sleep(self.backoff * 2 ** (attempt - 1))
+            if recover is not None:
+                found = recover()
+                if found is not None:
+                    return found
+        raise AssertionError("unreachable")  # the last attempt returns or raises
 
     def _error(self, what: str, status: int, message: str) -> KfopsError:
         if status in (401, 403):

@@ -52,8 +52,14 @@ def experiment_id(kfp: Kfp, name: str) -> str:
     body = kfp_server_api.V2beta1Experiment(display_name=name, **kfp.namespaced())
     try:
         created = kfp.call(
-            "create experiment", kfp.experiments.experiment_service_create_experiment, body
+            "create experiment",
+            kfp.experiments.experiment_service_create_experiment,
+            body,
+            retry=False,
+            recover=lambda: find_experiment(kfp, name),
         )
+        if isinstance(created, str):
+            return created
         return str(created.experiment_id)
     except AlreadyExists:
         again = find_experiment(kfp, name)
@@ -83,7 +89,9 @@ def start(
         ),
         runtime_config=kfp_server_api.V2beta1RuntimeConfig(parameters=parameters),
     )
-    run = kfp.call("create run", kfp.runs.run_service_create_run, body)
+    # Not retried: runs have no unique name to look a lost answer up by, and a second
+    # run is worse than a clear error.
+    run = kfp.call("create run", kfp.runs.run_service_create_run, body, retry=False)
     return str(run.run_id)
 
 

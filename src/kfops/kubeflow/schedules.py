@@ -160,8 +160,20 @@ def execute(
             experiment_id=experiment_id,
             **kfp.namespaced(),
         )
+        wanted = str(body.description)
+
+        def recover(name: str = str(body.display_name), wanted: str = wanted) -> Any:
+            return next(
+                (r for r in existing(kfp) if r.display_name == name and r.description == wanted),
+                None,
+            )
+
         kfp.call(
-            "create recurring run", kfp.recurring.recurring_run_service_create_recurring_run, body
+            "create recurring run",
+            kfp.recurring.recurring_run_service_create_recurring_run,
+            body,
+            retry=False,
+            recover=recover,
         )
     for action in actions:
         if action.kind == "enable":
@@ -183,4 +195,5 @@ def execute(
                 kfp.recurring.recurring_run_service_delete_recurring_run,
                 action.recurring_run_id,
                 propagation_policy="ORPHAN",
+                missing_ok=True,  # a retry after a lost answer finds it gone
             )
