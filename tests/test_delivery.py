@@ -342,3 +342,65 @@ def test_the_token_is_never_printed_even_with_debug(
     code, out, err = _kfops("apply", str(project), "--env", "staging")
     assert code == 1
     assert "s3cret-kfp-token" not in out + err
+
+
+def _ci(project: Path, event_name: str, ref: str, event: dict[str, object] | None = None) -> object:
+    from rich.console import Console
+
+    from kfops.ci import event as ci_event
+    from tests.test_ci import context
+
+    return ci_event.execute(project, context(event_name, ref, event), Console(stderr=True))
+
+
+def test_ci_push_applies_runs_and_reports(project: Path, kfp_api: KfpTestServer) -> None:
+    from kfops.ci import report
+
+    with (project / "mlops.yaml").open("a") as f:
+        f.write("on:\n  push: {branches: [main], environment: staging, apply: true, run: true}\n")
+    _schedules(project, NIGHTLY.format(cron="0 3 * * *"))
+    kfp_api.script_run("RUNNING", "SUCCEEDED")
+    result = _ci(project, "push", "refs/heads/main")
+    assert not result.failed, (result.delivery_error, result.problems)  # type: ignore[attr-defined]
+    [version] = kfp_api.versions.values()
+    assert "commit 0123456789abcdef" in version["description"]
+    assert "repository acme/ml" in version["description"]
+    assert "run https://github.example/acme/ml/actions/runs/77" in version["description"]
+    [run] = kfp_api.runs.values()
+    body = report.markdown(result, "<!-- kfops -->")  # type: ignore[arg-type]
+    assert "#### Kubeflow Pipelines · staging" in body
+    assert f"uploaded version [`{version['name']}`](" in body
+    assert "- schedule `nightly`: created (`cron 0 3 * * *`)" in body
+    assert f"- run [`{run['run_id']}`](" in body and "**succeeded**" in body
+    assert "✅ **Validated and compiled, delivered, ran on Kubeflow Pipelines.**" in body
+
+
+def test_ci_pull_request_plans_against_the_environment_main_deploys_to(
+    project: Path, kfp_api: KfpTestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kfops.ci import report
+
+    with (project / "mlops.yaml").open("a") as f:
+        f.write("on:\n  push: {branches: [main], environment: staging, apply: true}\n")
+        f.write("  pull_request: {}\n")
+    pull = {"pull_request": {"number": 3, "base": {"ref": "main"}}}
+    result = _ci(project, "pull_request", "refs/pull/3/merge", pull)
+    assert not result.failed  # type: ignore[attr-defined]
+    assert kfp_api.mutating_requests() == []  # a plan only reads
+    body = report.markdown(result, "<!-- kfops -->")  # type: ignore[arg-type]
+    assert "- pipeline `iris`: will upload version `0123456789ab-" in body
+
+    # A fork's pull request has no secret: no plan against the cluster, and no failure.
+    monkeypatch.delenv("KFP_TOKEN")
+    result = _ci(project, "pull_request", "refs/pull/3/merge", pull)
+    assert not result.failed  # type: ignore[attr-defined]
+    assert any("no plan against `staging`" in n for n in result.notices)  # type: ignore[attr-defined]
+
+
+def test_ci_push_with_a_failing_run_fails(project: Path, kfp_api: KfpTestServer) -> None:
+    with (project / "mlops.yaml").open("a") as f:
+        f.write("on:\n  push: {environment: staging, apply: true, run: true}\n")
+    kfp_api.script_run("FAILED", failed_tasks={"evaluate": "AssertionError: accuracy 0.3"})
+    result = _ci(project, "push", "refs/heads/main")
+    assert result.failed  # type: ignore[attr-defined]
+    assert result.kfp_run["failed_tasks"] == [("evaluate", "AssertionError: accuracy 0.3")]  # type: ignore[attr-defined]

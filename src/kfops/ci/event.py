@@ -121,6 +121,7 @@ class Decision:
     reason: str
     environment: str | None = None  # whose images to build
     push: bool = False  # push them (never for pull requests)
+    apply: bool = False  # apply to the environment's Kubeflow Pipelines
 
 
 def decide(project: Project, ctx: GitHubContext) -> Decision:
@@ -151,6 +152,7 @@ def decide(project: Project, ctx: GitHubContext) -> Decision:
             f"tag `{tag}` ({source})",
             trigger.environment,
             push=trigger.environment is not None,
+            apply=trigger.apply,
         )
     if ctx.event_name == "push":
         return _match("push", triggers.push, ctx.ref.removeprefix("refs/heads/"), source)
@@ -188,6 +190,7 @@ def _match(kind: str, trigger: Trigger | None, branch: str, source: str) -> Deci
         f"{kind} on `{branch}` ({source})",
         trigger.environment,
         push=trigger.environment is not None,
+        apply=trigger.apply,
     )
 
 
@@ -213,6 +216,9 @@ class CiResult:
     notices: list[str] = field(default_factory=list)
     images: list[dict[str, Any]] = field(default_factory=list)  # ImageResult.to_json()
     image_error: str = ""
+    delivery: dict[str, Any] = field(default_factory=dict)  # what apply did, or would do
+    delivery_error: str = ""
+    kfp_run: dict[str, Any] = field(default_factory=dict)  # a run on Kubeflow Pipelines
 
     @property
     def failed(self) -> bool:
@@ -220,6 +226,7 @@ class CiResult:
             any(p.severity == "error" for p in self.problems)
             or bool(self.compile_error)
             or bool(self.image_error)
+            or bool(self.delivery_error)
             or self.run_status == "failed"
         )
 
@@ -332,13 +339,21 @@ def execute(path: Path, ctx: GitHubContext, console: Any) -> CiResult:
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(ir_text, encoding="utf-8")
     result.compiled = shown(target)
+    if decision.apply and decision.environment is not None:
+        _deliver(project, ir_text, decision.environment, ctx, result, run=decision.run)
+        if result.delivery_error or decision.run:
+            return result  # the run, if asked, happened on Kubeflow
+    elif decision.kind == "pull_request":
+        deployed = _deployed_by(project, ctx.base_branch)
+        if deployed is not None:
+            _deliver(project, ir_text, deployed, ctx, result, plan_only=True)
     base_project: Project | None = None
     with tempfile.TemporaryDirectory(prefix="kfops-base-") as tmp:
         if decision.kind == "pull_request" and ctx.base_sha:
             base_project = _plan(project, compiled.ir, ctx.base_sha, Path(tmp), result, compare)
         elif decision.kind == "pull_request":
             result.plan_note = "no plan: the event names no base commit"
-        if decision.run:
+        if decision.run and not decision.apply:
             try:
                 run = local.run(project, console=console)
             except KfopsError as exc:
@@ -361,6 +376,76 @@ def execute(path: Path, ctx: GitHubContext, console: Any) -> CiResult:
     return result
 
 
+def _deployed_by(project: Project, branch: str) -> str | None:
+    """The environment a push to ``branch`` applies to (what this pull request will change)."""
+    push = project.triggers.push
+    if push is None or not push.apply or push.environment is None:
+        return None
+    if push.branches and not any(glob_match(branch, b) for b in push.branches):
+        return None
+    return push.environment
+
+
+def _deliver(
+    project: Project,
+    ir_text: str,
+    environment: str,
+    ctx: GitHubContext,
+    result: CiResult,
+    *,
+    run: bool = False,
+    plan_only: bool = False,
+) -> None:
+    """Apply to (or, for a pull request, plan against) the environment's Kubeflow Pipelines;
+    with ``run``, run this commit's version there and wait for it."""
+    from kfops.delivery import pipeline as delivery
+    from kfops.kubeflow import runs
+    from kfops.kubeflow.client import connect
+
+    origin = delivery.Origin(
+        commit=ctx.sha, ref=ctx.ref, repository=ctx.repository, run_url=ctx.run_url
+    )
+    try:
+        kfp = connect(project.environment(environment))
+    except KfopsError as exc:
+        if plan_only:  # e.g. a fork's pull request gets no secrets: the offline plan stays
+            result.notices.append(f"no plan against `{environment}`: {exc.message}")
+        else:
+            result.delivery_error = exc.message + (f" ({exc.hint})" if exc.hint else "")
+        return
+    try:
+        if plan_only:
+            planned = delivery.plan(project, ir_text, kfp, origin)
+        else:
+            planned = delivery.apply(project, ir_text, kfp, origin)
+        result.delivery = {**planned.to_json(), "applied": not plan_only}
+        if planned.pipeline_id:
+            result.delivery["url"] = kfp.pipeline_url(planned.pipeline_id, planned.version_id)
+        if run and planned.pipeline_id and planned.version_id:
+            experiment = delivery.experiment_name(project, kfp)
+            run_id = runs.start(
+                kfp,
+                pipeline_id=planned.pipeline_id,
+                version_id=planned.version_id,
+                experiment=experiment,
+                parameters={},
+                display_name=f"{project.name} {planned.version}",
+                description=planned.description,
+            )
+            interval = float(os.environ.get("KFOPS_POLL_SECONDS") or 5)
+            status = runs.wait(kfp, run_id, timeout=3600, interval=interval)
+            result.kfp_run = {
+                "run_id": run_id,
+                "state": status.state,
+                "url": status.url,
+                "seconds": round(status.seconds, 1),
+                "failed_tasks": status.failed_tasks,
+            }
+            result.run_status = "succeeded" if status.succeeded else "failed"
+    except KfopsError as exc:
+        result.delivery_error = exc.message + (f" ({exc.hint})" if exc.hint else "")
+
+
 def _images(
     project: Project, compiled: Any, decision: Decision, result: CiResult, console: Any
 ) -> str:
@@ -371,8 +456,7 @@ def _images(
     assert decision.environment is not None
     registry = project.environment(decision.environment).registry
     if registry is None:
-        result.image_error = f"environment `{decision.environment}` has no `registry`"
-        return str(compiled.ir_text)
+        return str(compiled.ir_text)  # no registry: the steps keep their own images
     network = os.environ.get("KFOPS_BUILD_NETWORK") or None
     try:
         built, prepared = images.build(

@@ -74,6 +74,13 @@ MAX_PROBLEMS = 50
 _MARKDOWN_SPECIAL = set("\\`*_{}[]()#+-.!|~>")
 
 
+def code(text: object) -> str:
+    """Text as an inline code span: Markdown escapes do not work inside one (they would
+    show), so backticks and line breaks are replaced and a table's `|` escaped."""
+    inert = str(text).replace("`", "'").replace("\r", " ").replace("\n", " ").replace("|", "\\|")
+    return f"`{inert}`"
+
+
 def escape(text: object) -> str:
     """User-controlled text made inert in Markdown: no links, HTML, tables or markers."""
     out = []
@@ -134,6 +141,18 @@ def _render(result: CiResult, marker: str, max_problems: int, max_rows: int) -> 
         lines += ["#### Images failed", "", fence, error, fence, ""]
     if result.images:
         lines += _image_lines(result, max_rows)
+    if result.delivery_error:
+        fence = "`" * 3
+        lines += [
+            "#### Delivery failed",
+            "",
+            fence,
+            result.delivery_error.replace(fence, "'"),
+            fence,
+            "",
+        ]
+    if result.delivery:
+        lines += _delivery_lines(result)
     if result.plan is not None or result.plan_note:
         lines += _plan_lines(result, max_rows)
     if result.metrics or result.base_metrics:
@@ -159,8 +178,46 @@ def _image_lines(result: CiResult, max_rows: int) -> list[str]:
         digest = image["digest"] or "(not pushed)"
         lines.append(
             f"| {escape(image['name'])} | {shown.get(image['status'], image['status'])}"
-            f" | `{escape(digest)}` | {image['seconds']:.1f} |"
+            f" | {code(digest)} | {image['seconds']:.1f} |"
         )
+    return [*lines, ""]
+
+
+def _delivery_lines(result: CiResult) -> list[str]:
+    done = result.delivery
+    title = "Kubeflow Pipelines" + (
+        f" · {escape(done['environment'])}" if done.get("environment") else ""
+    )
+    lines = [f"#### {title}", ""]
+    version = code(done["version"])
+    if done.get("url"):
+        version = f"[{version}]({done['url']})"
+    uploads = [a for a in done["actions"] if a["kind"] == "upload-version"]
+    if uploads:
+        verb = "uploaded" if done.get("applied") else "will upload"
+        lines.append(f"- pipeline {code(done['pipeline'])}: {verb} version {version}")
+    else:
+        lines.append(f"- pipeline {code(done['pipeline'])}: version {version} is there already")
+    done_verbs = {
+        "create": "created",
+        "replace": "replaced",
+        "enable": "enabled",
+        "disable": "disabled",
+        "delete": "deleted",
+    }
+    for action in done.get("schedules", []):
+        verb = done_verbs[action["kind"]]
+        said = verb if done.get("applied") else f"will be {verb}"
+        detail = f" ({code(action['detail'])})" if action["detail"] else ""
+        lines.append(f"- schedule {code(action['name'])}: {said}{detail}")
+    if result.kfp_run:
+        run = result.kfp_run
+        lines.append(
+            f"- run [{code(run['run_id'])}]({run['url']}): **{run['state'].lower()}**"
+            f" in {run['seconds']}s"
+        )
+        for task, error in run["failed_tasks"]:
+            lines.append(f"  - ❌ {code(task)}: {escape(error)}")
     return [*lines, ""]
 
 
@@ -176,14 +233,20 @@ def _status(result: CiResult, errors: list[Problem]) -> str:
         return "❌ **The pipeline does not compile.**"
     if result.image_error:
         return "❌ **A step image did not build or push.**"
+    if result.delivery_error:
+        return "❌ **Delivery to Kubeflow Pipelines failed.**"
+    if result.kfp_run and result.run_status == "failed":
+        return "❌ **The run on Kubeflow Pipelines failed.**"
     if result.run_status == "failed":
         return "❌ **The local run failed.**"
     if result.decision is not None and not result.decision.kind:
         return "⏭️ **Skipped.**"
     done = "validated and compiled"
+    if result.delivery.get("applied"):
+        done += ", delivered"
     if result.run_status == "succeeded":
-        done += ", ran locally"
-    return f"✅ **{done.capitalize()}.**"
+        done += ", ran on Kubeflow Pipelines" if result.kfp_run else ", ran locally"
+    return f"✅ **{done[0].upper() + done[1:]}.**"
 
 
 def _plan_lines(result: CiResult, max_rows: int) -> list[str]:
@@ -267,6 +330,9 @@ def to_json(result: CiResult, comment_url: str = "") -> dict[str, object]:
         "compile_error": result.compile_error,
         "images": result.images,
         "image_error": result.image_error,
+        "delivery": result.delivery,
+        "delivery_error": result.delivery_error,
+        "kfp_run": result.kfp_run,
         "plan": result.plan.to_json() if result.plan else None,
         "metrics": result.metrics,
         "base_metrics": result.base_metrics,

@@ -296,6 +296,24 @@ def _check_images(doc: Document, config_file: Path, failed_paths: set[str]) -> l
             )
         )
     for kind, spec in _mapping(data.get("on")).items():
+        if _mapping(spec).get("apply") is True:
+            target = _mapping(spec).get("environment")
+            if not isinstance(target, str):
+                problems.append(
+                    doc.problem(
+                        ("on", kind, "apply"),
+                        "`apply: true` needs `environment`: which Kubeflow Pipelines?",
+                        "add `environment: NAME` (an environment with `kfp:`)",
+                    )
+                )
+            elif target in environments and "kfp" not in _mapping(environments[target]):
+                problems.append(
+                    doc.problem(
+                        ("on", kind, "apply"),
+                        f"environment `{target}` has no `kfp:` to apply to",
+                        f"add `kfp: {{host: ...}}` under environments.{target}",
+                    )
+                )
         named = _mapping(spec).get("environment")
         where_env = ("on", kind, "environment")
         if isinstance(named, str) and named not in environments:
@@ -580,6 +598,7 @@ def _triggers(on: dict[str, Any] | None) -> Triggers:
             run=bool(spec.get("run", False)),
             environment=spec.get("environment"),
             build=bool(spec.get("build", False)),
+            apply=bool(spec.get("apply", False)),
         )
 
     return Triggers(

@@ -107,6 +107,7 @@ class Trigger:
     run: bool = False
     environment: str | None = None  # whose images are built (pushed on push and tag)
     build: bool = False  # pull requests: build the environment's images, without pushing
+    apply: bool = False  # pushes and tags: apply to the environment's Kubeflow Pipelines
 
 
 @dataclass(frozen=True)
