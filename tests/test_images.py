@@ -589,9 +589,11 @@ def test_credential_helper_login(
     (config / "config.json").write_text(
         json.dumps({"credHelpers": {docker_env.auth_registry: "kfopstest"}})
     )
+    # A requirement no other test uses: the image cannot be in the registry yet.
+    (project / "requirements.txt").write_text("six==1.16.0\n# credential helper\n")
     code, out, err = _kfops(
         "build", str(project), "--env", "locked", "--dry-run", "--format", "json"
     )
     assert code == 0, err
-    assert {image["status"] for image in json.loads(out)} == {"missing"}
+    assert {i["name"]: i["status"] for i in json.loads(out)}["trainer"] == "missing"
     assert "needs a login" not in err and PASSWORD not in err + out

@@ -274,17 +274,6 @@ def _check_images(doc: Document, config_file: Path, failed_paths: set[str]) -> l
         if isinstance(spec, dict) and isinstance(spec.get("image"), str):
             uses.append((("pipeline", "steps", step, "image"), spec["image"]))
     environments = _mapping(data.get("environments"))
-    for name, spec in environments.items():
-        if "token" in _mapping(_mapping(spec).get("kfp")):
-            problems.append(
-                doc.problem(
-                    ("environments", name, "kfp", "token"),
-                    "a token in mlops.yaml is a secret in Git: kfops does not read it",
-                    "remove it (and revoke it), keep it in a secret, and name the variable"
-                    " that holds it: `token_env: KFP_TOKEN`",
-                    key=True,
-                )
-            )
     problems += _check_schedules(doc, environments, failed_paths)
     pull_request = _mapping(_mapping(data.get("on")).get("pull_request"))
     if pull_request.get("build") is True and "environment" not in pull_request:

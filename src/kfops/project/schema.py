@@ -100,7 +100,20 @@ def _explain(doc: Document, error: ValidationError) -> list[Problem]:
     if kind == "additionalProperties":
         allowed = sorted(sub.get("properties", {}))
         extras = [k for k in value if k not in sub.get("properties", {})]
-        return [_unknown_key(doc, path, key, allowed) for key in extras]
+        # A key that would hold a secret (schema `secretKeys`: key -> the key to use).
+        secrets: dict[str, str] = sub.get("secretKeys", {})
+        return [
+            doc.problem(
+                (*path, key),
+                f"`{key}` would put a secret in mlops.yaml, which is in Git: kfops never reads it",
+                f"remove it (and revoke it), keep it in a secret, and name the variable that"
+                f" holds it: `{secrets[key]}: KFP_TOKEN`",
+                key=True,
+            )
+            if key in secrets
+            else _unknown_key(doc, path, key, allowed)
+            for key in extras
+        ]
     if kind == "required":
         missing = [k for k in rule if k not in value]
         # A misspelt key is reported as unknown with "did you mean"; saying it is also
