@@ -404,3 +404,66 @@ def test_ci_push_with_a_failing_run_fails(project: Path, kfp_api: KfpTestServer)
     result = _ci(project, "push", "refs/heads/main")
     assert result.failed  # type: ignore[attr-defined]
     assert result.kfp_run["failed_tasks"] == [("evaluate", "AssertionError: accuracy 0.3")]  # type: ignore[attr-defined]
+
+
+ACTION_WORKFLOW = """\
+name: kfops
+on: [push]
+permissions: {}
+jobs:
+  kfops:
+    runs-on: ubuntu-latest
+    permissions:
+      contents: read
+    steps:
+      - uses: actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683 # v4.2.2
+      - id: kfops
+        uses: ./action
+        env:
+          KFP_TOKEN: ${{ secrets.KFP_TOKEN }}
+        with:
+          path: iris
+      - name: outputs
+        env:
+          REPORT: ${{ steps.kfops.outputs.report }}
+        run: echo "kfops-report $REPORT"
+"""
+
+
+def test_action_applies_on_push(
+    project: Path, kfp_api: KfpTestServer, tmp_path: Path, github_api: object
+) -> None:
+    """The composite action under act: a push to main applies to the KFP API test server,
+    the token reaching kfops only through the step's `env:` from a secret."""
+    import json
+
+    from tests.test_action import CACHE_DOUBLE, act
+
+    repo = tmp_path / "repo"
+    shutil.copytree(ROOT / "action", repo / "action")
+    shutil.copy(ROOT / "pyproject.toml", repo)
+    shutil.copytree(project, repo / "iris", ignore=shutil.ignore_patterns(".git", ".kfops"))
+    with (repo / "iris" / "mlops.yaml").open("a") as f:
+        f.write("on:\n  push: {branches: [main], environment: staging, apply: true}\n")
+    (repo / ".github" / "workflows").mkdir(parents=True)
+    (repo / ".github" / "workflows" / "kfops.yml").write_text(ACTION_WORKFLOW)
+    (tmp_path / "cache-double").mkdir()
+    (tmp_path / "cache-double" / "action.yml").write_text(CACHE_DOUBLE)
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "deliver")
+    commit = git(repo, "rev-parse", "HEAD")
+    done = act(
+        repo,
+        "push",
+        {"ref": "refs/heads/main"},
+        github_api,  # type: ignore[arg-type]
+        ("-s", f"KFP_TOKEN={kfp_api.token}", "--env", f"GITHUB_SHA={commit}"),
+    )
+    assert done.returncode == 0, done.stdout[-4000:]
+    assert kfp_api.token not in done.stdout
+    [version] = kfp_api.versions.values()
+    assert version["name"].startswith(commit[:12])
+    report = json.loads(done.stdout.rsplit("kfops-report ", 1)[1].splitlines()[0])
+    assert report["delivery"]["applied"] is True
+    assert report["delivery"]["version"] == version["name"]
