@@ -467,3 +467,15 @@ def test_action_applies_on_push(
     report = json.loads(done.stdout.rsplit("kfops-report ", 1)[1].splitlines()[0])
     assert report["delivery"]["applied"] is True
     assert report["delivery"]["version"] == version["name"]
+
+
+def test_ci_tag_applies_to_the_tags_environment(project: Path, kfp_api: KfpTestServer) -> None:
+    with (project / "mlops.yaml").open("a") as f:
+        f.write('on:\n  tag: {pattern: "v*", environment: staging, apply: true}\n')
+    result = _ci(project, "push", "refs/tags/v1.2.0")
+    assert not result.failed, result.delivery_error  # type: ignore[attr-defined]
+    [version] = kfp_api.versions.values()
+    assert "ref refs/tags/v1.2.0" in version["description"]
+    assert result.delivery["applied"] is True  # type: ignore[attr-defined]
+    untagged = _ci(project, "push", "refs/tags/nightly-3")
+    assert untagged.delivery == {} and len(kfp_api.versions) == 1  # type: ignore[attr-defined]
