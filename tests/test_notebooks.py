@@ -544,3 +544,46 @@ def test_code_cannot_be_handed_over_and_unknown_names_are_flagged(
         " uses `mystery`, which nothing in the notebook defines",
         "  hint: define it in a step upstream, or in the imports or functions cell",
     ]
+
+
+def _validate(tmp_path: Path, in_dir: Any, name: str = "nb.ipynb") -> tuple[int, list[str]]:
+    in_dir(tmp_path)
+    code, out, _ = invoke("validate", name)
+    return code, out.splitlines()
+
+
+def test_positions_survive_cell_type_keys_outside_the_cells(tmp_path: Path, in_dir: Any) -> None:
+    # PyCharm writes "cell_type" into the notebook's (and cells') metadata.
+    made = new_notebook(
+        cells=[cell("import math", "imports"), cell("x = (1,", "step:train")],
+        metadata={"pycharm": {"stem_cell": {"cell_type": "raw", "source": []}}},
+    )
+    made.cells[0].metadata["pycharm"] = {"cell_type": "code", "name": "#%%"}
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(made, str(path))
+    text = path.read_text()
+    line = text.splitlines().index('    "x = (1,"') + 1
+    code, lines = _validate(tmp_path, in_dir)
+    assert code == 1
+    assert lines[0].startswith(f'nb.ipynb:{line}:1: error: cell 2 ("x = (1,"): line 1:')
+
+
+def test_kale_2_3_config_fields_are_known_metadata(tmp_path: Path, in_dir: Any) -> None:
+    write(
+        tmp_path / "nb.ipynb",
+        [cell("x = 1", "step:only")],
+        pipeline_name="meta",
+        experiment_name="e",
+        volume_access_mode="rwm",
+        storage_class_name="standard",
+        marshal_path="/tmp/marshal",
+        abs_working_dir="/home/jovyan",
+        kfp_host="http://kfp",
+        output_path="out",
+        notebook_path="nb.ipynb",
+        timeout=600,
+    )
+    assert _validate(tmp_path, in_dir) == (
+        0,
+        ["nb.ipynb: warning: `timeout` is not supported by kfops and is ignored"],
+    )

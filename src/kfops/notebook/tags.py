@@ -57,6 +57,17 @@ _KNOWN_METADATA = {
     "katib_metadata",
     "snapshot_volumes",
     "autosnapshot",
+    # the rest of Kale 2.3's PipelineConfig and NotebookConfig: where Kale runs, and
+    # cluster details that a local run does not need
+    "notebook_path",
+    "abs_working_dir",
+    "marshal_path",
+    "kfp_host",
+    "storage_class_name",
+    "volume_access_mode",
+    "timeout",
+    "security_context",
+    "output_path",
 }
 # Cell magics whose body is still Python: only the magic line goes.
 _PYTHON_CELL_MAGICS = {"time", "timeit", "capture", "prun", "debug"}
@@ -335,7 +346,7 @@ def _read_metadata(kale: dict[str, Any], nb: Notebook) -> list[str]:
     nb.enable_caching = caching if isinstance(caching, bool) else None
     volumes = kale.get("volumes") or []
     nb.volumes = [v for v in volumes if isinstance(v, dict)] if isinstance(volumes, list) else []
-    for key in ("katib_run", "snapshot_volumes", "autosnapshot"):
+    for key in ("katib_run", "snapshot_volumes", "autosnapshot", "timeout", "security_context"):
         if kale.get(key):
             nb.problem(None, f"`{key}` is not supported by kfops and is ignored", warn=True)
     defaults = kale.get("steps_defaults") or []
@@ -361,13 +372,8 @@ def _read_metadata(kale: dict[str, Any], nb: Notebook) -> list[str]:
 
 def _cells(raw: dict[str, Any], path: Path, nb: Notebook) -> list[Cell]:
     text = path.read_text(encoding="utf-8-sig")
-    offsets = [m.start() for m in re.finditer(r'"cell_type"\s*:', text)]
-    starts = [text.count("\n", 0, offset) + 1 for offset in offsets]
     raw_cells = raw.get("cells") or []
-    if len(starts) != len(raw_cells):
-        starts = [0] * len(raw_cells)
-        offsets = []
-    source_lines = _source_lines(text, offsets)
+    starts, source_lines = _cell_positions(text, len(raw_cells))
     cells = []
     for number, (raw_cell, line) in enumerate(zip(raw_cells, starts, strict=True), start=1):
         if not isinstance(raw_cell, dict) or raw_cell.get("cell_type") != "code":
@@ -395,25 +401,86 @@ def _cells(raw: dict[str, Any], path: Path, nb: Notebook) -> list[Cell]:
                 str(source),
                 tuple(tags or ()),
                 path_meta if isinstance(path_meta, str) else None,
-                source_line=source_lines[number - 1] if source_lines else 0,
+                source_line=source_lines[number - 1],
             )
         )
     return cells
 
 
-def _source_lines(text: str, offsets: list[int]) -> list[int]:
-    """For each cell, the .ipynb line holding its first source line (a source written as
-    a list of lines, as Jupyter writes it, has one line of code per line of JSON)."""
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+_DECODER = json.JSONDecoder()
+
+
+def _cell_positions(text: str, count: int) -> tuple[list[int], list[int]]:
+    """For each cell, the .ipynb line where it starts (its `"cell_type"` key) and the line
+    of its first source line (a source written as a list of lines, as Jupyter writes it,
+    has one line of code per line of JSON); 0s when the file is not laid out as expected.
+
+    Only the top-level `cells` array is read, so keys named like a cell's elsewhere (PyCharm
+    writes `"cell_type"` into the notebook's metadata) do not shift the positions.
+    """
+    unknown = [0] * count, [0] * count
+    try:
+        cells = dict(_members(text, len(text) - len(text.lstrip())))
+        if "cells" not in cells:
+            return unknown
+        starts, source_lines = [], []
+        for cell_at in _elements(text, cells["cells"][0]):
+            keys = dict(_members(text, cell_at)) if text[cell_at] == "{" else {}
+            type_at = keys.get("cell_type", (cell_at, cell_at))[1]
+            starts.append(text.count("\n", 0, type_at) + 1)
+            source = keys.get("source")
+            line = text.count("\n", 0, source[0]) + 1 if source else 0
+            if source and text[source[0]] == "[":
+                first = _WHITESPACE.match(text, source[0] + 1)
+                if first is not None and "\n" in first.group(0):
+                    line += 1
+            source_lines.append(line)
+    except (ValueError, IndexError):
+        return unknown
+    return (starts, source_lines) if len(starts) == count else unknown
+
+
+def _members(text: str, at: int) -> list[tuple[str, tuple[int, int]]]:
+    """The keys of the JSON object at ``at``: (key, (where its value starts, where the key
+    starts))."""
+    if text[at] != "{":
+        raise ValueError("not an object")
     found = []
-    for i, start in enumerate(offsets):
-        end = offsets[i + 1] if i + 1 < len(offsets) else len(text)
-        match = re.compile(r'"source"\s*:\s*(\[\s*\n)?').search(text, start, end)
-        if match is None:
-            found.append(0)
-            continue
-        line = text.count("\n", 0, match.start()) + 1
-        found.append(line + 1 if match.group(1) else line)
+    at = _skip(text, at + 1)
+    while text[at] != "}":
+        key_at = at
+        key, at = _DECODER.raw_decode(text, at)
+        at = _skip(text, at)
+        if text[at] != ":":
+            raise ValueError("no colon")
+        at = _skip(text, at + 1)
+        found.append((str(key), (at, key_at)))
+        _, at = _DECODER.raw_decode(text, at)
+        at = _skip(text, at)
+        if text[at] == ",":
+            at = _skip(text, at + 1)
     return found
+
+
+def _elements(text: str, at: int) -> list[int]:
+    """Where each element of the JSON array at ``at`` starts."""
+    if text[at] != "[":
+        raise ValueError("not an array")
+    found = []
+    at = _skip(text, at + 1)
+    while text[at] != "]":
+        found.append(at)
+        _, at = _DECODER.raw_decode(text, at)
+        at = _skip(text, at)
+        if text[at] == ",":
+            at = _skip(text, at + 1)
+    return found
+
+
+def _skip(text: str, at: int) -> int:
+    match = _WHITESPACE.match(text, at)
+    return match.end() if match is not None else at
 
 
 def _assign(cells: list[Cell], defaults: list[str], nb: Notebook) -> None:
