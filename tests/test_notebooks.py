@@ -546,10 +546,92 @@ def test_code_cannot_be_handed_over_and_unknown_names_are_flagged(
     ]
 
 
+# --- where Kale 2.3 is lenient, kfops is too (with a warning) ---------------------------
+
+
 def _validate(tmp_path: Path, in_dir: Any, name: str = "nb.ipynb") -> tuple[int, list[str]]:
     in_dir(tmp_path)
     code, out, _ = invoke("validate", name)
     return code, out.splitlines()
+
+
+def test_an_empty_step_tag_continues_the_step_above(tmp_path: Path, in_dir: Any) -> None:
+    path = write(
+        tmp_path / "nb.ipynb",
+        [
+            cell("x = 1", "step:load"),
+            cell("y = x + 1", "step:", "prev:other", "limit:cpu:2"),
+            cell("print(y)", "step:report", "prev:load"),
+        ],
+    )
+    nb = tags.read(path, "nb.ipynb")
+    assert [c.number for c in nb.steps["load"].cells] == [1, 2]
+    assert nb.steps["load"].prev == [] and nb.steps["load"].limits == {}
+    flow = dataflow.analyse(nb)
+    assert flow is not None and flow.inputs["report"] == {"y": "load"}
+    assert _validate(tmp_path, in_dir) == (
+        0,
+        [
+            'nb.ipynb:18:1: warning: cell 2 ("y = x + 1"): `step:` has no name, so the cell'
+            " continues the step above; tags `prev:other`, `limit:cpu:2` are ignored, as Kale"
+            " does",
+            "  hint: name the step (step:NAME) to make it a step of its own",
+        ],
+    )
+
+
+def test_tags_beside_a_special_tag_are_ignored(tmp_path: Path, in_dir: Any) -> None:
+    path = write(
+        tmp_path / "nb.ipynb",
+        [
+            cell("import math", "imports", "prev:train", "limit:memory:4Gi"),
+            cell("LR = 0.1", "pipeline-parameters", "prev:train"),
+            cell("raise SystemExit", "skip", "step:never"),
+            cell("x = math.pi * LR", "step:train"),
+        ],
+    )
+    nb = tags.read(path, "nb.ipynb")
+    assert list(nb.steps) == ["train"] and list(nb.parameters) == ["LR"]
+    assert [c.number for c, _ in nb.imports] == [1]
+    assert _validate(tmp_path, in_dir) == (
+        0,
+        [
+            'nb.ipynb:4:1: warning: cell 1 ("import math"): tags `prev:train`,'
+            " `limit:memory:4Gi` are ignored on an `imports` cell, as Kale does",
+            "  hint: remove them, or move them to a cell tagged step:NAME",
+            'nb.ipynb:20:1: warning: cell 2 ("LR = 0.1"): tag `prev:train` is ignored on a'
+            " `pipeline-parameters` cell, as Kale does",
+            "  hint: remove it, or move it to a cell tagged step:NAME",
+            'nb.ipynb:35:1: warning: cell 3 ("raise SystemExit"): tag `step:never` is ignored on'
+            " a `skip` cell, as Kale does",
+            "  hint: remove it, or move it to a cell tagged step:NAME",
+        ],
+    )
+
+
+def test_untagged_cells_before_the_first_tag_are_left_out(tmp_path: Path, in_dir: Any) -> None:
+    path = write(
+        tmp_path / "nb.ipynb",
+        [
+            new_markdown_cell("# Training"),
+            cell("!pip install scikit-learn"),
+            cell("import os"),
+            cell("import math", "imports"),
+            cell("y = math.pi * 2", "step:train"),
+        ],
+    )
+    nb = tags.read(path, "nb.ipynb")
+    assert [c.number for c, _ in nb.imports] == [4]
+    code, lines = _validate(tmp_path, in_dir)
+    assert code == 0
+    assert lines == [
+        'nb.ipynb:12:1: warning: cell 2 ("!pip install scikit-learn"): has no tag and no tagged'
+        " cell above it, so it is left out of the pipeline, as Kale does",
+        "  hint: tag it `imports`, `step:NAME` or `skip`",
+        'nb.ipynb:22:1: warning: cell 3 ("import os"): has no tag and no tagged cell above it,'
+        " so it is left out of the pipeline, as Kale does",
+        "  hint: tag it `imports`, `step:NAME` or `skip`",
+    ]
 
 
 def test_positions_survive_cell_type_keys_outside_the_cells(tmp_path: Path, in_dir: Any) -> None:

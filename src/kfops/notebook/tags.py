@@ -43,6 +43,8 @@ _TAGS: list[tuple[str, re.Pattern[str], str]] = [
 ]
 VALID_FORMS = ", ".join(form for _, _, form in _TAGS)
 _BLOCK_KINDS = {"imports", "functions", "parameters", "metrics", "skip", "step", "notebook"}
+# The tags that decide their cell on their own (Kale ignores a cell's other tags then).
+_SPECIAL_KINDS = {"imports", "functions", "parameters", "metrics", "skip"}
 _KNOWN_METADATA = {
     "pipeline_name",
     "pipeline_description",
@@ -484,31 +486,66 @@ def _skip(text: str, at: int) -> int:
 
 
 def _assign(cells: list[Cell], defaults: list[str], nb: Notebook) -> None:
-    """Give every code cell to a block, following the tags (and untagged continuation)."""
+    """Give every code cell to a block, following the tags (and untagged continuation).
+
+    Where Kale 2.3 is lenient, so is kfops, with a warning: a special tag (`imports`,
+    `skip`, ...) decides its cell and Kale ignores the cell's other tags; an empty
+    `step:` continues the step above; untagged cells before the first tag are dropped.
+    """
     current: tuple[str, str] | None = None  # (kind, step name)
     for cell in cells:
         parsed = [(_parse_tag(tag, cell, nb), tag) for tag in cell.tags]
-        kinds = [p for p, _ in parsed if p is not None and p[0] in _BLOCK_KINDS]
-        if len(kinds) > 1:
-            names = ", ".join(f"`{t}`" for p, t in parsed if p is not None and p[0] in _BLOCK_KINDS)
-            nb.problem(cell, f"has more than one block tag ({names})", "keep one per cell")
-            continue
-        if kinds:
-            kind, args = kinds[0]
+        known = [(p, t) for p, t in parsed if p is not None]
+        special = [(p, t) for p, t in known if p[0] in _SPECIAL_KINDS]
+        if special:
+            (kind, _), tag = special[0]
+            ignored = [t for _, t in known if t != tag]
+            if ignored:
+                written = _WRITTEN.get(kind, kind)
+                nb.problem(
+                    cell,
+                    f"{_listed(ignored)} ignored on {_an(written)} `{written}` cell, as Kale does",
+                    f"remove {'it' if len(ignored) == 1 else 'them'}, or move"
+                    f" {'it' if len(ignored) == 1 else 'them'} to a cell tagged step:NAME",
+                    warn=True,
+                )
             if kind == "skip":
                 continue
+            current = (kind, "")
+            _add(cell, current, [], defaults, nb)
+            continue
+        kinds = [(p, t) for p, t in known if p[0] in _BLOCK_KINDS]
+        if len(kinds) > 1:
+            names = ", ".join(f"`{t}`" for _, t in kinds)
+            nb.problem(cell, f"has more than one block tag ({names})", "keep one per cell")
+            continue
+        step_tags = [p for p, _ in known if p[0] not in _BLOCK_KINDS]
+        if kinds and kinds[0][0][0] == "step" and not kinds[0][0][1][0]:
+            # Kale's tag pattern admits `step:` with no name: the cell continues the
+            # step above, and Kale drops the cell's other tags.
+            ignored = [t for p, t in known if p[0] != "step"]
+            if ignored and current is not None:
+                nb.problem(
+                    cell,
+                    f"`{kinds[0][1]}` has no name, so the cell continues the step above;"
+                    f" {_listed(ignored)} ignored, as Kale does",
+                    "name the step (step:NAME) to make it a step of its own",
+                    warn=True,
+                )
+            kinds, step_tags = [], []
+        if kinds:
+            kind, args = kinds[0][0]
             current = (kind, args[0] if args else "")
         elif current is None:
             if cell.source.strip() and not any(p is None for p, _ in parsed):
                 nb.problem(
                     cell,
-                    "has no tag, and no tagged cell above it to continue",
+                    "has no tag and no tagged cell above it, so it is left out of the"
+                    " pipeline, as Kale does",
                     "tag it `imports`, `step:NAME` or `skip`",
+                    warn=True,
                 )
             continue
-        step_tags = [
-            p for p in (p for p, _ in parsed) if p is not None and p[0] not in _BLOCK_KINDS
-        ]
         _add(cell, current, step_tags, defaults, nb)
     reports = sorted(name for name, step in nb.steps.items() if step.report)
     if reports:
@@ -552,10 +589,10 @@ def _parse_tag(tag: str, cell: Cell | None, nb: Notebook) -> tuple[str, tuple[st
         if match is None:
             continue
         args = match.groups()
-        if kind in ("step", "prev", "notebook") and not args[0]:
+        if kind in ("prev", "notebook") and not args[0]:
             nb.problem(cell, f"`{tag}` has no step name", f"write it as {tag}NAME")
             return None
-        if kind in ("step", "prev", "notebook") and not STEP_NAME.match(args[0]):
+        if kind in ("step", "prev", "notebook") and args[0] and not STEP_NAME.match(args[0]):
             nb.problem(
                 cell,
                 f"invalid step name `{args[0]}` in tag `{tag}`",
@@ -633,6 +670,11 @@ def _add(
 
 
 _WRITTEN = {"parameters": "pipeline-parameters", "metrics": "pipeline-metrics"}
+
+
+def _listed(tags: list[str]) -> str:
+    quoted = ", ".join(f"`{t}`" for t in tags)
+    return f"tag {quoted} is" if len(tags) == 1 else f"tags {quoted} are"
 
 
 def _an(word: str) -> str:

@@ -70,7 +70,7 @@ CASES: dict[str, str | bytes] = {
     # --- malformed or unknown tags ---------------------------------------------------
     "unknown-tag-stepp": notebook([IMPORTS, (["stepp:train"], "model = 1")]),
     "unknown-tag-no-close-match": notebook([IMPORTS, (["gpu"], "model = 1")]),
-    "step-empty-name": notebook([IMPORTS, (["step:"], "x = 1")]),
+    "notebook-empty-name": notebook([IMPORTS, (["notebook:"], "")]),
     "step-uppercase": notebook([IMPORTS, (["step:Train"], "model = 1")]),
     "block-name-with-dash": notebook([IMPORTS, (["block:load-data"], "data = [1, 2]")], kale=KALE1),
     "limit-missing-value": notebook([IMPORTS, (["step:train", "limit:cpu"], "model = 1")]),
@@ -83,16 +83,24 @@ CASES: dict[str, str | bytes] = {
         [{"cell_type": "code", "metadata": {"tags": "step:train"}, "source": "model = 1"}]
     ),
     # --- tags in the wrong place -----------------------------------------------------
-    "two-block-tags": notebook([(["step:a", "imports"], "import math\nx = math.pi")]),
+    "two-block-tags": notebook([IMPORTS, (["step:a", "notebook:b"], "x = 1")]),
     "step-and-block-tags": notebook([IMPORTS, (["block:a", "step:b"], "x = 1")], kale=KALE1),
-    "untagged-first-cell": notebook(
-        [(None, "# Training"), ([], "import math"), (["step:train"], "model = math.pi")]
-    ),
+    # an untagged cell continues the `imports` (or parameters) cell above it, so it
+    # cannot hold step settings (Kale ignores them only on the tagged cell itself)
     "step-settings-on-imports": notebook(
-        [(["imports", "limit:memory:4Gi"], "import math"), (["step:train"], "x = math.pi")]
+        [
+            (["imports"], "import math"),
+            (["limit:memory:4Gi"], "import os"),
+            (["step:train"], "x = math.pi"),
+        ]
     ),
     "step-settings-on-parameters": notebook(
-        [IMPORTS, (["pipeline-parameters", "prev:train"], "LR = 0.1"), (["step:train"], "x = LR")]
+        [
+            IMPORTS,
+            (["pipeline-parameters"], "LR = 0.1"),
+            (["prev:train"], "EPOCHS = 2"),
+            (["step:train"], "x = LR * EPOCHS"),
+        ]
     ),
     # --- the step graph --------------------------------------------------------------
     "prev-missing-step": notebook(
