@@ -141,6 +141,9 @@ def _component(nb: Notebook, flow: Flow, step: Step) -> list[str]:
     for kind, cells in (("imports", imports), ("functions", functions)):
         for cell, code in cells:
             out += _exec(nb.path.name, cell, code, kind)
+    for carried in flow.carried.get(step.name, []):
+        names = ", ".join(f"`{n}`" for n in carried.names)
+        out += _exec(nb.path.name, carried.cell, carried.code, f"{names} from step {carried.step}")
     for var in sorted(flow.inputs[step.name]):
         producer = flow.inputs[step.name][var]
         out.append(f"    _kfops_scope[{var!r}] = _kfops_load(in_{var})  # from step `{producer}`")

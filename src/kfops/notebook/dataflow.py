@@ -31,6 +31,8 @@ class Flow:
     outputs: dict[str, list[str]] = field(default_factory=dict)  # step -> names it hands over
     parameters: dict[str, list[str]] = field(default_factory=dict)  # step -> params it uses
     metrics: dict[str, list[str]] = field(default_factory=dict)  # step -> metrics it logs
+    # step -> definitions from upstream steps that it runs again, in notebook order
+    carried: dict[str, list[Carried]] = field(default_factory=dict)
 
 
 def function_name(step: str) -> str:
@@ -39,20 +41,27 @@ def function_name(step: str) -> str:
     return f"{step}_step" if reserved or step.startswith("_") else step
 
 
-def names_in(code: str) -> tuple[list[str], set[str]]:
+def names_in(code: str, deferred: list[str] | None = None) -> tuple[list[str], set[str]]:
     """(names used before being defined, in order of first use; names defined) at the
-    top level of ``code``. Function and class bodies count their free names as used.
+    top level of ``code``. Function and class bodies count their free names as used;
+    with ``deferred``, a function body's names go there instead, since they are read
+    only when it is called (often after the code below has defined them).
 
     Raises:
         SyntaxError: ``code`` is not valid Python.
     """
     defined: set[str] = set()
     used: list[str] = []
-    _scan(ast.parse(code).body, defined, used)
+    _scan(ast.parse(code).body, defined, used, deferred)
     return used, defined
 
 
-def _scan(statements: list[ast.stmt], defined: set[str], used: list[str]) -> None:
+def _scan(
+    statements: list[ast.stmt],
+    defined: set[str],
+    used: list[str],
+    deferred: list[str] | None = None,
+) -> None:
     """Walk statements in execution order; compound statements bind before their body,
     and the branches of an `if` or `try` each start from what was defined before it."""
 
@@ -65,7 +74,7 @@ def _scan(statements: list[ast.stmt], defined: set[str], used: list[str]) -> Non
         before = set(defined)
         for body in bodies:
             branch = set(before)
-            _scan(body, branch, used)
+            _scan(body, branch, used, deferred)
             defined.update(branch)
 
     for statement in statements:
@@ -78,7 +87,7 @@ def _scan(statements: list[ast.stmt], defined: set[str], used: list[str]) -> Non
                 use(item.context_expr)
                 if item.optional_vars is not None:
                     defined.update(_stores_in_expression(item.optional_vars))
-            _scan(statement.body, defined, used)
+            _scan(statement.body, defined, used, deferred)
         elif isinstance(statement, ast.If | ast.While):
             use(statement.test)
             branches(statement.body, statement.orelse)
@@ -90,7 +99,13 @@ def _scan(statements: list[ast.stmt], defined: set[str], used: list[str]) -> Non
                 if handler.name:
                     defined.add(handler.name)
             branches(statement.body + statement.orelse, *handlers)
-            _scan(statement.finalbody, defined, used)
+            _scan(statement.finalbody, defined, used, deferred)
+        elif deferred is not None and isinstance(statement, ast.FunctionDef | ast.AsyncFunctionDef):
+            arguments = statement.args
+            for node in [*statement.decorator_list, *arguments.defaults, *arguments.kw_defaults]:
+                use(node)  # evaluated where the function is defined
+            deferred.extend(n for n in _loads(statement) if n not in deferred)
+            defined.add(statement.name)
         else:
             target = statement.target if isinstance(statement, ast.AugAssign) else None
             if isinstance(target, ast.Name) and target.id not in defined and target.id not in used:
@@ -307,34 +322,67 @@ def _has_code(code: str) -> bool:
 def _step_names(step: Step, nb: Notebook) -> tuple[list[str] | None, set[str] | None]:
     used: list[str] = []
     defined: set[str] = set()
+    deferred: list[str] = []  # read by the step's functions, when called
     for cell, code in step.code:
         try:
-            cell_used, cell_defined = names_in(code)
+            cell_used, cell_defined = names_in(code, deferred)
         except (SyntaxError, ValueError) as exc:
             nb.syntax_problem(cell, exc)
             return None, None
         used += [n for n in cell_used if n not in defined and n not in used]
         defined |= cell_defined
+    used += [n for n in deferred if n not in defined and n not in used]
     return used, defined
 
 
-def _code_definitions(step: Step) -> dict[str, str]:
-    """Names a step binds to code rather than data: functions, classes, modules."""
-    kinds: dict[str, str] = {}
-    for _, code in step.code:
+@dataclass(frozen=True)
+class Carried:
+    """A definition (function, class or import) that a later step runs again, from its
+    source, instead of receiving a pickled value: Kale hands functions over with dill;
+    running the definition needs no pickling and works for imports too."""
+
+    step: str  # where the definition is written
+    cell: Cell
+    code: str  # the statement, after as many blank lines as it had lines above it
+    names: tuple[str, ...]  # what it binds
+    free: tuple[str, ...]  # the names it reads from outside itself
+    order: tuple[int, int]  # (cell number, line): where it is in the notebook
+
+
+def _code_definitions(step: Step) -> dict[str, Carried]:
+    """The names that a step binds to code rather than data, at its top level, when that
+    is their last binding in the step: functions, classes, modules."""
+    found: dict[str, Carried] = {}
+    for cell, code in step.code:
         try:
             tree = ast.parse(code)
         except (SyntaxError, ValueError):
             continue
+        lines = code.split("\n")
         for statement in tree.body:
-            if isinstance(statement, ast.FunctionDef | ast.AsyncFunctionDef):
-                kinds[statement.name] = "function"
-            elif isinstance(statement, ast.ClassDef):
-                kinds[statement.name] = "class"
-            elif isinstance(statement, ast.Import | ast.ImportFrom):
-                for alias in statement.names:
-                    kinds[(alias.asname or alias.name).split(".")[0]] = "import"
-    return kinds
+            bound = _stores(statement)
+            for name in bound:
+                found.pop(name, None)
+            if isinstance(statement, ast.ImportFrom) and any(
+                a.name == "*" for a in statement.names
+            ):
+                continue
+            if not isinstance(
+                statement,
+                ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Import | ast.ImportFrom,
+            ):
+                continue
+            decorators = getattr(statement, "decorator_list", [])
+            first = min([statement.lineno, *(d.lineno for d in decorators)])
+            last = statement.end_lineno or statement.lineno
+            text = "\n" * (first - 1) + "\n".join(lines[first - 1 : last])
+            free = () if isinstance(statement, ast.Import | ast.ImportFrom) else _loads(statement)
+            carried = Carried(
+                step.name, cell, text, tuple(sorted(bound)), tuple(free), (cell.number, first)
+            )
+            for name in bound:
+                found[name] = carried
+    return found
 
 
 def _star_import(cells: list[tuple[Cell, str]]) -> bool:
@@ -354,23 +402,37 @@ def _connect(
     ancestors = _ancestors(order, upstream)
     position = {name: i for i, name in enumerate(nb.steps)}  # notebook order
     has: dict[str, set[str]] = {}
-    code_kinds = {s: _code_definitions(nb.steps[s]) for s in order}
+    # a step's code definitions, and those it ran again from upstream: handed on as code
+    code = {s: _code_definitions(nb.steps[s]) for s in order}
     star = {s: _star_import(nb.steps[s].code) for s in order}
     star_preamble = _star_import(nb.imports + nb.functions)
     ok = True
     for name in order:
         step = nb.steps[name]
         flow.inputs[name] = {}
-        flow.parameters[name] = [n for n in uses[name] if n in nb.parameters]
-        for var in uses[name]:
+        carried: list[Carried] = []
+        wanted = list(uses[name])
+        from_definitions: set[str] = set()
+        for var in wanted:  # grows: a definition run again reads names of its own
             candidates = [a for a in ancestors[name] if var in has.get(a, set())]
+            producer = max(candidates, key=lambda a: position[a]) if candidates else None
+            definition = code[producer].get(var) if producer is not None else None
+            if definition is not None:
+                if definition not in carried:
+                    carried.append(definition)
+                for free in definition.free:
+                    # what the step defines itself is there by the time it calls the function
+                    if free not in wanted and free not in defines[name]:
+                        wanted.append(free)
+                        from_definitions.add(free)
+                continue
             if var in shared[name] or var in nb.parameters:
                 # a step may rebind a shared name (`accuracy = 0.9`): then it flows on
-                if candidates:
-                    flow.inputs[name][var] = max(candidates, key=lambda a: position[a])
+                if producer is not None:
+                    flow.inputs[name][var] = producer
                 continue
-            if candidates:
-                flow.inputs[name][var] = max(candidates, key=lambda a: position[a])
+            if producer is not None:
+                flow.inputs[name][var] = producer
                 continue
             elsewhere = sorted(s for s in order if s != name and var in defines.get(s, set()))
             if elsewhere:
@@ -381,6 +443,8 @@ def _connect(
                     f"add `prev:{elsewhere[0]}` to step `{name}`",
                 )
                 ok = False
+            elif var in from_definitions:
+                continue  # a function may never read it; Python says so if it does
             elif not star_preamble and not any(star.get(a) for a in [*ancestors[name], name]):
                 nb.problem(
                     step.first,
@@ -388,19 +452,15 @@ def _connect(
                     "define it in a step upstream, or in the imports or functions cell",
                     warn=True,
                 )
-        has[name] = defines[name] | set(flow.inputs[name])
-        for var, producer in flow.inputs[name].items():
-            kind = code_kinds.get(producer, {}).get(var)
-            if kind is not None:
-                cell_kind = "imports" if kind == "import" else "functions"
-                nb.problem(
-                    nb.steps[producer].first,
-                    f"step `{name}` uses the {kind} `{var}` from step `{producer}`;"
-                    f" {'an' if kind == 'import' else 'a'} {kind} cannot be handed from one"
-                    " step to another",
-                    f"move it to the {cell_kind} cell, so that every step has it",
-                )
-                ok = False
+        flow.parameters[name] = [n for n in wanted if n in nb.parameters]
+        flow.carried[name] = sorted(carried, key=lambda c: (position[c.step], c.order))
+        mine = code[name]
+        code[name] = {n: c for c in carried for n in c.names}
+        code[name].update(mine)
+        for var in defines[name]:
+            if var not in mine:
+                code[name].pop(var, None)  # rebound to data here
+        has[name] = defines[name] | set(flow.inputs[name]) | set(code[name])
     for name in order:
         needed = sorted(
             {var for consumer in order for var, src in flow.inputs[consumer].items() if src == name}
