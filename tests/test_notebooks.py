@@ -717,3 +717,39 @@ def test_kale_2_3_config_fields_are_known_metadata(tmp_path: Path, in_dir: Any) 
         0,
         ["nb.ipynb: warning: `timeout` is not supported by kfops and is ignored"],
     )
+
+
+def test_metrics_that_no_step_assigns_are_logged_by_the_last_reader(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "nb.ipynb",
+        [
+            cell("LR = 0.5\nEPOCHS = 3", "pipeline-parameters"),
+            cell("score = 0.25", "step:train"),
+            cell("print(score * LR)", "step:report", "prev:train"),
+            cell("z = 1", "step:other"),
+            cell("print(LR)\nprint(score)\nEPOCHS", "pipeline-metrics"),
+        ],
+    )
+    nb = tags.read(path, "nb.ipynb")
+    flow = dataflow.analyse(nb)
+    assert flow is not None, [p.render() for p in nb.problems]
+    # `score` is assigned by `train`; `LR` is only read, by `report`; no step mentions
+    # `EPOCHS`, so the last step in topological order logs it
+    assert flow.metrics == {"train": ["score"], "report": ["LR"], "other": ["EPOCHS"]}
+    assert flow.parameters["other"] == ["EPOCHS"]
+
+
+@pytest.mark.slow
+def test_metrics_of_parameters_and_read_names_run(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "nb.ipynb",
+        [
+            cell("LR = 0.5", "pipeline-parameters"),
+            cell("score = 0.25", "step:train"),
+            cell("total = score * LR", "step:report", "prev:train"),
+            cell("LR\nscore\ntotal", "pipeline-metrics"),
+        ],
+    )
+    code, out, result = _run(path, tmp_path / "runs", "--no-cache", "-p", "LR=2")
+    assert code == 0, out
+    assert result["metrics"] == {"train": {"score": 0.25}, "report": {"LR": 2.0, "total": 0.5}}

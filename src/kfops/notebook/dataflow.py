@@ -470,6 +470,15 @@ def _connect(
     for metric, cell in nb.metrics.items():
         producers = [s for s in order if metric in defines[s]]
         if not producers:
+            # As Kale does: a parameter, or a name that steps only read, is logged by the
+            # last step (in reverse topological order) whose code mentions it.
+            readers = [s for s in order if metric in flow.inputs[s] or metric in uses[s]]
+            if readers or metric in nb.parameters:
+                last = readers[-1] if readers else order[-1]
+                if metric in nb.parameters and metric not in flow.parameters[last]:
+                    flow.parameters[last].append(metric)
+                flow.metrics[last].append(metric)
+                continue
             nb.problem(
                 cell,
                 f"metric `{metric}` is not defined by any step",
