@@ -9,6 +9,10 @@ later steps as artifacts, in a format chosen by type:
 - NumPy arrays (not of objects): ``.npy`` (no pickle);
 - pandas objects: pandas' pickle (keeps dtypes and the index);
 - scikit-learn, XGBoost and LightGBM models: joblib;
+- an ``xgboost.DMatrix``: its own binary format (``save_binary``), as Kale does;
+- PyTorch modules and tensors: ``torch.save`` (the class must be importable where it
+  is loaded, as with pickle);
+- Keras models (Keras 3 or tf.keras): a ``model.keras`` file in the artifact's folder;
 - anything else: pickle.
 
 ``kfops compile NOTEBOOK --emit-python`` prints what this module writes.
@@ -50,12 +54,27 @@ _RUNTIME = """
             import joblib
 
             return joblib.load(artifact.path)
+        if fmt == "xgboost-dmatrix":
+            import xgboost
+
+            return xgboost.DMatrix(artifact.path)
+        if fmt == "torch":
+            import torch
+
+            return torch.load(artifact.path, weights_only=False)
+        if fmt == "keras":
+            import os
+            import keras
+
+            return keras.models.load_model(os.path.join(artifact.path, "model.keras"))
         with open(artifact.path, "rb") as f:
             return _kfops_pickle.load(f)
 
     def _kfops_save(name, value, artifact):
         kind = type(value)
         package = kind.__module__.split(".")[0]
+        # the libraries a class comes from, its bases' too (a user's torch.nn.Module)
+        families = {c.__module__.split(".")[0] for c in kind.__mro__}
         try:
             if value is None or kind in (bool, int, float, str):
                 fmt = "json"
@@ -70,6 +89,20 @@ _RUNTIME = """
             elif package == "pandas":
                 fmt = "pandas"
                 value.to_pickle(artifact.path)
+            elif package == "xgboost" and kind.__name__ == "DMatrix":
+                fmt = "xgboost-dmatrix"  # holds a C handle: it does not pickle
+                value.save_binary(artifact.path)
+            elif "keras" in families or "tf_keras" in families:
+                import os
+
+                fmt = "keras"
+                os.makedirs(artifact.path, exist_ok=True)
+                value.save(os.path.join(artifact.path, "model.keras"))
+            elif "torch" in families:
+                import torch
+
+                fmt = "torch"
+                torch.save(value, artifact.path)
             elif package in ("sklearn", "xgboost", "lightgbm"):
                 import joblib
 

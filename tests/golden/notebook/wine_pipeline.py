@@ -31,12 +31,27 @@ def load_data(out_wine: Output[Artifact]):
             import joblib
 
             return joblib.load(artifact.path)
+        if fmt == "xgboost-dmatrix":
+            import xgboost
+
+            return xgboost.DMatrix(artifact.path)
+        if fmt == "torch":
+            import torch
+
+            return torch.load(artifact.path, weights_only=False)
+        if fmt == "keras":
+            import os
+            import keras
+
+            return keras.models.load_model(os.path.join(artifact.path, "model.keras"))
         with open(artifact.path, "rb") as f:
             return _kfops_pickle.load(f)
 
     def _kfops_save(name, value, artifact):
         kind = type(value)
         package = kind.__module__.split(".")[0]
+        # the libraries a class comes from, its bases' too (a user's torch.nn.Module)
+        families = {c.__module__.split(".")[0] for c in kind.__mro__}
         try:
             if value is None or kind in (bool, int, float, str):
                 fmt = "json"
@@ -51,6 +66,20 @@ def load_data(out_wine: Output[Artifact]):
             elif package == "pandas":
                 fmt = "pandas"
                 value.to_pickle(artifact.path)
+            elif package == "xgboost" and kind.__name__ == "DMatrix":
+                fmt = "xgboost-dmatrix"  # holds a C handle: it does not pickle
+                value.save_binary(artifact.path)
+            elif "keras" in families or "tf_keras" in families:
+                import os
+
+                fmt = "keras"
+                os.makedirs(artifact.path, exist_ok=True)
+                value.save(os.path.join(artifact.path, "model.keras"))
+            elif "torch" in families:
+                import torch
+
+                fmt = "torch"
+                torch.save(value, artifact.path)
             elif package in ("sklearn", "xgboost", "lightgbm"):
                 import joblib
 
@@ -124,12 +153,27 @@ def split(TEST_SIZE: float, SEED: int, in_wine: Input[Artifact], out_x_test: Out
             import joblib
 
             return joblib.load(artifact.path)
+        if fmt == "xgboost-dmatrix":
+            import xgboost
+
+            return xgboost.DMatrix(artifact.path)
+        if fmt == "torch":
+            import torch
+
+            return torch.load(artifact.path, weights_only=False)
+        if fmt == "keras":
+            import os
+            import keras
+
+            return keras.models.load_model(os.path.join(artifact.path, "model.keras"))
         with open(artifact.path, "rb") as f:
             return _kfops_pickle.load(f)
 
     def _kfops_save(name, value, artifact):
         kind = type(value)
         package = kind.__module__.split(".")[0]
+        # the libraries a class comes from, its bases' too (a user's torch.nn.Module)
+        families = {c.__module__.split(".")[0] for c in kind.__mro__}
         try:
             if value is None or kind in (bool, int, float, str):
                 fmt = "json"
@@ -144,6 +188,20 @@ def split(TEST_SIZE: float, SEED: int, in_wine: Input[Artifact], out_x_test: Out
             elif package == "pandas":
                 fmt = "pandas"
                 value.to_pickle(artifact.path)
+            elif package == "xgboost" and kind.__name__ == "DMatrix":
+                fmt = "xgboost-dmatrix"  # holds a C handle: it does not pickle
+                value.save_binary(artifact.path)
+            elif "keras" in families or "tf_keras" in families:
+                import os
+
+                fmt = "keras"
+                os.makedirs(artifact.path, exist_ok=True)
+                value.save(os.path.join(artifact.path, "model.keras"))
+            elif "torch" in families:
+                import torch
+
+                fmt = "torch"
+                torch.save(value, artifact.path)
             elif package in ("sklearn", "xgboost", "lightgbm"):
                 import joblib
 
@@ -222,12 +280,27 @@ def train_forest(N_ESTIMATORS: int, SEED: int, in_x_train: Input[Artifact], in_y
             import joblib
 
             return joblib.load(artifact.path)
+        if fmt == "xgboost-dmatrix":
+            import xgboost
+
+            return xgboost.DMatrix(artifact.path)
+        if fmt == "torch":
+            import torch
+
+            return torch.load(artifact.path, weights_only=False)
+        if fmt == "keras":
+            import os
+            import keras
+
+            return keras.models.load_model(os.path.join(artifact.path, "model.keras"))
         with open(artifact.path, "rb") as f:
             return _kfops_pickle.load(f)
 
     def _kfops_save(name, value, artifact):
         kind = type(value)
         package = kind.__module__.split(".")[0]
+        # the libraries a class comes from, its bases' too (a user's torch.nn.Module)
+        families = {c.__module__.split(".")[0] for c in kind.__mro__}
         try:
             if value is None or kind in (bool, int, float, str):
                 fmt = "json"
@@ -242,6 +315,20 @@ def train_forest(N_ESTIMATORS: int, SEED: int, in_x_train: Input[Artifact], in_y
             elif package == "pandas":
                 fmt = "pandas"
                 value.to_pickle(artifact.path)
+            elif package == "xgboost" and kind.__name__ == "DMatrix":
+                fmt = "xgboost-dmatrix"  # holds a C handle: it does not pickle
+                value.save_binary(artifact.path)
+            elif "keras" in families or "tf_keras" in families:
+                import os
+
+                fmt = "keras"
+                os.makedirs(artifact.path, exist_ok=True)
+                value.save(os.path.join(artifact.path, "model.keras"))
+            elif "torch" in families:
+                import torch
+
+                fmt = "torch"
+                torch.save(value, artifact.path)
             elif package in ("sklearn", "xgboost", "lightgbm"):
                 import joblib
 
@@ -314,12 +401,27 @@ def train_logreg(C: float, in_x_train: Input[Artifact], in_y_train: Input[Artifa
             import joblib
 
             return joblib.load(artifact.path)
+        if fmt == "xgboost-dmatrix":
+            import xgboost
+
+            return xgboost.DMatrix(artifact.path)
+        if fmt == "torch":
+            import torch
+
+            return torch.load(artifact.path, weights_only=False)
+        if fmt == "keras":
+            import os
+            import keras
+
+            return keras.models.load_model(os.path.join(artifact.path, "model.keras"))
         with open(artifact.path, "rb") as f:
             return _kfops_pickle.load(f)
 
     def _kfops_save(name, value, artifact):
         kind = type(value)
         package = kind.__module__.split(".")[0]
+        # the libraries a class comes from, its bases' too (a user's torch.nn.Module)
+        families = {c.__module__.split(".")[0] for c in kind.__mro__}
         try:
             if value is None or kind in (bool, int, float, str):
                 fmt = "json"
@@ -334,6 +436,20 @@ def train_logreg(C: float, in_x_train: Input[Artifact], in_y_train: Input[Artifa
             elif package == "pandas":
                 fmt = "pandas"
                 value.to_pickle(artifact.path)
+            elif package == "xgboost" and kind.__name__ == "DMatrix":
+                fmt = "xgboost-dmatrix"  # holds a C handle: it does not pickle
+                value.save_binary(artifact.path)
+            elif "keras" in families or "tf_keras" in families:
+                import os
+
+                fmt = "keras"
+                os.makedirs(artifact.path, exist_ok=True)
+                value.save(os.path.join(artifact.path, "model.keras"))
+            elif "torch" in families:
+                import torch
+
+                fmt = "torch"
+                torch.save(value, artifact.path)
             elif package in ("sklearn", "xgboost", "lightgbm"):
                 import joblib
 
@@ -405,12 +521,27 @@ def evaluate(in_forest: Input[Artifact], in_logreg: Input[Artifact], in_x_test: 
             import joblib
 
             return joblib.load(artifact.path)
+        if fmt == "xgboost-dmatrix":
+            import xgboost
+
+            return xgboost.DMatrix(artifact.path)
+        if fmt == "torch":
+            import torch
+
+            return torch.load(artifact.path, weights_only=False)
+        if fmt == "keras":
+            import os
+            import keras
+
+            return keras.models.load_model(os.path.join(artifact.path, "model.keras"))
         with open(artifact.path, "rb") as f:
             return _kfops_pickle.load(f)
 
     def _kfops_save(name, value, artifact):
         kind = type(value)
         package = kind.__module__.split(".")[0]
+        # the libraries a class comes from, its bases' too (a user's torch.nn.Module)
+        families = {c.__module__.split(".")[0] for c in kind.__mro__}
         try:
             if value is None or kind in (bool, int, float, str):
                 fmt = "json"
@@ -425,6 +556,20 @@ def evaluate(in_forest: Input[Artifact], in_logreg: Input[Artifact], in_x_test: 
             elif package == "pandas":
                 fmt = "pandas"
                 value.to_pickle(artifact.path)
+            elif package == "xgboost" and kind.__name__ == "DMatrix":
+                fmt = "xgboost-dmatrix"  # holds a C handle: it does not pickle
+                value.save_binary(artifact.path)
+            elif "keras" in families or "tf_keras" in families:
+                import os
+
+                fmt = "keras"
+                os.makedirs(artifact.path, exist_ok=True)
+                value.save(os.path.join(artifact.path, "model.keras"))
+            elif "torch" in families:
+                import torch
+
+                fmt = "torch"
+                torch.save(value, artifact.path)
             elif package in ("sklearn", "xgboost", "lightgbm"):
                 import joblib
 
