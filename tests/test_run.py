@@ -188,3 +188,93 @@ def test_rerun_of_a_step_with_metrics_is_cached_too(tmp_path: Path) -> None:
     assert first[0] == second[0] == 0
     assert second[2] is not None and second[2]["steps"]["score"]["cached"] is True  # type: ignore[index]
     assert second[2]["metrics"] == {"score": {"score": 5.0}}  # 2 * 2 flags + 1.0
+
+
+# --- local runs that tell the truth ------------------------------------------------------
+
+
+def _project(tmp_path: Path, function: str, name: str = "p") -> Path:
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(PIPELINES / "local_truth.py", project)
+    (project / "mlops.yaml").write_text(
+        f"version: 1\nname: {name}\npipeline:\n  python: local_truth.py:{function}\n"
+    )
+    return project
+
+
+def test_a_project_named_like_a_component_runs_as_a_pipeline(tmp_path: Path) -> None:
+    project = _project(tmp_path, "named_like_a_component", name="same")
+    code, out, result = _run(project, tmp_path / "runs", "--no-cache", "-p", "x=41")
+    assert code == 0, out
+    assert result is not None and result["outputs"] == {"Output": 42}
+
+
+def test_an_importer_pipeline_named_like_a_component_and_uris(tmp_path: Path) -> None:
+    project = _project(tmp_path, "importer_named_like_a_component", name="show")
+    code, out, result = _run(project, tmp_path / "runs", "--no-cache")
+    assert code == 0, out
+    assert result is not None and result["outputs"] == {"Output": "gs://bucket/x"}
+    assert "│ artifact │ gs://bucket/x" in out  # the importer's artifact, shown as a URI
+
+
+def test_a_failure_at_pipeline_level_fails_the_run(tmp_path: Path) -> None:
+    project = _project(tmp_path, "nested_loop_over_a_field")
+    code, out, result = _run(project, tmp_path / "runs", "--no-cache")
+    assert code == 1, out
+    assert result is not None and result["succeeded"] is False
+    assert "the local run failed at pipeline level (for-loop-1[0]):" in out
+    assert "Parent pipeline input argument 'pipelinechannel--items-subvar-a' not found" in out
+    assert "succeeded" not in out
+
+
+def test_each_loop_iteration_keeps_its_result_and_log(tmp_path: Path) -> None:
+    project = _project(tmp_path, "loop_with_a_failing_iteration")
+    code, out, result = _run(project, tmp_path / "runs", "--no-cache")
+    assert code == 1, out
+    assert result is not None
+    steps = result["steps"]
+    assert {name: step["status"] for name, step in steps.items()} == {  # type: ignore[attr-defined]
+        "for-loop-2[0]/echo": "SUCCESS",
+        "for-loop-2[1]/echo": "SUCCESS",
+        "for-loop-2[2]/echo": "FAILURE",
+    }
+    assert steps["for-loop-2[1]/echo"]["outputs"] == {"Output": 2}  # type: ignore[index]
+    [run_dir] = [p for p in (tmp_path / "runs").iterdir() if p.name != ".cache"]
+    assert (run_dir / "logs" / "for-loop-2[0]" / "echo.log").read_text() == "value 1\n"
+    tail = out[out.index("--- last lines of") :]
+    assert "value 3" in tail and "ValueError: three is bad: 3" in tail
+    assert "value 1" not in tail and "value 2" not in tail
+    # the loop's tasks ran: only `after` did not
+    assert "not run (after the failure): after\n" in out
+
+
+@pytest.mark.parametrize(
+    ("function", "before", "reason"),
+    [
+        (
+            "container_step",
+            "warning: `say` is a container component (image alpine:3); the local runner runs"
+            " lightweight Python components only",
+            "kfp.local stopped the run: RuntimeError: The SubprocessRunner only supports"
+            " running Lightweight Python Components.",
+        ),
+        (
+            "artifact_into_a_nested_pipeline",
+            "warning: `inner` passes an artifact into a nested pipeline, which kfp.local"
+            " cannot do; run it on Kubeflow, or call the components directly",
+            "kfp.local stopped the run: ValueError: Parent pipeline input argument 'data' not"
+            " found.",
+        ),
+    ],
+)
+def test_what_kfp_local_refuses_is_said_on_the_console(
+    tmp_path: Path, function: str, before: str, reason: str
+) -> None:
+    project = _project(tmp_path, function)
+    code, out, result = _run(project, tmp_path / "runs", "--no-cache")
+    assert code == 1, out
+    assert result is not None and result["succeeded"] is False
+    flat = out.replace("\n", " ")
+    assert before in flat
+    assert flat.index(before) < flat.index(reason)

@@ -13,12 +13,18 @@ RUNNER is ``-`` (steps as subprocesses here) or a JSON object
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
+import contextvars
 import json
 import os
 import re
 import shlex
+import subprocess
 import sys
+import threading
 import time
+import types
 import warnings
 from pathlib import Path
 from typing import Any
@@ -27,8 +33,9 @@ EVENT_PREFIX = "\x1ekfops-event "
 
 
 def emit(event: dict[str, Any]) -> None:
-    sys.stdout.write(EVENT_PREFIX + json.dumps(event, sort_keys=True, default=str) + "\n")
-    sys.stdout.flush()
+    with _PRINT_LOCK:
+        sys.stdout.write(EVENT_PREFIX + json.dumps(event, sort_keys=True, default=str) + "\n")
+        sys.stdout.flush()
 
 
 def _serialise(value: Any) -> Any:
@@ -63,46 +70,107 @@ def _touch_metrics(outputs: dict[str, Any]) -> None:
                     path.touch()
 
 
-def _trace_tasks() -> None:
-    """Wrap kfp.local's per-task executor to report starts, ends and cache hits.
+# The task being run, as its path from the pipeline's root: kfp.local runs the
+# iterations of a ParallelFor in threads, so each thread (context) has its own.
+_PATH: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("kfops_path", default=())
+_LOG: contextvars.ContextVar[Path | None] = contextvars.ContextVar("kfops_log", default=None)
+_HITS: contextvars.ContextVar[set[str]] = contextvars.ContextVar("kfops_hits")
+_PRINT_LOCK = threading.Lock()
+_ITERATION = re.compile(r"^(?P<loop>.+)-iteration-(?P<index>\d+)$")
 
-    kfp 2.17's orchestrators call ``task_executor.execute_single_task`` through the
-    module attribute, so replacing it is enough; kfops pins kfp to 2.17.x for this.
+
+def task_path(parts: tuple[str, ...]) -> tuple[str, str]:
+    """(the task's name in a run, e.g. ``for-loop-2[1]/train``; its path in the IR, as
+    ``kfops.pipeline.diff.steps_of`` names it, e.g. ``for-loop-2/train``)."""
+    shown, base = [], []
+    for part in parts:
+        match = _ITERATION.match(part)
+        if match:
+            shown.append(f"{match['loop']}[{match['index']}]")
+            base.append(match["loop"])
+        else:
+            shown.append(part)
+            base.append(part)
+    return "/".join(shown), "/".join(base)
+
+
+class _ContextThreadPool(concurrent.futures.ThreadPoolExecutor):
+    """A thread pool whose tasks see the submitting thread's context (the task path)."""
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        context = contextvars.copy_context()
+        return super().submit(context.run, fn, *args, **kwargs)
+
+
+def _trace_tasks(logs: Path | None) -> None:
+    """Wrap kfp.local's per-task executor to report starts, ends and cache hits, each
+    task under its full path, with its output in a log file of its own (under
+    ``logs``, when given).
+
+    kfp 2.17's orchestrators call ``task_executor.execute_single_task`` and
+    ``enhanced_dag_orchestrator.execute_task`` through their module attributes, so
+    replacing those is enough; kfops pins kfp to 2.17.x for this.
     """
     from kfp.local import cache
-    from kfp.local.orchestrator import task_executor
+    from kfp.local.orchestrator import enhanced_dag_orchestrator, task_executor
 
     original = task_executor.execute_single_task
+    original_task = enhanced_dag_orchestrator.execute_task
     original_get = cache.LocalCache.get
-    hits: set[str] = set()
+    enhanced_dag_orchestrator.concurrent = types.SimpleNamespace(
+        futures=types.SimpleNamespace(
+            ThreadPoolExecutor=_ContextThreadPool,
+            as_completed=concurrent.futures.as_completed,
+        )
+    )
 
     def get(self: Any, key: str) -> Any:
         found = original_get(self, key)
         if found is not None:
-            hits.add(key)
+            _HITS.get(set()).add(key)
         return found
 
+    def execute_task(task_name: str, *args: Any, **kwargs: Any) -> Any:
+        token = _PATH.set((*_PATH.get(), task_name))
+        try:
+            return original_task(task_name, *args, **kwargs)
+        finally:
+            _PATH.reset(token)
+
     def execute_single_task(task_name: str, *args: Any, **kwargs: Any) -> Any:
-        hits.clear()
+        parts = _PATH.get()
+        if parts[-1:] != (task_name,):
+            parts = (*parts, task_name)
+        shown, base = task_path(parts)
+        hits: set[str] = set()
+        _HITS.set(hits)
+        log = logs / f"{shown}.log" if logs is not None else None
+        if log is not None:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.write_text("", encoding="utf-8")
+        _LOG.set(log)
         started = time.monotonic()
-        emit({"event": "start", "task": task_name})
+        emit({"event": "start", "task": shown, "path": base})
         outputs, status = original(task_name, *args, **kwargs)
         if status.name == "SUCCESS":
             _touch_metrics(outputs or {})
         emit(
             {
                 "event": "end",
-                "task": task_name,
+                "task": shown,
+                "path": base,
                 "status": status.name,
                 "cached": bool(hits),
                 "seconds": round(time.monotonic() - started, 3),
                 "outputs": {k: _serialise(v) for k, v in (outputs or {}).items()},
+                "log": str(log) if log is not None else None,
             }
         )
         return outputs, status
 
     cache.LocalCache.get = get
     task_executor.execute_single_task = execute_single_task
+    enhanced_dag_orchestrator.execute_task = execute_task
 
 
 _PIP_INSTALL = re.compile(
@@ -145,18 +213,34 @@ def skip_satisfied_installs(command: list[str]) -> list[str]:
     return [_PIP_INSTALL.sub(drop, part) if "pip install" in part else part for part in command]
 
 
-def _fast_installs() -> None:
+def _run_steps(fast_installs: bool) -> None:
+    """Run each step's process as kfp.local does, its output also kept in the task's
+    own log file, and (with ``fast_installs``) without `pip install`s of packages that
+    this environment already has."""
     from kfp.local import subprocess_task_handler
-
-    original = subprocess_task_handler.run_local_subprocess
 
     def run_local_subprocess(
         full_command: list[str], env_vars: dict[str, str] | None = None
     ) -> int:
-        result: int = original(
-            full_command=skip_satisfied_installs(full_command), env_vars=env_vars
-        )
-        return result
+        command = skip_satisfied_installs(full_command) if fast_installs else full_command
+        env = {**os.environ, **env_vars} if env_vars else None
+        log = _LOG.get()
+        with (
+            subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+            ) as process,
+            log.open("a", encoding="utf-8") if log is not None else contextlib.nullcontext() as out,
+        ):
+            assert process.stdout is not None
+            for line in process.stdout:
+                if out is not None:
+                    out.write(line)
+                with _PRINT_LOCK:
+                    sys.stdout.write(line)
+            with _PRINT_LOCK:
+                sys.stdout.write("\n\n")  # as kfp.local does, to end the task's output
+                sys.stdout.flush()
+            return process.wait()
 
     subprocess_task_handler.run_local_subprocess = run_local_subprocess
 
@@ -183,6 +267,62 @@ def _runner(argument: str) -> Any:
     return kfp.local.DockerRunner(**options)
 
 
+def _yaml_loader() -> Any:
+    import yaml
+
+    # libyaml's loader parses an IR about 15x faster than the pure-Python one
+    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def load_pipeline(path: Path) -> Any:
+    """The compiled pipeline at ``path`` as a component that runs the whole pipeline.
+
+    KFP's own loader (``components.load_component_from_file``) takes the IR for a single
+    component when an executor or component is named after the pipeline (a project
+    `train` with a component `train`), and then runs only that component. Here the
+    pipeline is looked up under a name that nothing else has.
+    """
+    import yaml
+    from kfp.dsl import structures, utils, yaml_component
+
+    text = path.read_text(encoding="utf-8")
+    documents = list(yaml.load_all(text, Loader=_yaml_loader()))
+    spec: dict[str, Any] = documents[0]
+    platform: dict[str, Any] = documents[1] if len(documents) > 1 else {}
+    name = str(spec["pipelineInfo"]["name"])
+    executors = spec.get("deploymentSpec", {}).get("executors", {})
+    components = spec.get("components", {})
+    lookup = name
+    while (
+        utils.sanitize_executor_label(lookup) in executors
+        or utils.sanitize_component_name(lookup) in components
+    ):
+        lookup += "-pipeline"
+    component_spec = structures.ComponentSpec.from_ir_dicts(
+        {**spec, "pipelineInfo": {**spec["pipelineInfo"], "name": lookup}}, platform
+    )
+    component_spec.name = name
+    graph = component_spec.implementation.graph
+    if graph is not None:
+        graph.pipeline_info.name = name
+    return yaml_component.YamlComponent(component_spec=component_spec, component_yaml=text)
+
+
+def _trace_pipeline_failures() -> None:
+    """Report a failure that kfp.local finds at pipeline level, outside any task."""
+    from kfp.local import pipeline_orchestrator
+
+    original = pipeline_orchestrator.log_and_maybe_raise_for_failure
+
+    def log_and_maybe_raise_for_failure(
+        pipeline_name: str, raise_on_error: bool, fail_stack: list[str]
+    ) -> None:
+        emit({"event": "pipeline", "status": "FAILURE", "fail_stack": list(fail_stack)})
+        original(pipeline_name=pipeline_name, raise_on_error=raise_on_error, fail_stack=fail_stack)
+
+    pipeline_orchestrator.log_and_maybe_raise_for_failure = log_and_maybe_raise_for_failure
+
+
 def main(argv: list[str]) -> int:
     pipeline_yaml, arguments_json, pipeline_root, cache_root = argv[:4]
     runner = argv[4] if len(argv) > 4 else "-"
@@ -190,11 +330,11 @@ def main(argv: list[str]) -> int:
     # once itself.
     warnings.filterwarnings("ignore", category=UserWarning)
     import kfp.local
-    from kfp import components
 
-    _trace_tasks()
-    if os.environ.get("KFOPS_LOCAL_PIP") != "always" and runner == "-":
-        _fast_installs()
+    logs = os.environ.get("KFOPS_STEP_LOGS")
+    _trace_tasks(Path(logs) if logs else None)
+    _trace_pipeline_failures()
+    _run_steps(fast_installs=os.environ.get("KFOPS_LOCAL_PIP") != "always" and runner == "-")
     kfp.local.init(
         runner=_runner(runner),
         pipeline_root=pipeline_root,
@@ -202,9 +342,18 @@ def main(argv: list[str]) -> int:
         enable_caching=cache_root != "-",
         cache_root=None if cache_root == "-" else cache_root,
     )
-    pipeline = components.load_component_from_file(pipeline_yaml)
+    pipeline = load_pipeline(Path(pipeline_yaml))
     arguments = json.loads(Path(arguments_json).read_text(encoding="utf-8"))
-    task = pipeline(**arguments)
+    try:
+        task = pipeline(**arguments)
+    except Exception as exc:
+        # kfp.local refuses what it cannot run (a container component, an artifact
+        # passed into a nested pipeline) by raising; the reason goes to the console.
+        import traceback
+
+        traceback.print_exc(file=sys.stdout)
+        emit({"event": "error", "message": f"{type(exc).__name__}: {exc}"})
+        return 1
     outputs = getattr(task, "outputs", None) or {}
     emit({"event": "done", "outputs": {k: _serialise(v) for k, v in outputs.items()}})
     return 0

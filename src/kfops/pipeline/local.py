@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from kfops.errors import EXIT_USAGE, KfopsError, display_path
@@ -28,6 +29,8 @@ from kfops.pipeline._worker import EVENT_PREFIX
 from kfops.project.model import Project
 
 _KFP_LOG = re.compile(r"^\d\d:\d\d:\d\d\.\d{3} - [A-Z]+ - ")
+# kfp.local's error records: its own format, and the root logger's default one
+_KFP_ERROR = re.compile(r"^(\d\d:\d\d:\d\d\.\d{3} - ERROR - |ERROR:)")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _METRICS_TYPES = {"system.Metrics"}
 LOG_TAIL_LINES = 30
@@ -35,7 +38,8 @@ LOG_TAIL_LINES = 30
 
 @dataclass
 class StepResult:
-    name: str
+    name: str  # the task's path in the run, e.g. `for-loop-2[1]/train`
+    path: str = ""  # its path in the IR, e.g. `for-loop-2/train` (steps_of's names)
     status: str = "RUNNING"
     seconds: float = 0.0
     cached: bool = False
@@ -52,6 +56,9 @@ class RunResult:
     outputs: dict[str, Any] = field(default_factory=dict)
     succeeded: bool = False
     seconds: float = 0.0
+    # a failure that kfp.local reports at pipeline level, outside any task
+    failure: list[str] | None = None
+    error: str | None = None  # why kfp.local stopped, when it raised
 
     def metrics(self) -> dict[str, dict[str, Any]]:
         """Metrics logged by each step: ``{step: {metric: value}}``."""
@@ -167,6 +174,8 @@ def run(
     console.print(f"[bold]running[/] {project.name} {where} (run {run_id})")
     for note in ignored_locally(compiled.ir, compiled.platform):
         console.print(f"[yellow]notice:[/] {note}")
+    for note in cannot_run_locally(compiled.ir):
+        console.print(f"[yellow]warning:[/] {note}")
     # With --runs-dir the cache moves too, so runs kept elsewhere never share it.
     cache_dir = run_dir.parent / ".cache" if runs_dir else project.root / ".kfops" / "cache"
     cache_root = str(cache_dir) if cache else "-"
@@ -181,7 +190,7 @@ def run(
     _print_summary(result, console)
     from kfops.pipeline.diff import steps_of
 
-    not_run = sorted(set(steps_of(compiled.ir)) - set(result.steps))
+    not_run = sorted(set(steps_of(compiled.ir)) - {s.path or s.name for s in result.steps.values()})
     if not_run and not result.succeeded:
         console.print("[yellow]not run[/] (after the failure): " + ", ".join(not_run))
     return result
@@ -227,6 +236,50 @@ def ignored_locally(ir: dict[str, Any], platform: dict[str, Any]) -> list[str]:
     return notes
 
 
+def cannot_run_locally(ir: dict[str, Any]) -> list[str]:
+    """What the compiled pipeline holds that kfp.local 2.17 cannot run, said before the
+    run starts (kfp.local would stop at the first of them)."""
+    components = ir.get("components", {})
+    executors = ir.get("deploymentSpec", {}).get("executors", {})
+    found: list[str] = []
+
+    def walk(dag: dict[str, Any], prefix: str) -> None:
+        for name, task in sorted(dag.get("tasks", {}).items()):
+            path = prefix + name
+            component = components.get(task.get("componentRef", {}).get("name", ""), {})
+            if "dag" in component:
+                if component.get("inputDefinitions", {}).get("artifacts"):
+                    found.append(
+                        f"`{path}` passes an artifact into a nested pipeline, which kfp.local"
+                        " cannot do; run it on Kubeflow, or call the components directly"
+                    )
+                walk(component["dag"], path + "/")
+                continue
+            container = executors.get(component.get("executorLabel", ""), {}).get("container")
+            if container is None:
+                continue  # an importer
+            words = [*container.get("command", []), *container.get("args", [])]
+            if any(_EXECUTOR_MODULE in str(word) for word in words):
+                continue
+            image = str(container.get("image", ""))
+            if image.startswith("argostub/"):
+                found.append(
+                    f"`{path}` creates or deletes a PersistentVolumeClaim, which only a"
+                    " cluster can do"
+                )
+            else:
+                found.append(
+                    f"`{path}` is a container component (image {image}); the local runner"
+                    " runs lightweight Python components only"
+                )
+
+    walk(ir.get("root", {}).get("dag", {}), "")
+    return found
+
+
+# kfp.dsl.component_factory.EXECUTOR_MODULE: what a lightweight component's command runs
+_EXECUTOR_MODULE = "kfp.dsl.executor_main"
+
 _K8S_SETTINGS = {
     "podMetadata": "pod labels and annotations",
     "secretAsEnv": "secrets",
@@ -252,7 +305,12 @@ def _execute(
         cache_root,
         runner,
     ]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "NO_COLOR": "1"}
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "NO_COLOR": "1",
+        "KFOPS_STEP_LOGS": str(run_dir / "logs" / ".raw"),
+    }
     status = console.status("starting the local runner") if console.is_terminal else None
     if status is not None:
         status.start()
@@ -296,12 +354,28 @@ def _execute(
             finally:
                 if status is not None:
                     status.stop()
+    if result.error is not None:
+        console.print(f"[red]kfp.local stopped the run:[/] {escape(result.error)}")
+        result.succeeded = False
+        return
     steps_ok = all(s.status == "SUCCESS" for s in result.steps.values())
-    result.succeeded = process.returncode == 0 and steps_ok and bool(result.steps)
-    if process.returncode != 0 and steps_ok:
-        tail = (run_dir / "run.log").read_text(encoding="utf-8").splitlines()[-LOG_TAIL_LINES:]
-        console.print("[red]the local runner failed:[/]")
-        console.print("\n".join(tail), markup=False)
+    result.succeeded = (
+        process.returncode == 0 and steps_ok and bool(result.steps) and result.failure is None
+    )
+    if not result.succeeded and steps_ok:
+        # Not a step's own failure (whose log is shown already): kfp.local refused or
+        # failed outside any task; its reason is in its own log records.
+        log = (run_dir / "run.log").read_text(encoding="utf-8").splitlines()
+        reasons = [line for line in log if _KFP_ERROR.search(line)]
+        if result.failure is not None:
+            from kfops.pipeline._worker import task_path
+
+            inner = " inside ".join(task_path((t,))[0] for t in result.failure) or "the pipeline"
+            console.print(f"[red]the local run failed at pipeline level[/] ({inner}):")
+        else:
+            console.print("[red]the local runner failed:[/]")
+        shown = reasons[-LOG_TAIL_LINES:] if reasons and process.returncode == 0 else None
+        console.print("\n".join(shown or log[-LOG_TAIL_LINES:]), markup=False)
 
 
 def _on_event(
@@ -313,7 +387,7 @@ def _on_event(
 ) -> StepResult | None:
     kind = event["event"]
     if kind == "start":
-        step = StepResult(name=event["task"])
+        step = StepResult(name=event["task"], path=event.get("path", ""))
         result.steps[step.name] = step
         if status is not None:
             status.update(f"running [cyan]{step.name}[/]")
@@ -327,7 +401,12 @@ def _on_event(
         step.cached = event["cached"]
         step.outputs = event["outputs"]
         log_file = run_dir / "logs" / f"{step.name}.log"
+        if event.get("log"):
+            # the worker kept the task's own output apart (ParallelFor runs in threads)
+            raw = Path(event["log"]).read_text(encoding="utf-8", errors="replace")
+            step.log = [_ANSI.sub("", line) for line in raw.splitlines()]
         step.log = step_output(step.log)
+        log_file.parent.mkdir(parents=True, exist_ok=True)
         log_file.write_text("\n".join(step.log) + "\n", encoding="utf-8")
         if step.status == "SUCCESS":
             how = "cached" if step.cached else f"{step.seconds:.1f}s"
@@ -338,6 +417,14 @@ def _on_event(
             console.print(f"[red]--- last lines of {display_path(log_file)} ---[/]")
             console.print("\n".join(tail), markup=False, soft_wrap=True)
         return None
+    if kind == "pipeline":
+        result.failure = list(event["fail_stack"])
+    if kind == "error":
+        result.error = event["message"]
+        for running in result.steps.values():
+            if running.status == "RUNNING":
+                running.status = "ERROR"
+                console.print(f"  [red]FAILED[/]  {running.name}")
     if kind == "done":
         result.outputs = event["outputs"]
     return None
@@ -404,6 +491,8 @@ def _print_summary(result: RunResult, console: Console) -> None:
 def _show(value: Any, run_dir: Path) -> str:
     """A parameter's value, or an artifact's path relative to the run folder."""
     if isinstance(value, dict) and "artifact" in value:
+        if "://" in str(value["uri"]):
+            return str(value["uri"])  # gs://, s3://, ...: Path would fold the "//"
         uri = Path(value["uri"])
         return str(uri.relative_to(run_dir)) if uri.is_relative_to(run_dir) else str(uri)
     if isinstance(value, list):
