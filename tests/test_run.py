@@ -278,3 +278,34 @@ def test_what_kfp_local_refuses_is_said_on_the_console(
     flat = out.replace("\n", " ")
     assert before in flat
     assert flat.index(before) < flat.index(reason)
+
+
+def test_list_and_dict_parameters_from_typing(tmp_path: Path) -> None:
+    project = _project(tmp_path, "typed_lists")
+    with (project / "mlops.yaml").open("a") as f:
+        f.write("  parameters:\n    xs: [5, 6]\n    d: {b: 2}\n")
+    assert CliRunner().invoke(cli, ["validate", str(project)]).output == "valid\n"
+    compiled = CliRunner().invoke(cli, ["compile", str(project), "-o", "-"])
+    assert compiled.exit_code == 0, compiled.output
+    assert "#    xs: list [Default: [5.0, 6.0]]\n" in compiled.output
+    code, out, result = _run(project, tmp_path / "runs", "--no-cache", "-p", "xs=[10]")
+    assert code == 0, out
+    assert result is not None and result["outputs"] == {"Output": 12}
+    bad = CliRunner().invoke(cli, ["run", str(project), "-p", "xs={}"])
+    assert bad.exit_code == 2
+    assert bad.stderr.startswith("error: --param xs={}: `xs` is a list (JSON), and '{}' is not")
+
+
+def test_list_parameter_of_the_wrong_type_in_mlops_yaml(tmp_path: Path) -> None:
+    project = _project(tmp_path, "typed_lists")
+    with (project / "mlops.yaml").open("a") as f:
+        f.write("  parameters:\n    xs: 3\n")
+    validated = CliRunner().invoke(cli, ["validate", str(project / "mlops.yaml")])
+    compiled = CliRunner().invoke(cli, ["compile", str(project / "mlops.yaml"), "-o", "-"])
+    assert validated.exit_code == compiled.exit_code == 1
+    message = (
+        f"{project / 'mlops.yaml'}:6:9: error: parameter `xs` is a list, found integer 3"
+        " (at pipeline.parameters.xs)\n  hint: write a list, e.g. [1, 2]; its default is [1, 2]\n"
+    )
+    assert validated.output == message + "1 problem found\n"
+    assert compiled.output.startswith(message)

@@ -130,7 +130,13 @@ def notebook_source(project: Project) -> str:
 def parameter_types(component: graph_component.GraphComponent) -> dict[str, str]:
     """Each pipeline parameter's kind: int, float, str, bool, list, dict (or "artifact")."""
     inputs = component.component_spec.inputs or {}
-    return {name: _PARAM_TYPES.get(str(spec.type), "artifact") for name, spec in inputs.items()}
+    return {name: _param_kind(str(spec.type)) for name, spec in inputs.items()}
+
+
+def _param_kind(type_name: str) -> str:
+    # KFP keeps a subscripted annotation as written: `typing.List[int]`, `dict[str, int]`
+    base = type_name.removeprefix("typing.").split("[", 1)[0]
+    return _PARAM_TYPES.get(base) or _PARAM_TYPES.get(base.capitalize(), "artifact")
 
 
 def parse_cli_params(pairs: tuple[str, ...], types: dict[str, str]) -> dict[str, Any]:

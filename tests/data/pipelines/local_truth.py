@@ -2,6 +2,8 @@
 care: each is one case of tests/test_run.py. (No `from __future__ import annotations`:
 KFP reads the components' annotations as types.)"""
 
+from typing import Dict, List
+
 from kfp import dsl
 
 
@@ -84,3 +86,13 @@ def artifact_into_a_nested_pipeline() -> None:
 @dsl.pipeline
 def container_step() -> None:
     say(text="hi")
+
+
+@dsl.component(base_image="python:3.11")
+def total(xs: List[int], d: Dict[str, int]) -> int:  # noqa: UP006 (as KFP's samples write it)
+    return int(sum(xs) + sum(d.values()))  # protobuf hands JSON numbers over as floats
+
+
+@dsl.pipeline
+def typed_lists(xs: List[int] = [1, 2], d: Dict[str, int] = {"a": 1}) -> int:  # noqa: B006, UP006
+    return total(xs=xs, d=d).output
