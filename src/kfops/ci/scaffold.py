@@ -45,7 +45,13 @@ def init(
     chosen = _choose(pipeline_file, functions, function)
     root = pipeline_file.parent
     target = _target(root, force)
-    project_name = name or dns_name(root.resolve().name) or dns_name(chosen.name) or "pipeline"
+    project_name = (
+        name
+        or dns_name(chosen.pipeline_name or "")
+        or dns_name(root.resolve().name)
+        or dns_name(chosen.name)
+        or "pipeline"
+    )
     _check_name(project_name)
     target.write_text(render(pipeline_file.name, chosen, project_name, root), encoding="utf-8")
     _ignore_runs(root)

@@ -26,6 +26,7 @@ class PipelineFunction:
     line: int
     is_pipeline: bool
     parameters: dict[str, Parameter] = field(default_factory=dict)
+    pipeline_name: str | None = None  # @dsl.pipeline(name=...), when a literal
 
 
 class SourceSyntaxError(Exception):
@@ -58,6 +59,9 @@ def functions_in(file: Path) -> dict[str, PipelineFunction]:
                 line=node.lineno,
                 is_pipeline=any(_is_pipeline_decorator(d) for d in node.decorator_list),
                 parameters=_parameters(node.args),
+                pipeline_name=next(
+                    (n for n in map(_pipeline_name, node.decorator_list) if n is not None), None
+                ),
             )
     return found
 
@@ -67,6 +71,15 @@ def _is_pipeline_decorator(node: ast.expr) -> bool:
     if isinstance(target, ast.Attribute):
         return target.attr == "pipeline"
     return isinstance(target, ast.Name) and target.id == "pipeline"
+
+
+def _pipeline_name(node: ast.expr) -> str | None:
+    if not isinstance(node, ast.Call) or not _is_pipeline_decorator(node):
+        return None
+    for keyword in node.keywords:
+        if keyword.arg == "name" and isinstance(keyword.value, ast.Constant):
+            return str(keyword.value.value)
+    return None
 
 
 def _parameters(args: ast.arguments) -> dict[str, Parameter]:
