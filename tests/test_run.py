@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import joblib
 import pytest
@@ -309,3 +310,50 @@ def test_list_parameter_of_the_wrong_type_in_mlops_yaml(tmp_path: Path) -> None:
     )
     assert validated.output == message + "1 problem found\n"
     assert compiled.output.startswith(message)
+
+
+def test_steps_inside_sub_pipelines_are_set_by_path(tmp_path: Path) -> None:
+    project = _project(tmp_path, "with_sub_pipelines")
+    with (project / "mlops.yaml").open("a") as f:
+        f.write(
+            "  steps:\n    reads-env-2/env-value:\n      env: {LEVEL: debug}\n      retries: 2\n"
+        )
+    compiled = CliRunner().invoke(cli, ["compile", str(project), "-o", "-"])
+    assert compiled.exit_code == 0, compiled.output
+    import yaml
+
+    ir = yaml.safe_load(compiled.output)
+    outer = ir["root"]["dag"]["tasks"]
+    first = ir["components"][outer["reads-env"]["componentRef"]["name"]]["dag"]["tasks"]
+    second = ir["components"][outer["reads-env-2"]["componentRef"]["name"]]["dag"]["tasks"]
+    assert second["env-value"]["retryPolicy"] == {"maxRetryCount": 2}
+    assert "retryPolicy" not in first["env-value"]  # the other use is left as it was
+
+    def env_of(task: dict[str, Any]) -> Any:
+        label = ir["components"][task["componentRef"]["name"]]["executorLabel"]
+        return ir["deploymentSpec"]["executors"][label]["container"].get("env")
+
+    assert env_of(second["env-value"]) == [{"name": "LEVEL", "value": "debug"}]
+    assert env_of(first["env-value"]) is None
+    code, out, result = _run(project, tmp_path / "runs", "--no-cache")
+    assert code == 0, out
+    assert result is not None
+    assert result["steps"]["reads-env-2/env-value"]["outputs"] == {"Output": "debug"}  # type: ignore[index]
+    assert result["steps"]["reads-env/env-value"]["outputs"] == {"Output": "unset"}  # type: ignore[index]
+
+
+def test_an_unknown_step_path_suggests_one_of_all_paths(tmp_path: Path) -> None:
+    project = _project(tmp_path, "with_sub_pipelines")
+    with (project / "mlops.yaml").open("a") as f:
+        f.write("  steps:\n    reads-env-2/env-valeu: {retries: 1}\n    env-value: {retries: 1}\n")
+    result = CliRunner().invoke(cli, ["compile", str(project), "-o", "-"])
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        f"{project / 'mlops.yaml'}:6:5: error: the pipeline has no step `reads-env-2/env-valeu`"
+        " (at pipeline.steps.reads-env-2/env-valeu)",
+        "  hint: did you mean `reads-env-2/env-value`?",
+        f"{project / 'mlops.yaml'}:7:5: error: the pipeline has no step `env-value` (at"
+        " pipeline.steps.env-value)",
+        "  hint: did you mean `reads-env/env-value`?",
+        "2 problems found",
+    ]

@@ -261,7 +261,85 @@ def compile_project(project: Project, cli_params: tuple[str, ...] = ()) -> Compi
         except Exception as exc:
             raise _user_error(exc, project.root, "compiling the pipeline") from None
         text = out.read_text(encoding="utf-8")
+        text = _with_nested_overrides(text, project, out)
     return Compiled(ir_text=text, parameters=parameters)
+
+
+def _nested(project: Project) -> list[StepOverride]:
+    return [s for s in project.steps if "/" in s.name]
+
+
+def _with_nested_overrides(text: str, project: Project, out: Path) -> str:
+    """Apply ``pipeline.steps`` entries named by path (``sub-pipeline/task``, as `kfops
+    run` prints them) to tasks inside sub-pipelines, in the IR: a sub-pipeline's tasks
+    are built with it, before the pipeline that calls it can reach them."""
+    nested = _nested(project)
+    if not nested:
+        return text
+    import yaml
+    from google.protobuf import json_format
+    from kfp.compiler import pipeline_spec_builder
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    from kfops.pipeline.diff import steps_of
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    documents = list(yaml.load_all(text, Loader=loader))
+    ir = documents[0]
+    paths = sorted(steps_of(ir))
+    problems = [_unknown_step(project, s, paths) for s in nested if s.name not in paths]
+    if problems:
+        raise InvalidProject.of(problems)
+    for step in nested:
+        _apply_in_ir(ir, step)
+    spec = json_format.ParseDict(ir, pipeline_spec_pb2.PipelineSpec())
+    platform = pipeline_spec_pb2.PlatformSpec()
+    if len(documents) > 1:
+        json_format.ParseDict(documents[1], platform)
+    description = ir.get("pipelineInfo", {}).get("description")
+    pipeline_spec_builder.write_pipeline_spec_to_file(spec, description, platform, str(out))
+    return out.read_text(encoding="utf-8")
+
+
+def _apply_in_ir(ir: dict[str, Any], step: StepOverride) -> None:
+    """``step``'s settings on the task at its path, copying (under a new name) each
+    component on the way that another task shares, so that only this task changes."""
+    components: dict[str, Any] = ir["components"]
+    executors: dict[str, Any] = ir["deploymentSpec"]["executors"]
+    suffix = "-kfops-" + step.name.replace("/", "-")
+    dag = ir["root"]["dag"]
+    *outer, last = step.name.split("/")
+    for name in [*outer, last]:
+        task = dag["tasks"][name]
+        ref = task["componentRef"]["name"]
+        component = copy.deepcopy(components[ref])
+        components[ref + suffix] = component
+        task["componentRef"]["name"] = ref + suffix
+        if name != last:
+            dag = component["dag"]
+    label = component["executorLabel"]
+    container = copy.deepcopy(executors[label])["container"]
+    executors[label + suffix] = {"container": container}
+    component["executorLabel"] = label + suffix
+    if step.resources is not None:
+        resources = container.setdefault("resources", {})
+        if step.resources.cpu is not None:
+            resources["resourceCpuLimit"] = resources["resourceCpuRequest"] = step.resources.cpu
+        if step.resources.memory is not None:
+            memory = step.resources.memory
+            resources["resourceMemoryLimit"] = resources["resourceMemoryRequest"] = memory
+        if step.resources.gpu is not None:
+            resources["accelerator"] = {
+                "resourceType": "nvidia.com/gpu",
+                "resourceCount": str(step.resources.gpu),
+            }
+    if step.retries is not None:
+        task["retryPolicy"] = {"maxRetryCount": step.retries}
+    if step.cache is not None:
+        task["cachingOptions"] = {"enableCache": True} if step.cache else {}
+    if step.env:
+        env = [e for e in container.get("env", []) if e["name"] not in dict(step.env)]
+        container["env"] = env + [{"name": k, "value": v} for k, v in step.env]
 
 
 def _with_overrides(
@@ -280,6 +358,8 @@ def _with_overrides(
         tasks: dict[str, pipeline_task.PipelineTask] = pipeline.tasks
         seen_tasks.extend(tasks)
         for step in project.steps:
+            if "/" in step.name:
+                continue  # in a sub-pipeline: applied to the IR (_with_nested_overrides)
             task = tasks.get(step.name)
             if task is None:
                 unknown.append(step)
@@ -302,7 +382,16 @@ def _with_overrides(
         )
     except Exception as exc:
         raise _user_error(exc, project.root, "building the pipeline") from None
-    problems = [_unknown_step(project, s, seen_tasks) for s in unknown]
+    if unknown or _nested(project):
+        from google.protobuf import json_format
+
+        from kfops.pipeline.diff import steps_of
+
+        # tasks inside sub-pipelines go by path; the suggestions cover them too
+        paths = steps_of(json_format.MessageToDict(component.pipeline_spec))
+        unknown += [s for s in _nested(project) if s.name not in paths]
+        seen_tasks.extend(paths)
+    problems = [_unknown_step(project, s, sorted(set(seen_tasks))) for s in unknown]
     problems += [
         Problem(
             project.shown,

@@ -96,3 +96,21 @@ def total(xs: List[int], d: Dict[str, int]) -> int:  # noqa: UP006 (as KFP's sam
 @dsl.pipeline
 def typed_lists(xs: List[int] = [1, 2], d: Dict[str, int] = {"a": 1}) -> int:  # noqa: B006, UP006
     return total(xs=xs, d=d).output
+
+
+@dsl.component(base_image="python:3.11")
+def env_value(name: str) -> str:
+    import os
+
+    return os.environ.get(name, "unset")
+
+
+@dsl.pipeline
+def reads_env() -> str:
+    return env_value(name="LEVEL").output
+
+
+@dsl.pipeline
+def with_sub_pipelines() -> None:
+    reads_env()
+    reads_env()
