@@ -29,6 +29,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from kfops.pipeline import _forkserver
+
 EVENT_PREFIX = "\x1ekfops-event "
 
 
@@ -164,6 +166,7 @@ def _trace_tasks(logs: Path | None) -> None:
                 "seconds": round(time.monotonic() - started, 3),
                 "outputs": {k: _serialise(v) for k, v in (outputs or {}).items()},
                 "log": str(log) if log is not None else None,
+                "runner": _RUNNER.get(),
             }
         )
         return outputs, status
@@ -213,34 +216,84 @@ def skip_satisfied_installs(command: list[str]) -> list[str]:
     return [_PIP_INSTALL.sub(drop, part) if "pip install" in part else part for part in command]
 
 
-def _run_steps(fast_installs: bool) -> None:
+_RUNNER: contextvars.ContextVar[str] = contextvars.ContextVar("kfops_runner", default="")
+
+
+class _Forks:
+    """The fork server, started when the first step actually runs (a fully cached
+    re-run never starts it), and whether starting it failed."""
+
+    def __init__(self, modules: list[str]) -> None:
+        self.modules = modules
+        self.server: _forkserver.ForkServer | None = None
+        self.failed = False
+        self.lock = threading.Lock()
+        self.folder: str | None = None
+
+    def get(self) -> _forkserver.ForkServer | None:
+        with self.lock:
+            if self.server is None and not self.failed:
+                import tempfile
+
+                self.folder = tempfile.mkdtemp(prefix="kfops-fork-")
+                self.server = _forkserver.ForkServer.start(self.modules, Path(self.folder))
+                self.failed = self.server is None
+            return self.server
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+        if self.folder is not None:
+            import shutil
+
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _run_steps(fast_installs: bool, forks: _Forks | None) -> None:
     """Run each step's process as kfp.local does, its output also kept in the task's
     own log file, and (with ``fast_installs``) without `pip install`s of packages that
-    this environment already has."""
+    this environment already has; as a fork of the fork server where that is safe."""
     from kfp.local import subprocess_task_handler
+
+    def write(line: str, out: Any) -> None:
+        if out is not None:
+            out.write(line)
+        with _PRINT_LOCK:
+            sys.stdout.write(line)
 
     def run_local_subprocess(
         full_command: list[str], env_vars: dict[str, str] | None = None
     ) -> int:
         command = skip_satisfied_installs(full_command) if fast_installs else full_command
-        env = {**os.environ, **env_vars} if env_vars else None
         log = _LOG.get()
         with (
-            subprocess.Popen(
-                command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
-            ) as process,
-            log.open("a", encoding="utf-8") if log is not None else contextlib.nullcontext() as out,
+            log.open("a", encoding="utf-8") if log is not None else contextlib.nullcontext() as out
         ):
-            assert process.stdout is not None
-            for line in process.stdout:
-                if out is not None:
-                    out.write(line)
-                with _PRINT_LOCK:
-                    sys.stdout.write(line)
+            code = None
+            # A task's own environment variables may be read by a module at import
+            # time, which the server has done already: such a task runs apart.
+            call = _forkserver.lightweight_call(command) if forks and not env_vars else None
+            server = forks.get() if forks is not None and call is not None else None
+            if server is not None and call is not None:
+                code = server.run(
+                    call, str(Path.cwd()), dict(os.environ), lambda line: write(line, out)
+                )
+            if code is None:
+                _RUNNER.set("subprocess")
+                env = {**os.environ, **env_vars} if env_vars else None
+                with subprocess.Popen(
+                    command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+                ) as process:
+                    assert process.stdout is not None
+                    for line in process.stdout:
+                        write(line, out)
+                    code = process.wait()
+            else:
+                _RUNNER.set("fork")
             with _PRINT_LOCK:
                 sys.stdout.write("\n\n")  # as kfp.local does, to end the task's output
                 sys.stdout.flush()
-            return process.wait()
+            return code
 
     subprocess_task_handler.run_local_subprocess = run_local_subprocess
 
@@ -265,6 +318,16 @@ def _runner(argument: str) -> Any:
     if spec.get("network"):
         options["network_mode"] = spec["network"]
     return kfp.local.DockerRunner(**options)
+
+
+def _sources(ir: dict[str, Any]) -> list[str]:
+    """The lightweight components' own source code, from the IR."""
+    found = []
+    for executor in ir.get("deploymentSpec", {}).get("executors", {}).values():
+        command = executor.get("container", {}).get("command", [])
+        if len(command) > 6 and isinstance(command[6], str):
+            found.append(command[6])
+    return found
 
 
 def _yaml_loader() -> Any:
@@ -334,7 +397,17 @@ def main(argv: list[str]) -> int:
     logs = os.environ.get("KFOPS_STEP_LOGS")
     _trace_tasks(Path(logs) if logs else None)
     _trace_pipeline_failures()
-    _run_steps(fast_installs=os.environ.get("KFOPS_LOCAL_PIP") != "always" and runner == "-")
+    forks = None
+    if _forkserver.supported() and runner == "-":
+        import yaml
+
+        text = Path(pipeline_yaml).read_text(encoding="utf-8")
+        ir = next(yaml.load_all(text, Loader=_yaml_loader()))
+        forks = _Forks(_forkserver.preload_modules(_sources(ir)))
+    _run_steps(
+        fast_installs=os.environ.get("KFOPS_LOCAL_PIP") != "always" and runner == "-",
+        forks=forks,
+    )
     kfp.local.init(
         runner=_runner(runner),
         pipeline_root=pipeline_root,
@@ -354,6 +427,9 @@ def main(argv: list[str]) -> int:
         traceback.print_exc(file=sys.stdout)
         emit({"event": "error", "message": f"{type(exc).__name__}: {exc}"})
         return 1
+    finally:
+        if forks is not None:
+            forks.stop()
     outputs = getattr(task, "outputs", None) or {}
     emit({"event": "done", "outputs": {k: _serialise(v) for k, v in outputs.items()}})
     return 0

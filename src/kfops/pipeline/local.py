@@ -45,6 +45,7 @@ class StepResult:
     cached: bool = False
     outputs: dict[str, Any] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
+    runner: str = ""  # how its process started: "fork" (the fork server) or "subprocess"
 
 
 @dataclass
@@ -83,6 +84,7 @@ class RunResult:
                     "seconds": s.seconds,
                     "cached": s.cached,
                     "outputs": s.outputs,
+                    "runner": s.runner,
                 }
                 for name, s in self.steps.items()
             },
@@ -400,6 +402,7 @@ def _on_event(
         step.seconds = event["seconds"]
         step.cached = event["cached"]
         step.outputs = event["outputs"]
+        step.runner = event.get("runner", "")
         log_file = run_dir / "logs" / f"{step.name}.log"
         if event.get("log"):
             # the worker kept the task's own output apart (ParallelFor runs in threads)

@@ -1,0 +1,174 @@
+"""The fork server: steps started as forks behave as processes of their own, and the
+cases where forking is not safe fall back to kfp.local's subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from kfops.cli import cli
+from kfops.pipeline import _forkserver
+from tests.conftest import DATA
+
+PIPELINES = DATA / "pipelines"
+SCRIPT = (
+    'program_path=$(mktemp -d)\n\nprintf "%s" "$0" > "$program_path/ephemeral_component.py"\n'
+    "_KFP_RUNTIME=true {python} -m kfp.dsl.executor_main --component_module_path"
+    ' "$program_path/ephemeral_component.py" "$@"\n'
+)
+
+
+def _command(prologue: str = '\n"$0" "$@"\n', python: str = sys.executable) -> list[str]:
+    return [
+        "sh",
+        "-c",
+        prologue,
+        "sh",
+        "-ec",
+        SCRIPT.format(python=python),
+        "def f(): pass",
+        "--executor_input",
+        "{}",
+        "--function_to_execute",
+        "f",
+    ]
+
+
+def test_a_lightweight_component_is_recognised() -> None:
+    assert _forkserver.lightweight_call(_command()) == [
+        "def f(): pass",
+        "--executor_input",
+        "{}",
+        "--function_to_execute",
+        "f",
+    ]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["echo", "hi"],  # a container component
+        _command(prologue='\npython3 -m pip install --quiet \'missing==1\' && "$0" "$@"\n'),
+        _command(python="/usr/bin/python3.9"),  # another interpreter
+    ],
+    ids=["container", "pip-install-left", "other-interpreter"],
+)
+def test_what_cannot_be_forked_is_not(command: list[str]) -> None:
+    assert _forkserver.lightweight_call(command) is None
+
+
+def test_preload_takes_installed_modules_from_components_and_cells(tmp_path: Path) -> None:
+    (tmp_path / "helpers.py").write_text("")
+    source = (
+        "import json\nfrom kfp import dsl\n\n"
+        "def step():\n    import numpy as np\n    import helpers\n\n"
+        "    def lazy():\n        import sklearn\n\n"
+        '    exec(compile("import pandas as pd\\nx = 1", "cell", "exec"), {})\n'
+    )
+    sys.path.insert(0, str(tmp_path))
+    try:
+        found = _forkserver.preload_modules([source])
+    finally:
+        sys.path.remove(str(tmp_path))
+    assert found == ["json", "kfp", "numpy", "pandas"]  # not the project's `helpers`
+
+
+def test_a_server_that_died_hands_the_step_back(tmp_path: Path) -> None:
+    server = _forkserver.ForkServer.start([], tmp_path)
+    assert server is not None
+    server.process.kill()
+    server.process.wait()
+    lines: list[str] = []
+    assert server.run(["def f(): pass"], str(tmp_path), dict(os.environ), lines.append) is None
+    server.stop()
+
+
+def _run(project: Path, runs: Path, *args: str) -> tuple[int, str, dict[str, Any]]:
+    result = CliRunner().invoke(cli, ["run", str(project), "--runs-dir", str(runs), *args])
+    found = sorted(runs.glob("*/result.json"))
+    return result.exit_code, result.output, json.loads(found[-1].read_text()) if found else {}
+
+
+def _project(tmp_path: Path, function: str) -> Path:
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(PIPELINES / "forks.py", project)
+    (project / "mlops.yaml").write_text(
+        f"version: 1\nname: forks\npipeline:\n  python: forks.py:{function}\n"
+    )
+    return project
+
+
+@pytest.mark.slow
+def test_forked_steps_are_isolated_and_keep_their_output(tmp_path: Path) -> None:
+    project = _project(tmp_path, "probes")
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    code, out, result = _run(project, tmp_path / "runs", "--no-cache", "-p", f"folder={folder}")
+    assert code == 0, out
+    runners = {name: step["runner"] for name, step in result["steps"].items()}
+    # a task with its own environment runs apart: a module may read it at import time
+    assert runners == {"mutate": "fork", "check": "fork", "with-env": "subprocess"}
+    assert result["steps"]["with-env"]["outputs"] == {"Output": "debug"}
+    run_dir = next(p for p in (tmp_path / "runs").iterdir() if p.name != ".cache")
+    assert (run_dir / "logs" / "mutate.log").read_text().startswith("mutated ")
+    assert (run_dir / "logs" / "check.log").read_text() == "checked\n"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("code", "status"), [(0, "SUCCESS"), (3, "FAILURE"), (-9, "FAILURE")])
+def test_forked_steps_exit_codes_and_signals(tmp_path: Path, code: int, status: str) -> None:
+    project = _project(tmp_path, "stops")
+    exit_code, out, result = _run(project, tmp_path / "runs", "--no-cache", "-p", f"code={code}")
+    assert exit_code == (0 if status == "SUCCESS" else 1), out
+    assert result["steps"]["exits"]["status"] == status
+    assert result["steps"]["exits"]["runner"] == "fork"
+    run_dir = next(p for p in (tmp_path / "runs").iterdir() if p.name != ".cache")
+    assert (run_dir / "logs" / "exits.log").read_text().startswith("about to stop\n")
+
+
+@pytest.mark.slow
+def test_without_forks_every_step_is_a_subprocess(tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.setenv("KFOPS_LOCAL_FORK", "0")
+    project = _project(tmp_path, "stops")
+    code, out, result = _run(project, tmp_path / "runs", "--no-cache", "-p", "code=0")
+    assert code == 0, out
+    assert result["steps"]["exits"]["runner"] == "subprocess"
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_forked_step(tmp_path: Path) -> None:
+    project = _project(tmp_path, "interrupted")
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    kfops = Path(sys.executable).parent / "kfops"
+    command = [str(kfops), "run", str(project), "--runs-dir", str(tmp_path / "runs")]
+    process = subprocess.Popen(
+        [*command, "--no-cache", "-p", f"folder={folder}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # a process group of its own, as a terminal gives
+    )
+    pid_file = folder / "pid"
+    deadline = time.monotonic() + 120
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline and process.poll() is None, "the step never started"
+        time.sleep(0.05)
+    step = int(pid_file.read_text())
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C sends
+    out, _ = process.communicate(timeout=60)
+    assert process.returncode == 130, out
+    with pytest.raises(ProcessLookupError):
+        for _ in range(200):  # the step is gone once its parent has reaped it
+            os.kill(step, 0)
+            time.sleep(0.05)
