@@ -404,6 +404,9 @@ def main(argv: list[str]) -> int:
         text = Path(pipeline_yaml).read_text(encoding="utf-8")
         ir = next(yaml.load_all(text, Loader=_yaml_loader()))
         forks = _Forks(_forkserver.preload_modules(_sources(ir)))
+        if cache_root == "-":
+            # Every step will run: the server imports while kfp.local sets up.
+            threading.Thread(target=forks.get, daemon=True).start()
     _run_steps(
         fast_installs=os.environ.get("KFOPS_LOCAL_PIP") != "always" and runner == "-",
         forks=forks,
