@@ -70,6 +70,10 @@ _RUNTIME = """
         with open(artifact.path, "rb") as f:
             return _kfops_pickle.load(f)
 
+    def _kfops_display(*values, **options):
+        for value in values:
+            print(value)
+
     def _kfops_save(name, value, artifact):
         kind = type(value)
         package = kind.__module__.split(".")[0]
@@ -162,6 +166,7 @@ def _component(nb: Notebook, flow: Flow, step: Step) -> list[str]:
         '    _kfops_module = _kfops_types.ModuleType("__main__")',
         '    _kfops_sys.modules["__main__"] = _kfops_module  # as in Jupyter: pickle finds classes',
         "    _kfops_scope = _kfops_module.__dict__",
+        "    _kfops_scope['display'] = _kfops_display  # IPython's, which a notebook calls freely",
     ]
     if step.workdir:
         out.append("    import os as _kfops_os")

@@ -433,6 +433,10 @@ def _on_event(
     return None
 
 
+# Traceback frames of kfp and of the fork server that starts a step, not the user's.
+_OWN_FRAMES = ("/kfp/", "<frozen runpy>", "/kfops/pipeline/_forkserver.py")
+
+
 def step_output(lines: list[str]) -> list[str]:
     """What a step printed, without the KFP executor's bookkeeping.
 
@@ -454,7 +458,7 @@ def step_output(lines: list[str]) -> list[str]:
             skip_frame_body = line.startswith("    ")
             if skip_frame_body:
                 continue
-        if line.startswith('  File "') and ("/kfp/" in line or "<frozen runpy>" in line):
+        if line.startswith('  File "') and any(frame in line for frame in _OWN_FRAMES):
             skip_frame_body = True
             continue
         kept.append(line)

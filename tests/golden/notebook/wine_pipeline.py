@@ -47,6 +47,10 @@ def load_data(out_wine: Output[Artifact]):
         with open(artifact.path, "rb") as f:
             return _kfops_pickle.load(f)
 
+    def _kfops_display(*values, **options):
+        for value in values:
+            print(value)
+
     def _kfops_save(name, value, artifact):
         kind = type(value)
         package = kind.__module__.split(".")[0]
@@ -101,6 +105,7 @@ def load_data(out_wine: Output[Artifact]):
     _kfops_module = _kfops_types.ModuleType("__main__")
     _kfops_sys.modules["__main__"] = _kfops_module  # as in Jupyter: pickle finds classes
     _kfops_scope = _kfops_module.__dict__
+    _kfops_scope['display'] = _kfops_display  # IPython's, which a notebook calls freely
     # imports: cell 2
     exec(compile(r"""
 import numpy as np
@@ -169,6 +174,10 @@ def split(TEST_SIZE: float, SEED: int, in_wine: Input[Artifact], out_x_test: Out
         with open(artifact.path, "rb") as f:
             return _kfops_pickle.load(f)
 
+    def _kfops_display(*values, **options):
+        for value in values:
+            print(value)
+
     def _kfops_save(name, value, artifact):
         kind = type(value)
         package = kind.__module__.split(".")[0]
@@ -223,6 +232,7 @@ def split(TEST_SIZE: float, SEED: int, in_wine: Input[Artifact], out_x_test: Out
     _kfops_module = _kfops_types.ModuleType("__main__")
     _kfops_sys.modules["__main__"] = _kfops_module  # as in Jupyter: pickle finds classes
     _kfops_scope = _kfops_module.__dict__
+    _kfops_scope['display'] = _kfops_display  # IPython's, which a notebook calls freely
     _kfops_scope['TEST_SIZE'] = TEST_SIZE
     _kfops_scope['SEED'] = SEED
     # imports: cell 2
@@ -296,6 +306,10 @@ def train_forest(N_ESTIMATORS: int, SEED: int, in_x_train: Input[Artifact], in_y
         with open(artifact.path, "rb") as f:
             return _kfops_pickle.load(f)
 
+    def _kfops_display(*values, **options):
+        for value in values:
+            print(value)
+
     def _kfops_save(name, value, artifact):
         kind = type(value)
         package = kind.__module__.split(".")[0]
@@ -350,6 +364,7 @@ def train_forest(N_ESTIMATORS: int, SEED: int, in_x_train: Input[Artifact], in_y
     _kfops_module = _kfops_types.ModuleType("__main__")
     _kfops_sys.modules["__main__"] = _kfops_module  # as in Jupyter: pickle finds classes
     _kfops_scope = _kfops_module.__dict__
+    _kfops_scope['display'] = _kfops_display  # IPython's, which a notebook calls freely
     _kfops_scope['N_ESTIMATORS'] = N_ESTIMATORS
     _kfops_scope['SEED'] = SEED
     # imports: cell 2
@@ -417,6 +432,10 @@ def train_logreg(C: float, in_x_train: Input[Artifact], in_y_train: Input[Artifa
         with open(artifact.path, "rb") as f:
             return _kfops_pickle.load(f)
 
+    def _kfops_display(*values, **options):
+        for value in values:
+            print(value)
+
     def _kfops_save(name, value, artifact):
         kind = type(value)
         package = kind.__module__.split(".")[0]
@@ -471,6 +490,7 @@ def train_logreg(C: float, in_x_train: Input[Artifact], in_y_train: Input[Artifa
     _kfops_module = _kfops_types.ModuleType("__main__")
     _kfops_sys.modules["__main__"] = _kfops_module  # as in Jupyter: pickle finds classes
     _kfops_scope = _kfops_module.__dict__
+    _kfops_scope['display'] = _kfops_display  # IPython's, which a notebook calls freely
     _kfops_scope['C'] = C
     # imports: cell 2
     exec(compile(r"""
@@ -537,6 +557,10 @@ def evaluate(in_forest: Input[Artifact], in_logreg: Input[Artifact], in_x_test: 
         with open(artifact.path, "rb") as f:
             return _kfops_pickle.load(f)
 
+    def _kfops_display(*values, **options):
+        for value in values:
+            print(value)
+
     def _kfops_save(name, value, artifact):
         kind = type(value)
         package = kind.__module__.split(".")[0]
@@ -591,6 +615,7 @@ def evaluate(in_forest: Input[Artifact], in_logreg: Input[Artifact], in_x_test: 
     _kfops_module = _kfops_types.ModuleType("__main__")
     _kfops_sys.modules["__main__"] = _kfops_module  # as in Jupyter: pickle finds classes
     _kfops_scope = _kfops_module.__dict__
+    _kfops_scope['display'] = _kfops_display  # IPython's, which a notebook calls freely
     # imports: cell 2
     exec(compile(r"""
 import numpy as np
