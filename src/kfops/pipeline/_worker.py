@@ -296,6 +296,17 @@ def _run_steps(fast_installs: bool, forks: _Forks | None) -> None:
             return code
 
     subprocess_task_handler.run_local_subprocess = run_local_subprocess
+    if fast_installs:
+        # kfp.local holds a global lock for a task's whole run when its command has a
+        # `pip install`, so tasks that could run side by side (ParallelFor) wait for
+        # each other: the satisfied installs go before the handler looks.
+        handler = subprocess_task_handler.SubprocessTaskHandler
+        original_init = handler.__init__
+
+        def __init__(self: Any, image: str, full_command: list[str], *args: Any, **kw: Any) -> None:
+            original_init(self, image, skip_satisfied_installs(full_command), *args, **kw)
+
+        handler.__init__ = __init__
 
 
 def _runner(argument: str) -> Any:
