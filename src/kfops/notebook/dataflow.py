@@ -401,7 +401,7 @@ def _connect(
     flow = Flow(order=order, upstream=upstream)
     ancestors = _ancestors(order, upstream)
     position = {name: i for i, name in enumerate(nb.steps)}  # notebook order
-    has: dict[str, set[str]] = {}
+    holders: dict[str, list[str]] = {}  # name -> the steps so far that have it
     # a step's code definitions, and those it ran again from upstream: handed on as code
     code = {s: _code_definitions(nb.steps[s]) for s in order}
     star = {s: _star_import(nb.steps[s].code) for s in order}
@@ -414,7 +414,7 @@ def _connect(
         wanted = list(uses[name])
         from_definitions: set[str] = set()
         for var in wanted:  # grows: a definition run again reads names of its own
-            candidates = [a for a in ancestors[name] if var in has.get(a, set())]
+            candidates = [a for a in holders.get(var, ()) if a in ancestors[name]]
             producer = max(candidates, key=lambda a: position[a]) if candidates else None
             definition = code[producer].get(var) if producer is not None else None
             if definition is not None:
@@ -460,12 +460,14 @@ def _connect(
         for var in defines[name]:
             if var not in mine:
                 code[name].pop(var, None)  # rebound to data here
-        has[name] = defines[name] | set(flow.inputs[name]) | set(code[name])
+        for var in defines[name] | set(flow.inputs[name]) | set(code[name]):
+            holders.setdefault(var, []).append(name)
+    needed: dict[str, set[str]] = {name: set() for name in order}
+    for consumer in order:
+        for var, producer in flow.inputs[consumer].items():
+            needed[producer].add(var)
     for name in order:
-        needed = sorted(
-            {var for consumer in order for var, src in flow.inputs[consumer].items() if src == name}
-        )
-        flow.outputs[name] = needed
+        flow.outputs[name] = sorted(needed[name])
         flow.metrics[name] = []
     for metric, cell in nb.metrics.items():
         producers = [s for s in order if metric in defines[s]]

@@ -403,6 +403,9 @@ def main(argv: list[str]) -> int:
     # kfp warns once per task about settings the local runner ignores; kfops lists them
     # once itself.
     warnings.filterwarnings("ignore", category=UserWarning)
+    from kfops.pipeline._kfp_import import import_kfp
+
+    import_kfp()
     import kfp.local
 
     logs = os.environ.get("KFOPS_STEP_LOGS")

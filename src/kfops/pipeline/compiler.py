@@ -19,9 +19,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from kfp import compiler as kfp_compiler
-from kfp.dsl import graph_component, pipeline_context, pipeline_task
-
 from kfops.errors import (
     EXIT_USAGE,
     InvalidProject,
@@ -30,9 +27,14 @@ from kfops.errors import (
     UserCodeError,
     display_path,
 )
+from kfops.pipeline._kfp_import import import_kfp
 from kfops.project import document
 from kfops.project.model import NotebookRef, PipelineRef, Project, StepOverride
 from kfops.project.source import Parameter, parameter_problem
+
+import_kfp()  # without kfp.client: half of kfp's import time, never used here
+from kfp import compiler as kfp_compiler  # noqa: E402
+from kfp.dsl import graph_component, pipeline_context, pipeline_task  # noqa: E402
 
 # KFP's names for parameter types, as they appear in component_spec.inputs.
 _PARAM_TYPES = {
@@ -353,6 +355,8 @@ def _with_overrides(
     component: graph_component.GraphComponent, project: Project
 ) -> graph_component.GraphComponent:
     """Rebuild the pipeline, applying ``pipeline.steps`` to its tasks once they exist."""
+    if not project.steps and not project.description:
+        return component  # nothing to apply: building it again costs as much as the first
     original = component.pipeline_func
     unknown: list[StepOverride] = []
     rejected: list[tuple[StepOverride, str]] = []
