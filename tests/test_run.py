@@ -256,7 +256,7 @@ def test_each_loop_iteration_keeps_its_result_and_log(tmp_path: Path) -> None:
         (
             "container_step",
             "warning: `say` is a container component (image alpine:3); the local runner runs"
-            " lightweight Python components only",
+            " lightweight Python components only (`kfops run --docker` runs it in its image)",
             "kfp.local stopped the run: RuntimeError: The SubprocessRunner only supports"
             " running Lightweight Python Components.",
         ),

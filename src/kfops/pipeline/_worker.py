@@ -151,6 +151,7 @@ def _trace_tasks(logs: Path | None) -> None:
             log.parent.mkdir(parents=True, exist_ok=True)
             log.write_text("", encoding="utf-8")
         _LOG.set(log)
+        _RUNNER.set("")  # set when the step's process starts (not for a cached step)
         started = time.monotonic()
         emit({"event": "start", "task": shown, "path": base})
         outputs, status = original(task_name, *args, **kwargs)
@@ -165,7 +166,9 @@ def _trace_tasks(logs: Path | None) -> None:
                 "cached": bool(hits),
                 "seconds": round(time.monotonic() - started, 3),
                 "outputs": {k: _serialise(v) for k, v in (outputs or {}).items()},
-                "log": str(log) if log is not None else None,
+                # only a step run here has its output in its own log; in a container
+                # (DockerRunner) it comes through kfp.local's streamed logs
+                "log": str(log) if log is not None and _RUNNER.get() else None,
                 "runner": _RUNNER.get(),
             }
         )

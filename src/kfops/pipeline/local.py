@@ -176,7 +176,7 @@ def run(
     console.print(f"[bold]running[/] {project.name} {where} (run {run_id})")
     for note in ignored_locally(compiled.ir, compiled.platform):
         console.print(f"[yellow]notice:[/] {note}")
-    for note in cannot_run_locally(compiled.ir):
+    for note in cannot_run_locally(compiled.ir, docker=docker is not None):
         console.print(f"[yellow]warning:[/] {note}")
     # With --runs-dir the cache moves too, so runs kept elsewhere never share it.
     cache_dir = run_dir.parent / ".cache" if runs_dir else project.root / ".kfops" / "cache"
@@ -238,9 +238,10 @@ def ignored_locally(ir: dict[str, Any], platform: dict[str, Any]) -> list[str]:
     return notes
 
 
-def cannot_run_locally(ir: dict[str, Any]) -> list[str]:
+def cannot_run_locally(ir: dict[str, Any], *, docker: bool = False) -> list[str]:
     """What the compiled pipeline holds that kfp.local 2.17 cannot run, said before the
-    run starts (kfp.local would stop at the first of them)."""
+    run starts (kfp.local would stop at the first of them). With ``docker`` (`kfops run
+    --docker`), container components run in their images."""
     components = ir.get("components", {})
     executors = ir.get("deploymentSpec", {}).get("executors", {})
     found: list[str] = []
@@ -269,10 +270,11 @@ def cannot_run_locally(ir: dict[str, Any]) -> list[str]:
                     f"`{path}` creates or deletes a PersistentVolumeClaim, which only a"
                     " cluster can do"
                 )
-            else:
+            elif not docker:
                 found.append(
                     f"`{path}` is a container component (image {image}); the local runner"
-                    " runs lightweight Python components only"
+                    " runs lightweight Python components only (`kfops run --docker` runs it"
+                    " in its image)"
                 )
 
     walk(ir.get("root", {}).get("dag", {}), "")
