@@ -35,6 +35,12 @@ from kfops.project.source import Parameter, parameter_problem
 import_kfp()  # without kfp.client: half of kfp's import time, never used here
 from kfp import compiler as kfp_compiler  # noqa: E402
 from kfp.dsl import graph_component, pipeline_context, pipeline_task  # noqa: E402
+from kfp.dsl import utils as kfp_utils  # noqa: E402
+
+# KFP's compiler sanitises every task name of a DAG again for each of its tasks (a
+# number of calls that grows with the square of the steps: half a million regex pairs
+# for a 500-step notebook); the function is pure, so its results are kept.
+kfp_utils.maybe_rename_for_k8s = functools.lru_cache(maxsize=None)(kfp_utils.maybe_rename_for_k8s)
 
 # KFP's names for parameter types, as they appear in component_spec.inputs.
 _PARAM_TYPES = {
