@@ -279,6 +279,12 @@ def _step(request: dict[str, Any], output: int) -> int:
     import threading
 
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    # the server's stdin is the worker's control pipe: a step that reads stdin gets
+    # end-of-file, as a pipeline step does, instead of waiting on the pipe
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115
     os.dup2(output, 1)
     os.dup2(output, 2)
     os.close(output)

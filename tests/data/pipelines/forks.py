@@ -37,6 +37,9 @@ def check(folder: str, first_pid: int) -> str:
     with open(os.path.join(folder, "atexit.txt")) as f:  # noqa: PTH123, PTH118
         assert f.read() == "ran"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    import sys
+
+    assert sys.stdin.read() == "", "a step reads end-of-file from stdin"
     # thread pools: BLAS, OpenMP (scikit-learn), joblib, plain threads
     a = np.ones((300, 300))
     assert float((a @ a)[0, 0]) == 300.0
