@@ -406,14 +406,6 @@ def main(argv: list[str]) -> int:
     # kfp warns once per task about settings the local runner ignores; kfops lists them
     # once itself.
     warnings.filterwarnings("ignore", category=UserWarning)
-    from kfops.pipeline._kfp_import import import_kfp
-
-    import_kfp()
-    import kfp.local
-
-    logs = os.environ.get("KFOPS_STEP_LOGS")
-    _trace_tasks(Path(logs) if logs else None)
-    _trace_pipeline_failures()
     forks = None
     if _forkserver.supported() and runner == "-":
         import yaml
@@ -422,8 +414,17 @@ def main(argv: list[str]) -> int:
         ir = next(yaml.load_all(text, Loader=_yaml_loader()))
         forks = _Forks(_forkserver.preload_modules(_sources(ir)))
         if cache_root == "-":
-            # Every step will run: the server imports while kfp.local sets up.
+            # Every step will run: the server imports while this process imports kfp
+            # and kfp.local sets up.
             threading.Thread(target=forks.get, daemon=True).start()
+    from kfops.pipeline._kfp_import import import_kfp
+
+    import_kfp()
+    import kfp.local
+
+    logs = os.environ.get("KFOPS_STEP_LOGS")
+    _trace_tasks(Path(logs) if logs else None)
+    _trace_pipeline_failures()
     _run_steps(
         fast_installs=os.environ.get("KFOPS_LOCAL_PIP") != "always" and runner == "-",
         forks=forks,
