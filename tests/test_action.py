@@ -79,6 +79,25 @@ def repo(tmp_path: Path) -> tuple[Path, str]:
     return repo, base
 
 
+def action_repo(tmp_path: Path, workflow: str, project: Path, name: str, on: str) -> Path:
+    """A git repository with the action, ``workflow`` and a copy of ``project`` as
+    folder ``name`` whose mlops.yaml gets the ``on:`` section ``on``; one commit."""
+    repo = tmp_path / "repo"
+    shutil.copytree(ROOT / "action", repo / "action")
+    shutil.copy(ROOT / "pyproject.toml", repo)
+    shutil.copytree(project, repo / name, ignore=shutil.ignore_patterns(".git", ".kfops"))
+    with (repo / name / "mlops.yaml").open("a") as f:
+        f.write(on)
+    (repo / ".github" / "workflows").mkdir(parents=True)
+    (repo / ".github" / "workflows" / "kfops.yml").write_text(workflow)
+    (tmp_path / "cache-double").mkdir(exist_ok=True)
+    (tmp_path / "cache-double" / "action.yml").write_text(CACHE_DOUBLE)
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", name)
+    return repo
+
+
 def act(
     repo: Path,
     event_name: str,

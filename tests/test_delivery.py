@@ -437,21 +437,10 @@ def test_action_applies_on_push(
     the token reaching kfops only through the step's `env:` from a secret."""
     import json
 
-    from tests.test_action import CACHE_DOUBLE, act
+    from tests.test_action import act, action_repo
 
-    repo = tmp_path / "repo"
-    shutil.copytree(ROOT / "action", repo / "action")
-    shutil.copy(ROOT / "pyproject.toml", repo)
-    shutil.copytree(project, repo / "iris", ignore=shutil.ignore_patterns(".git", ".kfops"))
-    with (repo / "iris" / "mlops.yaml").open("a") as f:
-        f.write("on:\n  push: {branches: [main], environment: staging, apply: true}\n")
-    (repo / ".github" / "workflows").mkdir(parents=True)
-    (repo / ".github" / "workflows" / "kfops.yml").write_text(ACTION_WORKFLOW)
-    (tmp_path / "cache-double").mkdir()
-    (tmp_path / "cache-double" / "action.yml").write_text(CACHE_DOUBLE)
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", ".")
-    git(repo, "commit", "-q", "-m", "deliver")
+    on = "on:\n  push: {branches: [main], environment: staging, apply: true}\n"
+    repo = action_repo(tmp_path, ACTION_WORKFLOW, project, "iris", on)
     commit = git(repo, "rev-parse", "HEAD")
     done = act(
         repo,

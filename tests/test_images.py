@@ -487,24 +487,10 @@ def test_action_logs_in_builds_and_pushes_on_push(
 ) -> None:
     """The composite action under act: registry login from inputs (the password through
     env and stdin only), then `kfops ci` builds and pushes the push's environment."""
-    import shutil
+    from tests.test_action import act, action_repo
 
-    from tests.conftest import ROOT, git
-    from tests.test_action import CACHE_DOUBLE, act
-
-    repo = tmp_path / "repo"
-    shutil.copytree(ROOT / "action", repo / "action")
-    shutil.copy(ROOT / "pyproject.toml", repo)
-    shutil.copytree(project, repo / "imgs")
-    mlops = repo / "imgs" / "mlops.yaml"
-    mlops.write_text(mlops.read_text() + "on:\n  push: {branches: [main], environment: locked}\n")
-    (repo / ".github" / "workflows").mkdir(parents=True)
-    (repo / ".github" / "workflows" / "kfops.yml").write_text(ACTION_WORKFLOW)
-    (tmp_path / "cache-double").mkdir()
-    (tmp_path / "cache-double" / "action.yml").write_text(CACHE_DOUBLE)
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", ".")
-    git(repo, "commit", "-q", "-m", "images")
+    on = "on:\n  push: {branches: [main], environment: locked}\n"
+    repo = action_repo(tmp_path, ACTION_WORKFLOW, project, "imgs", on)
     done = act(
         repo,
         "push",
