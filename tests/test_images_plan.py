@@ -227,21 +227,27 @@ def test_compile_env_with_unknown_environment(tmp_path: Path, in_dir: Any) -> No
     assert result.stdout == ""
 
 
-def test_notebook_image_tag_selects_an_image_by_name(tmp_path: Path) -> None:
+def _notebook_project(tmp_path: Path, image_tag: str, mlops_tail: str) -> Any:
+    """A two-step notebook (base image python:3.12) whose first step has `image:TAG`."""
     import nbformat
 
     nb = nbformat.v4.new_notebook()
     nb.metadata["kubeflow_notebook"] = {"pipeline_name": "nb", "base_image": "python:3.12"}
     nb.cells = [
-        nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["step:load", "image:trainer"]}),
+        nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["step:load", f"image:{image_tag}"]}),
         nbformat.v4.new_code_cell("y = x + 1", metadata={"tags": ["step:use", "prev:load"]}),
     ]
     nbformat.write(nb, str(tmp_path / "train.ipynb"))
     (tmp_path / "mlops.yaml").write_text(
-        "version: 1\nname: nb\npipeline:\n  notebook: train.ipynb\n"
-        "images:\n  trainer: {base: python:3.11-slim, packages: [pandas]}\n"
+        "version: 1\nname: nb\npipeline:\n  notebook: train.ipynb\n" + mlops_tail
     )
-    project = config.load(tmp_path)
+    return config.load(tmp_path)
+
+
+def test_notebook_image_tag_selects_an_image_by_name(tmp_path: Path) -> None:
+    project = _notebook_project(
+        tmp_path, "trainer", "images:\n  trainer: {base: python:3.11-slim, packages: [pandas]}\n"
+    )
     assignment = plan.assign(project, compiler.compile_project(project).ir)
     assert assignment.recipes["exec-load"].name == "trainer"
     # Not a name under images: a plain base image, made into a recipe of its own.
@@ -271,21 +277,12 @@ def test_implicit_recipe_names_are_stable_and_never_clash(tmp_path: Path) -> Non
 
 
 def test_notebook_step_tag_beats_pipeline_image(tmp_path: Path) -> None:
-    import nbformat
-
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kubeflow_notebook"] = {"pipeline_name": "nb", "base_image": "python:3.12"}
-    nb.cells = [
-        nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["step:load", "image:gpu"]}),
-        nbformat.v4.new_code_cell("y = x + 1", metadata={"tags": ["step:use", "prev:load"]}),
-    ]
-    nbformat.write(nb, str(tmp_path / "train.ipynb"))
-    (tmp_path / "mlops.yaml").write_text(
-        "version: 1\nname: nb\npipeline:\n  notebook: train.ipynb\n  image: default\n"
-        "images:\n  default: {base: python:3.11-slim}\n  gpu: {base: python:3.11-slim,"
-        " packages: [torch]}\n"
+    project = _notebook_project(
+        tmp_path,
+        "gpu",
+        "  image: default\nimages:\n  default: {base: python:3.11-slim}\n"
+        "  gpu: {base: python:3.11-slim, packages: [torch]}\n",
     )
-    project = config.load(tmp_path)
     assignment = plan.assign(project, compiler.compile_project(project).ir)
     assert assignment.recipes["exec-load"].name == "gpu"
     assert assignment.recipes["exec-use"].name == "default"
@@ -377,3 +374,12 @@ def test_requirements_a_recipe_cannot_hold(tmp_path: Path, line: str, message: s
             _recipe(tmp_path, base="python:3.11-slim", requirements=main), "r/x", inputs
         )
     assert message in raised.value.message
+
+
+def test_build_for_an_environment_without_a_registry(tmp_path: Path, in_dir: Any) -> None:
+    _project(tmp_path, "environments:\n  staging: {kfp: {host: 'http://127.0.0.1:9'}}\n")
+    in_dir(tmp_path)
+    result = CliRunner().invoke(cli, ["build", "--env", "staging"])
+    assert result.exit_code == 2
+    assert "error: environment `staging` has no `registry`" in result.stderr
+    assert "under environments.staging (mlops.yaml:6)" in result.stderr

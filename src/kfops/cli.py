@@ -193,7 +193,8 @@ def _registry_of(project: Any, env_name: str) -> str:
     if environment.registry is None:
         raise KfopsError(
             f"environment `{env_name}` has no `registry`, so its step images have nowhere to go",
-            f"add `registry: HOST/PATH` under environments.{env_name} in {project.shown}",
+            f"add `registry: HOST/PATH` under environments.{env_name}"
+            f" ({project.shown}:{environment.mark.line})",
             exit_code=EXIT_USAGE,
         )
     registry: str = environment.registry

@@ -74,13 +74,6 @@ MAX_PROBLEMS = 50
 _MARKDOWN_SPECIAL = set("\\`*_{}[]()#+-.!|~>")
 
 
-def code(text: object) -> str:
-    """Text as an inline code span: Markdown escapes do not work inside one (they would
-    show), so backticks and line breaks are replaced and a table's `|` escaped."""
-    inert = str(text).replace("`", "'").replace("\r", " ").replace("\n", " ").replace("|", "\\|")
-    return f"`{inert}`"
-
-
 def escape(text: object) -> str:
     """User-controlled text made inert in Markdown: no links, HTML, tables or markers."""
     out = []
@@ -178,7 +171,7 @@ def _image_lines(result: CiResult, max_rows: int) -> list[str]:
         digest = image["digest"] or "(not pushed)"
         lines.append(
             f"| {escape(image['name'])} | {shown.get(image['status'], image['status'])}"
-            f" | {code(digest)} | {image['seconds']:.1f} |"
+            f" | `{_code(digest)}` | {image['seconds']:.1f} |"
         )
     return [*lines, ""]
 
@@ -189,15 +182,15 @@ def _delivery_lines(result: CiResult) -> list[str]:
         f" · {escape(done['environment'])}" if done.get("environment") else ""
     )
     lines = [f"#### {title}", ""]
-    version = code(done["version"])
+    version = f"`{_code(done['version'])}`"
     if done.get("url"):
         version = f"[{version}]({done['url']})"
     uploads = [a for a in done["actions"] if a["kind"] == "upload-version"]
     if uploads:
         verb = "uploaded" if done.get("applied") else "will upload"
-        lines.append(f"- pipeline {code(done['pipeline'])}: {verb} version {version}")
+        lines.append(f"- pipeline `{_code(done['pipeline'])}`: {verb} version {version}")
     else:
-        lines.append(f"- pipeline {code(done['pipeline'])}: version {version} is there already")
+        lines.append(f"- pipeline `{_code(done['pipeline'])}`: version {version} is there already")
     done_verbs = {
         "create": "created",
         "replace": "replaced",
@@ -208,16 +201,16 @@ def _delivery_lines(result: CiResult) -> list[str]:
     for action in done.get("schedules", []):
         verb = done_verbs[action["kind"]]
         said = verb if done.get("applied") else f"will be {verb}"
-        detail = f" ({code(action['detail'])})" if action["detail"] else ""
-        lines.append(f"- schedule {code(action['name'])}: {said}{detail}")
+        detail = f" (`{_code(action['detail'])}`)" if action["detail"] else ""
+        lines.append(f"- schedule `{_code(action['name'])}`: {said}{detail}")
     if result.kfp_run:
         run = result.kfp_run
         lines.append(
-            f"- run [{code(run['run_id'])}]({run['url']}): **{run['state'].lower()}**"
+            f"- run [`{_code(run['run_id'])}`]({run['url']}): **{run['state'].lower()}**"
             f" in {run['seconds']}s"
         )
         for task, error in run["failed_tasks"]:
-            lines.append(f"  - ❌ {code(task)}: {escape(error)}")
+            lines.append(f"  - ❌ `{_code(task)}`: {escape(error)}")
     return [*lines, ""]
 
 
