@@ -62,7 +62,7 @@ def repo(tmp_path: Path) -> tuple[Path, str]:
     shutil.copytree(ROOT / "action", repo / "action")
     shutil.copy(ROOT / "pyproject.toml", repo)
     (repo / "pipelines" / "iris").mkdir(parents=True)
-    for name in ("pipeline.py", "mlops.yaml"):
+    for name in ("pipeline.py", "mlops.yaml", "smoke.json"):
         shutil.copy(ROOT / "pipelines" / "iris" / name, repo / "pipelines" / "iris")
     (repo / ".github" / "workflows").mkdir(parents=True)
     (repo / ".github" / "workflows" / "kfops.yml").write_text(WORKFLOW)

@@ -129,6 +129,7 @@ def test_plan_of_a_parameter_and_a_step_change(tmp_path: Path) -> None:
     head_dir.mkdir()
     source = (IRIS / "pipeline.py").read_text().replace("python:3.11-slim", "python:3.12-slim", 1)
     (head_dir / "pipeline.py").write_text(source)
+    (head_dir / "smoke.json").write_text((IRIS / "smoke.json").read_text())
     (head_dir / "mlops.yaml").write_text(
         (IRIS / "mlops.yaml").read_text().replace("n_estimators: 50", "n_estimators: 80")
     )
@@ -251,7 +252,7 @@ def make_repo(tmp_path: Path) -> tuple[Path, str]:
     (repo / "pipelines").mkdir(parents=True)
     project = repo / "pipelines" / "iris"
     project.mkdir()
-    for name in ("pipeline.py", "mlops.yaml"):
+    for name in ("pipeline.py", "mlops.yaml", "smoke.json"):
         (project / name).write_text((IRIS / name).read_text())
     git(repo, "init", "-q", "-b", "main")
     git(repo, "add", ".")

@@ -20,14 +20,18 @@ from kfops.errors import (
 from kfops.project import document, schema, source
 from kfops.project.document import Document, Mark
 from kfops.project.model import (
+    Canary,
     Environment,
+    GateRule,
     ImageRecipe,
     KfpTarget,
+    KubeTarget,
     NotebookRef,
     PipelineRef,
     Project,
     Resources,
     Schedule,
+    Serving,
     StepOverride,
     Trigger,
     Triggers,
@@ -92,6 +96,7 @@ def check(path: Path) -> tuple[Project | None, list[Problem]]:
     failed_paths = {p.path for p in problems}
     problems += _check_source(doc, config_file, failed_paths)
     problems += _check_images(doc, config_file, failed_paths)
+    problems += _check_serving(doc, config_file, failed_paths)
     if any(p.severity == "error" for p in problems):
         return None, problems
     return _project(doc, config_file, shown, problems), problems
@@ -343,6 +348,70 @@ _CRON_FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
 )
 
 
+def _check_serving(doc: Document, config_file: Path, failed_paths: set[str]) -> list[Problem]:
+    """What the schema cannot say about ``serving:`` and ``on.tag.deploy``."""
+    data: dict[str, Any] = doc.data
+    serving = _mapping(data.get("serving"))
+    environments = _mapping(data.get("environments"))
+    problems: list[Problem] = []
+    canary = _mapping(serving.get("canary"))
+    smoke = canary.get("smoke")
+    where = ("serving", "canary", "smoke")
+    if isinstance(smoke, str) and document.format_path(where) not in failed_paths:
+        if not (config_file.parent / smoke).is_file():
+            problems.append(_missing_file(doc, config_file, where, smoke, "*.json"))
+    replicas = _mapping(serving.get("replicas"))
+    low, high = replicas.get("min"), replicas.get("max")
+    if isinstance(low, int) and isinstance(high, int) and low > high:
+        problems.append(
+            doc.problem(
+                ("serving", "replicas", "max"),
+                f"replicas.max ({high}) is below replicas.min ({low})",
+                "make max at least min",
+            )
+        )
+    for metric, rule in _mapping(serving.get("gate")).items():
+        rule = _mapping(rule)
+        if isinstance(rule.get("min"), int | float) and isinstance(rule.get("max"), int | float):
+            if rule["min"] > rule["max"]:
+                problems.append(
+                    doc.problem(
+                        ("serving", "gate", metric, "max"),
+                        f"the gate on `{metric}` can never pass: max {rule['max']} is below"
+                        f" min {rule['min']}",
+                        "swap them, or keep only the bound you mean",
+                    )
+                )
+    tag = _mapping(_mapping(data.get("on")).get("tag"))
+    if tag.get("deploy") is True:
+        target = tag.get("environment")
+        if not isinstance(target, str):
+            problems.append(
+                doc.problem(
+                    ("on", "tag", "deploy"),
+                    "`deploy: true` needs `environment`: which cluster serves the model?",
+                    "add `environment: NAME` (an environment with `kubernetes:`)",
+                )
+            )
+        elif target in environments and "kubernetes" not in _mapping(environments[target]):
+            problems.append(
+                doc.problem(
+                    ("on", "tag", "environment"),
+                    f"environment `{target}` has no `kubernetes:`, so nothing can serve the model",
+                    f"add `kubernetes: {{namespace: NAME}}` under environments.{target}",
+                )
+            )
+        if "serving" not in data:
+            problems.append(
+                doc.problem(
+                    ("on", "tag", "deploy"),
+                    "`deploy: true` needs a `serving:` section: which model, in which format?",
+                    "add `serving: {model: {from_step: STEP}, format: sklearn}`",
+                )
+            )
+    return problems
+
+
 def cron_problem(cron: str) -> str | None:
     """What is wrong with a 5-field Unix cron expression, or None."""
     fields = cron.split()
@@ -546,11 +615,73 @@ def _project(doc: Document, config_file: Path, shown: str, problems: list[Proble
                     namespace=spec["kfp"].get("namespace"),
                     experiment=spec["kfp"].get("experiment"),
                     token_env=spec["kfp"].get("token_env"),
+                    pipeline_root=spec["kfp"].get("pipeline_root"),
                 )
                 if "kfp" in spec
                 else None,
+                kubernetes=KubeTarget(
+                    namespace=spec["kubernetes"]["namespace"],
+                    mark=doc.mark_of(("environments", name, "kubernetes"), key=True),
+                    context=spec["kubernetes"].get("context"),
+                    deployment_mode=_MODES.get(spec["kubernetes"].get("deployment_mode", "")),
+                    url=spec["kubernetes"].get("url"),
+                )
+                if "kubernetes" in spec
+                else None,
             )
             for name, spec in (data.get("environments") or {}).items()
+        ),
+        serving=_serving(doc, data["name"], config_file.parent)
+        if "serving" in data
+        else None,
+    )
+
+
+# KServe renamed its modes in 0.15; mlops.yaml takes either name.
+_MODES = {
+    "Knative": "Knative",
+    "Serverless": "Knative",
+    "Standard": "Standard",
+    "RawDeployment": "Standard",
+}
+
+
+def _serving(doc: Document, project_name: str, root: Path) -> Serving:
+    spec: dict[str, Any] = doc.data["serving"]
+    model: dict[str, Any] = spec["model"]
+    canary: dict[str, Any] | None = spec.get("canary")
+    replicas: dict[str, Any] = spec.get("replicas") or {}
+    return Serving(
+        name=spec.get("name") or project_name[:45].strip("-"),
+        mark=doc.mark_of(("serving",), key=True),
+        format=spec["format"],
+        from_step=model.get("from_step"),
+        artifact=model.get("artifact"),
+        uri=model.get("uri"),
+        runtime=spec.get("runtime"),
+        protocol=spec.get("protocol", "v1"),
+        resources=_resources(spec.get("resources")),
+        min_replicas=replicas.get("min"),
+        max_replicas=replicas.get("max"),
+        service_account=spec.get("service_account"),
+        timeout=spec.get("timeout", 600),
+        canary=Canary(
+            mark=doc.mark_of(("serving", "canary"), key=True),
+            percent=canary.get("percent"),
+            smoke=(root / canary["smoke"]).resolve() if "smoke" in canary else None,
+            promote=canary.get("promote", "auto"),
+        )
+        if canary is not None
+        else None,
+        gate=tuple(
+            GateRule(
+                metric=metric,
+                mark=doc.mark_of(("serving", "gate", metric), key=True),
+                min=rule.get("min"),
+                max=rule.get("max"),
+                not_worse_than_serving=rule.get("not_worse_than_serving"),
+            )
+            for metric, rule in (spec.get("gate") or {}).items()
         ),
     )
 
@@ -588,6 +719,7 @@ def _triggers(on: dict[str, Any] | None) -> Triggers:
             environment=spec.get("environment"),
             build=bool(spec.get("build", False)),
             apply=bool(spec.get("apply", False)),
+            deploy=bool(spec.get("deploy", False)),
         )
 
     return Triggers(
@@ -598,18 +730,21 @@ def _triggers(on: dict[str, Any] | None) -> Triggers:
     )
 
 
+def _resources(resources: dict[str, Any] | None) -> Resources | None:
+    if not resources:
+        return None
+    return Resources(
+        cpu=str(resources["cpu"]) if "cpu" in resources else None,
+        memory=resources.get("memory"),
+        gpu=resources.get("gpu"),
+    )
+
+
 def _step(name: str, spec: dict[str, Any], mark: Mark) -> StepOverride:
-    resources = spec.get("resources")
     return StepOverride(
         name=name,
         mark=mark,
-        resources=Resources(
-            cpu=str(resources["cpu"]) if "cpu" in resources else None,
-            memory=resources.get("memory"),
-            gpu=resources.get("gpu"),
-        )
-        if resources
-        else None,
+        resources=_resources(spec.get("resources")),
         retries=spec.get("retries"),
         cache=spec.get("cache"),
         env=tuple(sorted((spec.get("env") or {}).items())),

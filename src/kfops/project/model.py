@@ -59,6 +59,18 @@ class KfpTarget:
     namespace: str | None = None
     experiment: str | None = None
     token_env: str | None = None  # the variable holding the bearer token; never the token
+    pipeline_root: str | None = None  # where the KFP keeps artifacts; None: KFP's default
+
+
+@dataclass(frozen=True)
+class KubeTarget:
+    """``environments.NAME.kubernetes``: where KServe serves the model."""
+
+    namespace: str
+    mark: Mark
+    context: str | None = None  # the kubeconfig context; None: the current one
+    deployment_mode: str | None = None  # "Knative" | "Standard"; None: find out
+    url: str | None = None  # the model's address for callers, when not status.url
 
 
 @dataclass(frozen=True)
@@ -69,6 +81,7 @@ class Environment:
     mark: Mark
     registry: str | None = None
     kfp: KfpTarget | None = None
+    kubernetes: KubeTarget | None = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +121,7 @@ class Trigger:
     environment: str | None = None  # whose images are built (pushed on push and tag)
     build: bool = False  # pull requests: build the environment's images, without pushing
     apply: bool = False  # pushes and tags: apply to the environment's Kubeflow Pipelines
+    deploy: bool = False  # tags: release the model to the environment's KServe
 
 
 @dataclass(frozen=True)
@@ -118,6 +132,52 @@ class Triggers:
     push: Trigger | None = Trigger()
     tag: Trigger | None = None
     declared: bool = False
+
+
+@dataclass(frozen=True)
+class GateRule:
+    """``serving.gate.METRIC``: what the new model's metric must reach to be promoted."""
+
+    metric: str
+    mark: Mark
+    min: float | None = None
+    max: float | None = None
+    not_worse_than_serving: float | None = None
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.max is None
+
+
+@dataclass(frozen=True)
+class Canary:
+    """``serving.canary``: a share of traffic first, a smoke test, then promotion."""
+
+    mark: Mark
+    percent: int | None = None  # None: no traffic split, the new model takes all at once
+    smoke: Path | None = None  # absolute
+    promote: str = "auto"  # "auto" | "manual"
+
+
+@dataclass(frozen=True)
+class Serving:
+    """``serving:``: how the model is served locally and by KServe."""
+
+    name: str  # the InferenceService's name and the model's name on the server
+    mark: Mark
+    format: str
+    from_step: str | None = None
+    artifact: str | None = None  # None: the step's only Model output
+    uri: str | None = None
+    runtime: str | None = None
+    protocol: str = "v1"
+    resources: Resources | None = None
+    min_replicas: int | None = None
+    max_replicas: int | None = None
+    service_account: str | None = None
+    timeout: int = 600
+    canary: Canary | None = None
+    gate: tuple[GateRule, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -147,6 +207,7 @@ class Project:
     image: str | None = None  # ``pipeline.image``: the default image's name
     environments: tuple[Environment, ...] = ()
     schedules: tuple[Schedule, ...] = ()
+    serving: Serving | None = None
 
     def environment(self, name: str) -> Environment:
         """The environment called ``name``.

@@ -107,7 +107,9 @@ def _explain(doc: Document, error: ValidationError) -> list[Problem]:
                 (*path, key),
                 f"`{key}` would put a secret in mlops.yaml, which is in Git: kfops never reads it",
                 f"remove it (and revoke it), keep it in a secret, and name the variable that"
-                f" holds it: `{secrets[key]}: KFP_TOKEN`",
+                f" holds it: `{secrets[key]}: KFP_TOKEN`"
+                if secrets[key].isidentifier()
+                else f"remove it (and revoke it); {secrets[key]}",
                 key=True,
             )
             if key in secrets
