@@ -357,9 +357,12 @@ def _check_serving(doc: Document, config_file: Path, failed_paths: set[str]) -> 
     canary = _mapping(serving.get("canary"))
     smoke = canary.get("smoke")
     where = ("serving", "canary", "smoke")
-    if isinstance(smoke, str) and document.format_path(where) not in failed_paths:
-        if not (config_file.parent / smoke).is_file():
-            problems.append(_missing_file(doc, config_file, where, smoke, "*.json"))
+    if (
+        isinstance(smoke, str)
+        and document.format_path(where) not in failed_paths
+        and not (config_file.parent / smoke).is_file()
+    ):
+        problems.append(_missing_file(doc, config_file, where, smoke, "*.json"))
     replicas = _mapping(serving.get("replicas"))
     low, high = replicas.get("min"), replicas.get("max")
     if isinstance(low, int) and isinstance(high, int) and low > high:
@@ -371,17 +374,15 @@ def _check_serving(doc: Document, config_file: Path, failed_paths: set[str]) -> 
             )
         )
     for metric, rule in _mapping(serving.get("gate")).items():
-        rule = _mapping(rule)
-        if isinstance(rule.get("min"), int | float) and isinstance(rule.get("max"), int | float):
-            if rule["min"] > rule["max"]:
-                problems.append(
-                    doc.problem(
-                        ("serving", "gate", metric, "max"),
-                        f"the gate on `{metric}` can never pass: max {rule['max']} is below"
-                        f" min {rule['min']}",
-                        "swap them, or keep only the bound you mean",
-                    )
+        low, high = _mapping(rule).get("min"), _mapping(rule).get("max")
+        if isinstance(low, int | float) and isinstance(high, int | float) and low > high:
+            problems.append(
+                doc.problem(
+                    ("serving", "gate", metric, "max"),
+                    f"the gate on `{metric}` can never pass: max {high} is below min {low}",
+                    "swap them, or keep only the bound you mean",
                 )
+            )
     tag = _mapping(_mapping(data.get("on")).get("tag"))
     if tag.get("deploy") is True:
         target = tag.get("environment")
@@ -631,9 +632,7 @@ def _project(doc: Document, config_file: Path, shown: str, problems: list[Proble
             )
             for name, spec in (data.get("environments") or {}).items()
         ),
-        serving=_serving(doc, data["name"], config_file.parent)
-        if "serving" in data
-        else None,
+        serving=_serving(doc, data["name"], config_file.parent) if "serving" in data else None,
     )
 
 
