@@ -69,6 +69,11 @@ class KubeEnv:
         """The token of ``deployer-limited``, who has no RBAC grants (403s)."""
         return self.tokens[LIMITED]
 
+    def environ(self, token: str | None = None) -> dict[str, str]:
+        """Environment for a process (the kfops CLI) that should use this API server."""
+        path = self.kubeconfig if token is None else self.kubeconfig_for(token)
+        return {"KUBECONFIG": str(path)}
+
     def kubeconfig_for(self, token: str, namespace: str | None = None) -> Path:
         """A kubeconfig file that calls the API server with ``token``."""
         user = next((name for name, value in self.tokens.items() if value == token), "user")

@@ -4,6 +4,9 @@ server-side apply, dry runs; and the fake KServe controller's statuses pass its 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -74,6 +77,22 @@ def test_admin_kubeconfig_lists_namespaces(kube_env: KubeEnv) -> None:
         names = {item.metadata.name for item in client.CoreV1Api(api).list_namespace().items}
     assert {"default", "kube-system", namespace} <= names
     assert kube_env.server.startswith("https://127.0.0.1:")
+
+
+def test_environ_points_a_child_process_at_the_server(kube_env: KubeEnv) -> None:
+    namespace = kube_env.namespace()
+    script = (
+        "from kubernetes import client, config; config.load_kube_config(); "
+        f"print(client.CoreV1Api().read_namespace({namespace!r}).metadata.name)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, **kube_env.environ()},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip() == namespace
 
 
 def test_limited_token_cannot_create_an_inferenceservice(kube_env: KubeEnv) -> None:
