@@ -2,7 +2,8 @@
 # Build the real kube-apiserver and etcd the KServe tests run against, from Go modules,
 # once per version; the binaries are cached outside the repository:
 #   ${KFOPS_KUBE_CACHE:-~/.cache/kfops-tests/kube}/<k8s version>-etcd<etcd version>/
-# Prints that folder. Rebuilds only when a binary is missing.
+# Prints that folder. Rebuilds only when a binary is missing; an interrupted build leaves
+# only *.partial files, never a half-written binary.
 set -euo pipefail
 k8s="${KFOPS_KUBE_VERSION:-v1.37.2}"
 etcd="${KFOPS_ETCD_VERSION:-v3.6.16}"
@@ -13,6 +14,18 @@ if [ -x "$out/kube-apiserver" ] && [ -x "$out/etcd" ]; then
   exit 0
 fi
 mkdir -p "$out"
+# One build at a time (CI and a developer's run may start together); the second waits
+# for the first and then finds the binaries.
+exec 9>"$out/.lock"
+flock 9
+if [ -x "$out/kube-apiserver" ] && [ -x "$out/etcd" ]; then
+  echo "$out"
+  exit 0
+fi
+if ! command -v go >/dev/null 2>&1; then
+  echo "kube-build.sh: building kube-apiserver and etcd needs Go (https://go.dev/dl) and the Go module proxy" >&2
+  exit 1
+fi
 work="$cache/src-$k8s-etcd$etcd"
 mkdir -p "$work/apiserver" "$work/etcd"
 export GOFLAGS=-mod=mod GOTOOLCHAIN="${GOTOOLCHAIN:-local}"
@@ -51,7 +64,13 @@ func main() {
 }
 GO
   go mod tidy >&2
-  CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o "$out/kube-apiserver" . >&2
+  # The version the release build stamps in (otherwise /version says v0.0.0-master).
+  minor="${k8s#v1.}"
+  minor="${minor%%.*}"
+  v=k8s.io/component-base/version
+  stamp="-X $v.gitVersion=$k8s -X $v.gitMajor=1 -X $v.gitMinor=$minor -X $v.gitTreeState=clean"
+  CGO_ENABLED=0 go build -trimpath -ldflags="-s -w $stamp" -o "$out/kube-apiserver.partial" . >&2
+  mv "$out/kube-apiserver.partial" "$out/kube-apiserver"
 fi
 
 if [ ! -x "$out/etcd" ]; then
@@ -78,7 +97,8 @@ func main() {
 }
 GO
   go mod tidy >&2
-  CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o "$out/etcd" . >&2
+  CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o "$out/etcd.partial" . >&2
+  mv "$out/etcd.partial" "$out/etcd"
 fi
 echo "==> kube-apiserver and etcd built in $(( $(date +%s) - started )) s" >&2
 echo "$out"

@@ -28,6 +28,10 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$(sha256sum "$lock" | cut -d' ' 
   npm ci --prefix tests/npm --silent --no-audit --no-fund
   sha256sum "$lock" | cut -d' ' -f1 > "$stamp"
 fi
+# The serving tests' API server: kube-apiserver and etcd built from their Go modules,
+# once per machine, cached in ~/.cache/kfops-tests/kube (tests/kube_env.py).
+echo "==> kube-apiserver and etcd (scripts/kube-build.sh; the first build takes minutes)"
+bash scripts/kube-build.sh >/dev/null
 bin="$root/.venv/bin"
 echo "==> ruff check";          "$bin/ruff" check .
 echo "==> ruff format --check"; "$bin/ruff" format --check .

@@ -10,6 +10,7 @@ import pytest
 from tests.docker_env import docker_env  # noqa: F401  (the engine and registries fixture)
 from tests.github_api import github_api  # noqa: F401  (the GitHub API test server fixture)
 from tests.kfp_api import kfp_api  # noqa: F401  (the KFP API test server fixture)
+from tests.kube_env import kube_env  # noqa: F401  (the Kubernetes API server fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
