@@ -548,6 +548,170 @@ def apply(path: Path, env_name: str, dry_run: bool) -> None:
         click.echo(f"{action.kind}: schedule {action.name}{detail}")
 
 
+def _rollout(project: Any, env_name: str) -> Any:
+    """The release machinery for ``env_name``: its Kubernetes API, checked up front."""
+    from rich.console import Console
+
+    from kfops.serving.kube import Kube
+    from kfops.serving.rollout import Rollout
+
+    environment = project.environment(env_name)
+    if project.serving is None:
+        raise KfopsError(
+            f"{project.shown} has no `serving:` section, so there is no model to deploy",
+            "add `serving: {model: {from_step: STEP}, format: sklearn}`",
+            exit_code=EXIT_USAGE,
+        )
+    if environment.kubernetes is None:
+        raise KfopsError(
+            f"environment `{env_name}` has no `kubernetes:`, so nothing serves the model there",
+            f"add `kubernetes: {{namespace: NAME}}` under environments.{env_name}",
+            exit_code=EXIT_USAGE,
+        )
+    poll = float(os.environ.get("KFOPS_POLL_SECONDS") or 2)
+    return Rollout(project, environment, Kube(environment), Console(stderr=True), poll_seconds=poll)
+
+
+def _report_release(outcome: Any, output_format: str, verb: str) -> None:
+    import json
+
+    if output_format == "json":
+        click.echo(json.dumps(outcome.to_json(), indent=2, sort_keys=True))
+    elif outcome.release is not None:
+        where = f"{outcome.name} in {outcome.environment} ({outcome.namespace})"
+        if outcome.stage == "unchanged":
+            click.echo(f"{where}: release {outcome.release.name} is already serving")
+        elif outcome.stage == "planned":
+            click.echo(f"{where}: {verb} release {outcome.release.name} (dry run: nothing changed)")
+        elif outcome.stage == "canary":
+            click.echo(
+                f"{where}: release {outcome.release.name} is a canary; promote it with"
+                f" `kfops deploy --env {outcome.environment} --promote`"
+            )
+        else:
+            click.echo(
+                f"{where}: release {outcome.release.name} is serving"
+                + (f" at {outcome.url}" if outcome.url else "")
+            )
+
+
+@cli.command()
+@click.argument("path", type=_PATH, default=".")
+@click.option("--env", "env_name", metavar="NAME", required=True, help="The environment.")
+@click.option(
+    "--model-uri",
+    metavar="URI",
+    help="The model to serve (s3://, gs://, pvc://, oci://, https://); default: serving.model.",
+)
+@click.option(
+    "--metrics",
+    "metrics_file",
+    type=_PATH,
+    metavar="FILE",
+    help="The new model's metrics for `serving.gate` (JSON, or a local run's result.json).",
+)
+@click.option("--promote", is_flag=True, help="Promote the canary that is waiting.")
+@click.option("--dry-run", is_flag=True, help="Check with the API server; change nothing.")
+@click.option(
+    "--force-conflicts",
+    is_flag=True,
+    help="Take over fields another field manager changed (server-side apply --force).",
+)
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text")
+def deploy(
+    path: Path,
+    env_name: str,
+    model_uri: str | None,
+    metrics_file: Path | None,
+    promote: bool,
+    dry_run: bool,
+    force_conflicts: bool,
+    output_format: str,
+) -> None:
+    """Release the model to the environment's KServe, safely.
+
+    \b
+    1. gate: the new model's metrics against `serving.gate` and the serving model's
+    2. render the InferenceService (labels and annotations: project, commit, tag,
+       pipeline version, run id, metrics) and check it with a server-side dry run
+    3. apply it (server-side apply, field manager kfops): with `serving.canary.percent`,
+       as a canary beside the serving model, the way the cluster's mode understands it
+    4. wait until it is Ready, its model Loaded and UpToDate, and it answers
+    5. smoke-test it (`serving.canary.smoke`), then promote it (or wait for --promote)
+
+    Any failure after the apply returns to the previous release, which kfops keeps in
+    a ConfigMap beside the InferenceService. A second deploy of the same release
+    changes nothing. Exit 1 when the release did not go through.
+    """
+    from kfops.serving import release as releases
+    from kfops.serving.render import Release
+    from kfops.serving.rollout import Failed
+
+    project = _load(path)
+    rollout = _rollout(project, env_name)
+    metrics = releases.read_metrics(metrics_file) if metrics_file else None
+    kfp = None
+    environment = project.environment(env_name)
+    if project.serving.from_step and environment.kfp is not None and not promote:
+        from kfops.kubeflow.client import connect
+
+        kfp = connect(environment)
+    try:
+        if promote:
+            outcome = rollout.deploy(
+                Release(model_uri="", commit=""),
+                promote=True,
+                dry_run=dry_run,
+                force=force_conflicts,
+            )
+        else:
+            release = releases.resolve(
+                project, environment, model_uri=model_uri, metrics=metrics, kfp=kfp
+            )
+            click.echo(
+                f"releasing {release.name} of {project.name} to {env_name}:"
+                f" {release.model_uri} ({release.source})",
+                err=True,
+            )
+            outcome = rollout.deploy(release, dry_run=dry_run, force=force_conflicts)
+    except Failed as exc:
+        if output_format == "json":
+            _report_release(exc.outcome, output_format, "deploy")
+        raise
+    _report_release(outcome, output_format, "deploy")
+
+
+@cli.command()
+@click.argument("path", type=_PATH, default=".")
+@click.option("--env", "env_name", metavar="NAME", required=True, help="The environment.")
+@click.option("--dry-run", is_flag=True, help="Check with the API server; change nothing.")
+@click.option(
+    "--force-conflicts",
+    is_flag=True,
+    help="Take over fields another field manager changed (server-side apply --force).",
+)
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text")
+def rollback(
+    path: Path, env_name: str, dry_run: bool, force_conflicts: bool, output_format: str
+) -> None:
+    """Return the environment to the release before the one serving (or before a canary).
+
+    The previous release's spec comes from kfops's release record, a ConfigMap beside
+    the InferenceService; the rollback is recorded there too.
+    """
+    from kfops.serving.rollout import Failed
+
+    project = _load(path)
+    rollout = _rollout(project, env_name)
+    try:
+        outcome = rollout.rollback(dry_run=dry_run, force=force_conflicts)
+    except Failed as exc:
+        if output_format == "json":
+            _report_release(exc.outcome, output_format, "roll back to")
+        raise
+    _report_release(outcome, output_format, "roll back to")
+
+
 @cli.command()
 @click.argument("pipeline_file", type=_PATH, required=False)
 @click.option("--function", help="The @dsl.pipeline function (default: the only one in the file).")

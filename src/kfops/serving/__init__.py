@@ -1,0 +1,1 @@
+"""Serving: the model locally (KServe model server) and on a cluster (KServe)."""

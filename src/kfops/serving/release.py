@@ -1,0 +1,218 @@
+"""Which model a release serves, and what it carries: commit, tag, pipeline version, run id
+and metrics.
+
+The model comes from, in order: ``kfops deploy --model-uri``, ``serving.model.uri``, or
+this commit's successful run on the environment's Kubeflow Pipelines (``serving.model.
+from_step``). KFP's v2beta1 API names a run's artifacts by ML Metadata id, not by URI, so
+for a run kfops finds the run, checks that the step succeeded and produced the artifact,
+and takes the URI from ``--model-uri``; the run id and pipeline version go on the release.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from kfops.errors import EXIT_USAGE, KfopsError, display_path
+from kfops.project.model import Environment, Project
+from kfops.serving.render import Release
+
+
+def git_tag(root: Path, env: Mapping[str, str]) -> tuple[str, str, str]:
+    """(commit, ref, tag) of this checkout: GitHub's variables first, else git's."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = env.get("GITHUB_SHA") or git("rev-parse", "HEAD")
+    ref = env.get("GITHUB_REF") or ""
+    if ref.startswith("refs/tags/"):
+        return commit, ref, ref.removeprefix("refs/tags/")
+    tag = git("describe", "--tags", "--exact-match", "HEAD")
+    if tag:
+        return commit, ref or f"refs/tags/{tag}", tag
+    return commit, ref or git("symbolic-ref", "-q", "HEAD"), ""
+
+
+def read_metrics(path: Path) -> dict[str, float]:
+    """Metrics from a JSON file: ``{"accuracy": 0.93}``, or a local run's result.json
+    (``{"metrics": {"step": {"accuracy": 0.93}}}``).
+
+    Raises:
+        KfopsError: the file is missing or not such JSON.
+    """
+    shown = display_path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise KfopsError(f"--metrics {shown}: {exc.strerror}", exit_code=EXIT_USAGE) from None
+    except json.JSONDecodeError as exc:
+        raise KfopsError(
+            f"{shown}:{exc.lineno}:{exc.colno}: not JSON: {exc.msg}",
+            'write {"accuracy": 0.93, ...}',
+        ) from None
+    if isinstance(data, dict) and isinstance(data.get("metrics"), dict):
+        data = {
+            name: value
+            for by_step in data["metrics"].values()
+            if isinstance(by_step, dict)
+            for name, value in by_step.items()
+        }
+    if not isinstance(data, dict):
+        raise KfopsError(f"{shown}: metrics must be a JSON object", 'write {"accuracy": 0.93}')
+    found = {
+        str(k): float(v)
+        for k, v in data.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+    if not found:
+        raise KfopsError(f"{shown}: no numeric metrics", 'write {"accuracy": 0.93}')
+    return found
+
+
+def resolve(
+    project: Project,
+    environment: Environment,
+    *,
+    model_uri: str | None = None,
+    metrics: dict[str, float] | None = None,
+    env: Mapping[str, str] | None = None,
+    kfp: Any | None = None,
+) -> Release:
+    """The release this checkout makes in ``environment``.
+
+    Raises:
+        KfopsError: no model URI can be found (naming what was looked for).
+    """
+    env = os.environ if env is None else env
+    serving = project.serving
+    if serving is None:
+        raise KfopsError(
+            f"{project.shown} has no `serving:` section, so there is no model to deploy",
+            "add `serving: {model: {from_step: STEP}, format: sklearn}`",
+            exit_code=EXIT_USAGE,
+        )
+    commit, ref, tag = git_tag(project.root, env)
+    run_id = version = ""
+    source = ""
+    if model_uri:
+        source = "--model-uri"
+    elif serving.uri:
+        model_uri, source = serving.uri, "serving.model.uri"
+    if serving.from_step and environment.kfp is not None and kfp is not None:
+        run_id, version = _run_of_commit(project, kfp, commit, need_uri=not model_uri)
+    if not model_uri:
+        raise KfopsError(
+            f"no model to deploy: {project.shown} takes it from step"
+            f" `{serving.from_step}`, and environment `{environment.name}` has no `kfp:` to"
+            " find this commit's run in",
+            "pass --model-uri URI, or set `serving.model.uri`",
+            exit_code=EXIT_USAGE,
+        )
+    return Release(
+        model_uri=model_uri,
+        commit=commit,
+        ref=ref,
+        tag=tag,
+        pipeline_version=version,
+        run_id=run_id,
+        metrics=dict(metrics or {}),
+        source=source or f"run {run_id}",
+    )
+
+
+def _run_of_commit(project: Project, kfp: Any, commit: str, *, need_uri: bool) -> tuple[str, str]:
+    """(run id, pipeline version) of this commit's newest successful run on ``kfp``."""
+    from kfops.kubeflow import runs
+
+    serving = project.serving
+    assert serving is not None and serving.from_step is not None
+    pipeline = kfp.pipeline_by_name(project.name)
+    prefix = (commit or "nocommit")[:12]
+    versions = []
+    if pipeline is not None:
+        answer = kfp.call(
+            "list pipeline versions",
+            kfp.pipelines.pipeline_service_list_pipeline_versions,
+            pipeline.pipeline_id,
+            page_size=100,
+        )
+        versions = [
+            v for v in (answer.pipeline_versions or []) if (v.name or "").startswith(prefix + "-")
+        ]
+    if not versions:
+        raise KfopsError(
+            f"no pipeline version of commit {prefix} on {kfp.host}: nothing has run this"
+            " commit there, so there is no model to deploy",
+            f"apply and run it first: `kfops apply --env {kfp.environment}` then"
+            f" `kfops run --env {kfp.environment} --wait`",
+        )
+    target = project.environment(kfp.environment).kfp
+    experiment = runs.find_experiment(kfp, (target.experiment if target else None) or project.name)
+    found: list[Any] = []
+    for version in versions:
+        predicate = {
+            "key": "pipeline_version_id",
+            "operation": "EQUALS",
+            "string_value": version.pipeline_version_id,
+        }
+        answer = kfp.call(
+            "list runs",
+            kfp.runs.run_service_list_runs,
+            filter=json.dumps({"predicates": [predicate]}),
+            sort_by="created_at desc",
+            page_size=20,
+            **({"experiment_id": experiment} if experiment else kfp.namespaced()),
+        )
+        found += [
+            (r, version.name)
+            for r in answer.runs or []
+            if r.state == "SUCCEEDED"
+            and (r.pipeline_version_reference or {}).pipeline_version_id  # type: ignore[union-attr]
+            == version.pipeline_version_id
+        ]
+    if not found:
+        raise KfopsError(
+            f"no successful run of commit {prefix} on {kfp.host}: the model must come from a"
+            " run that succeeded",
+            f"run it: `kfops run --env {kfp.environment} --wait`",
+        )
+    found.sort(key=lambda pair: str(pair[0].created_at or ""), reverse=True)
+    run, version_name = found[0]
+    task = next(
+        (
+            t
+            for t in (run.run_details.task_details if run.run_details else None) or []
+            if t.display_name == serving.from_step
+        ),
+        None,
+    )
+    if task is None or task.state != "SUCCEEDED":
+        raise KfopsError(
+            f"run {run.run_id} of commit {prefix} has no succeeded step `{serving.from_step}`",
+            "check `serving.model.from_step` against the pipeline's task names",
+        )
+    outputs = task.outputs or {}
+    artifact = serving.artifact or (next(iter(outputs)) if len(outputs) == 1 else None)
+    if artifact is None or artifact not in outputs:
+        names = ", ".join(f"`{n}`" for n in sorted(outputs)) or "none"
+        raise KfopsError(
+            f"step `{serving.from_step}` of run {run.run_id} has no output artifact"
+            f" `{serving.artifact or '?'}` (its artifacts: {names})",
+            "set `serving.model.artifact` to one of them",
+        )
+    if need_uri:
+        ids = ", ".join(str(i) for i in (outputs[artifact].artifact_ids or [])) or "?"
+        raise KfopsError(
+            f"found this commit's model: run {run.run_id}, step `{serving.from_step}`, artifact"
+            f" `{artifact}` (ML Metadata artifact {ids}); but KFP's API gives artifact ids,"
+            " not URIs",
+            "pass its URI with --model-uri (the KFP UI shows it on the artifact's page), or"
+            " set `serving.model.uri`",
+        )
+    return str(run.run_id), str(version_name)

@@ -1,0 +1,809 @@
+"""``kfops deploy`` and ``kfops rollback``: a release as a reviewed, reversible, recorded act.
+
+A deploy goes: check what is serving (kfops never takes over an InferenceService it did not
+create), gate the new model's metrics against the serving model's, render the
+InferenceService, check it with a server-side dry run (a canary the cluster would ignore is
+an error before anything changes), record the release, apply it, wait until the cluster
+says it is ready *and* it answers, smoke-test it, then promote it (or stop for a manual
+promotion). Any failure after the apply returns the InferenceService to the previous spec,
+which the release record keeps, and says so.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from rich.console import Console
+
+from kfops.errors import KfopsError
+from kfops.project.model import Environment, Project, Serving
+from kfops.serving import render, smoke
+from kfops.serving.kube import Conflict, Kube, Rejected
+from kfops.serving.render import KNATIVE, STANDARD, Release
+
+KEEP_RELEASES = 20
+# Which mlops.yaml key a rejected field of the InferenceService comes from.
+_FIELD_KEYS = (
+    ("storageUri", ("serving", "model")),
+    ("resources", ("serving", "resources")),
+    ("Replicas", ("serving", "replicas")),
+    ("runtime", ("serving", "runtime")),
+    ("modelFormat", ("serving", "format")),
+    ("protocolVersion", ("serving", "protocol")),
+    ("serviceAccountName", ("serving", "service_account")),
+    ("canaryTrafficPercent", ("serving", "canary", "percent")),
+    ("trafficPercent", ("serving", "canary", "percent")),
+    ("metadata.name", ("serving", "name")),
+)
+
+
+@dataclass
+class Step:
+    what: str
+    ok: bool
+    detail: str = ""
+    seconds: float = 0.0
+
+
+@dataclass
+class Outcome:
+    """What a deploy or rollback did, for the console, the job summary and --format json."""
+
+    environment: str
+    name: str
+    namespace: str
+    release: Release | None
+    stage: str = "planned"  # promoted | canary | unchanged | rolled-back | failed | planned
+    url: str = ""
+    previous: Release | None = None
+    steps: list[Step] = field(default_factory=list)
+    smoke: list[smoke.Outcome] = field(default_factory=list)
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.stage in ("promoted", "canary", "unchanged", "planned")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "environment": self.environment,
+            "inference_service": self.name,
+            "namespace": self.namespace,
+            "stage": self.stage,
+            "ok": self.ok,
+            "url": self.url,
+            "release": _release_json(self.release),
+            "previous": _release_json(self.previous),
+            "steps": [s.__dict__ for s in self.steps],
+            "smoke": [{"name": o.name, "passed": o.passed, "detail": o.detail} for o in self.smoke],
+            "error": self.error,
+        }
+
+
+def _release_json(release: Release | None) -> dict[str, Any] | None:
+    if release is None:
+        return None
+    return {
+        "name": release.name,
+        "model_uri": release.model_uri,
+        "commit": release.commit,
+        "tag": release.tag,
+        "pipeline_version": release.pipeline_version,
+        "run_id": release.run_id,
+        "metrics": release.metrics,
+    }
+
+
+class Failed(KfopsError):
+    """A release that did not go through; ``outcome`` says what was left serving."""
+
+    def __init__(self, outcome: Outcome, hint: str = "") -> None:
+        super().__init__(outcome.error, hint)
+        self.outcome = outcome
+
+
+@dataclass
+class Rollout:
+    """One deploy or rollback of ``project``'s model to ``environment``."""
+
+    project: Project
+    environment: Environment
+    kube: Kube
+    console: Console
+    poll_seconds: float = 2.0
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+    outcome: Outcome = field(init=False)
+
+    def __post_init__(self) -> None:
+        assert self.project.serving is not None and self.environment.kubernetes is not None
+        self.serving: Serving = self.project.serving
+        self.namespace = self.environment.kubernetes.namespace
+        self.outcome = Outcome(self.environment.name, self.serving.name, self.namespace, None)
+
+    # -- deploy ---------------------------------------------------------------------------
+
+    def deploy(
+        self,
+        release: Release,
+        *,
+        dry_run: bool = False,
+        promote: bool = False,
+        force: bool = False,
+    ) -> Outcome:
+        """Release ``release``; returns what happened.
+
+        Raises:
+            Failed: the release did not go through (what serves now is in its outcome).
+            KfopsError: bad input or an unreachable cluster, before anything changed.
+        """
+        outcome = self.outcome
+        outcome.release = release
+        live = self._owned(self.kube.get(self.serving.name))
+        serving_now = _serving_release(live)
+        outcome.previous = serving_now
+        stage = _stage(live)
+        if promote:
+            return self._promote(live, release, dry_run=dry_run, force=force)
+        if live is not None and stage == "canary":
+            waiting = Release.from_annotations(_annotations(live))
+            if waiting.model_uri == release.model_uri and waiting.commit == release.commit:
+                raise KfopsError(
+                    f"release {release.name} is already a canary on {self._where()}",
+                    f"promote it with `kfops deploy --env {self.environment.name} --promote`,"
+                    f" or return to the previous release with `kfops rollback --env"
+                    f" {self.environment.name}`",
+                )
+            raise KfopsError(
+                f"a canary of release {waiting.name} is in progress on {self._where()}",
+                f"finish it first: `kfops deploy --env {self.environment.name} --promote` or"
+                f" `kfops rollback --env {self.environment.name}`",
+            )
+        if (
+            serving_now is not None
+            and serving_now.model_uri == release.model_uri
+            and serving_now.commit == release.commit
+            and stage == "promoted"
+        ):
+            outcome.stage = "unchanged"
+            outcome.url = _url(live, self.environment)
+            self._step("compare", True, f"release {release.name} is already serving: no change")
+            return outcome
+
+        self._gate(release, serving_now)
+        mode = self._mode(live)
+        percent = self.serving.canary.percent if self.serving.canary else None
+        canary = percent if (percent is not None and serving_now is not None) else None
+        if percent is not None and serving_now is None:
+            self._step(
+                "canary",
+                True,
+                "first release here: nothing to split traffic with, the new model takes it all",
+            )
+        if canary is not None and mode == "ModelMesh":
+            self._fail_before(
+                f"{self._where()} runs in ModelMesh mode, which has no traffic split: the"
+                f" canary of {canary}% would be ignored",
+                "remove `serving.canary.percent` (the smoke test still runs), or deploy to"
+                " a Knative or Standard mode namespace",
+            )
+        obj = render.render(
+            self.project.name,
+            self.serving,
+            self.namespace,
+            release,
+            mode=mode,
+            canary_percent=canary,
+            stable=serving_now,
+        )
+        kept = self._dry_run(obj, force=force)
+        if canary is not None and mode == STANDARD and not kept.get("spec", {}).get("canary"):
+            self._fail_before(
+                f"the InferenceService CRD on {self._where()} has no `spec.canary` (KServe"
+                " before 0.20), so the API server dropped it: the canary would be ignored and"
+                " the new model would take no traffic",
+                "upgrade KServe to 0.20 or later, use Knative mode"
+                " (`kubernetes.deployment_mode: Knative`), or remove `serving.canary.percent`",
+            )
+        if dry_run:
+            outcome.stage = "planned"
+            self._step("dry run", True, "the API server accepts the InferenceService")
+            return outcome
+
+        self._record(release, "canary" if canary is not None else "promoted", obj, live)
+        before = _revisions(live)
+        applied = self._apply(obj, force=force)
+        try:
+            self._wait(applied, before, canary=canary, mode=mode, new_revision=_changes(live, obj))
+            target = self._target_url(canary=canary is not None)
+            self._probe(target)
+            self._smoke(target)
+        except _NotReleased as exc:
+            return self._roll_back(serving_now, str(exc), force=force)
+        if canary is not None and self.serving.canary and self.serving.canary.promote == "manual":
+            outcome.stage = "canary"
+            outcome.url = _url(self.kube.get(self.serving.name), self.environment)
+            self._step(
+                "promote",
+                True,
+                f"waiting for a manual promotion: `kfops deploy --env {self.environment.name}"
+                " --promote`",
+            )
+            return outcome
+        if canary is not None:
+            return self._promote(self.kube.get(self.serving.name), release, force=force)
+        outcome.stage = "promoted"
+        outcome.url = _url(self.kube.get(self.serving.name), self.environment)
+        self._mark_record(release, "promoted")
+        return outcome
+
+    def _promote(
+        self,
+        live: dict[str, Any] | None,
+        release: Release,
+        *,
+        dry_run: bool = False,
+        force: bool = False,
+    ) -> Outcome:
+        outcome = self.outcome
+        if live is None or _stage(live) != "canary":
+            raise KfopsError(
+                f"there is no canary to promote on {self._where()}",
+                f"`kfops deploy --env {self.environment.name}` starts a release",
+            )
+        canary = Release.from_annotations(_annotations(live))
+        outcome.release = canary
+        records, _ = self.kube.record(self.serving.name)
+        outcome.previous = _previous_release(records, canary)
+        obj = render.render(
+            self.project.name, self.serving, self.namespace, canary, mode=self._mode(live)
+        )
+        self._dry_run(obj, force=force)
+        if dry_run:
+            outcome.stage = "planned"
+            return outcome
+        before = _revisions(live)
+        applied = self._apply(obj, force=force)
+        try:
+            self._wait(applied, before, canary=None, mode=self._mode(live), new_revision=False)
+            self._probe(self._target_url(canary=False))
+        except _NotReleased as exc:
+            return self._roll_back(outcome.previous, str(exc), force=force)
+        outcome.stage = "promoted"
+        outcome.url = _url(self.kube.get(self.serving.name), self.environment)
+        self._step("promote", True, f"release {canary.name} takes all traffic")
+        self._mark_record(canary, "promoted")
+        return outcome
+
+    # -- rollback -------------------------------------------------------------------------
+
+    def rollback(self, *, dry_run: bool = False, force: bool = False) -> Outcome:
+        """Return to the release before the one serving (or before a canary)."""
+        outcome = self.outcome
+        live = self._owned(self.kube.get(self.serving.name))
+        if live is None:
+            raise KfopsError(
+                f"nothing to roll back: there is no InferenceService `{self.serving.name}`"
+                f" on {self._where()}"
+            )
+        current = Release.from_annotations(_annotations(live))
+        records, _ = self.kube.record(self.serving.name)
+        previous = _previous_release(records, current)
+        outcome.release = previous
+        outcome.previous = current
+        if previous is None:
+            raise KfopsError(
+                f"release {current.name} is the first kfops recorded for"
+                f" `{self.serving.name}` on {self._where()}: there is nothing before it",
+                "deploy an earlier tag instead (`git checkout TAG && kfops deploy`)",
+            )
+        mode = self._mode(live)
+        obj = render.render(self.project.name, self.serving, self.namespace, previous, mode=mode)
+        self._dry_run(obj, force=force)
+        if dry_run:
+            outcome.stage = "planned"
+            return outcome
+        self._record(previous, "promoted", obj, live, note=f"rollback from {current.name}")
+        before = _revisions(live)
+        applied = self._apply(obj, force=force)
+        try:
+            self._wait(applied, before, canary=None, mode=mode, new_revision=_changes(live, obj))
+            self._probe(self._target_url(canary=False))
+        except _NotReleased as exc:
+            outcome.stage = "failed"
+            outcome.error = (
+                f"rolled back to release {previous.name} on {self._where()}, but it is not"
+                f" serving: {exc}"
+            )
+            raise Failed(outcome, "look at the InferenceService's events and pods") from None
+        outcome.stage = "promoted"
+        outcome.url = _url(self.kube.get(self.serving.name), self.environment)
+        self._step("rollback", True, f"release {previous.name} serves again")
+        self._mark_record(current, "rolled-back")
+        self._mark_record(previous, "promoted")
+        return outcome
+
+    # -- the parts ------------------------------------------------------------------------
+
+    def _owned(self, live: dict[str, Any] | None) -> dict[str, Any] | None:
+        if live is not None and not render.managed_by_kfops(live, self.project.name):
+            self._fail_before(
+                f"InferenceService `{self.serving.name}` on {self._where()} was not created by"
+                f" kfops for project `{self.project.name}` (it lacks the labels"
+                f" {render.MANAGED_BY}=kfops and {render.PROJECT}={self.project.name})",
+                "kfops never changes what it did not create: choose another name with"
+                " `serving.name`, or delete that InferenceService yourself",
+            )
+        return live
+
+    def _gate(self, release: Release, serving_now: Release | None) -> None:
+        rules = self.serving.gate
+        if not rules:
+            return
+        failures, notes = [], []
+        for rule in rules:
+            value = release.metrics.get(rule.metric)
+            if value is None:
+                known = ", ".join(sorted(release.metrics)) or "none"
+                failures.append(
+                    f"`{rule.metric}`: release {release.name} has no such metric"
+                    f" (its metrics: {known})"
+                )
+                continue
+            if rule.min is not None and value < rule.min:
+                failures.append(f"`{rule.metric}` {value:g} is below the minimum {rule.min:g}")
+            if rule.max is not None and value > rule.max:
+                failures.append(f"`{rule.metric}` {value:g} is above the maximum {rule.max:g}")
+            if rule.not_worse_than_serving is not None:
+                recorded = serving_now.metrics.get(rule.metric) if serving_now else None
+                if recorded is None:
+                    notes.append(f"`{rule.metric}`: no value recorded for the serving model")
+                    continue
+                margin = rule.not_worse_than_serving
+                if rule.higher_is_better:
+                    worse = value < recorded - margin
+                else:
+                    worse = value > recorded + margin
+                if worse:
+                    assert serving_now is not None
+                    failures.append(
+                        f"`{rule.metric}` {value:g} is worse than the serving release"
+                        f" {serving_now.name}'s {recorded:g} by more than {margin:g}"
+                    )
+        detail = "; ".join(failures or notes) or "every metric passes"
+        self._step("gate", not failures, detail)
+        if failures:
+            self._fail_before(
+                f"release {release.name} fails the gate: " + "; ".join(failures),
+                "the serving model is unchanged; improve the model, or change `serving.gate`"
+                " in mlops.yaml (a reviewed change)",
+            )
+
+    def _mode(self, live: dict[str, Any] | None) -> str:
+        """The deployment mode in force: the InferenceService's own (status, annotation),
+        else mlops.yaml's, else the cluster's default, else Knative (KServe's default)."""
+        if live is not None:
+            status_mode = render.MODE_NAMES.get(
+                str((live.get("status") or {}).get("deploymentMode") or "")
+            )
+            annotated = render.MODE_NAMES.get(_annotations(live).get(render.DEPLOYMENT_MODE, ""))
+            if status_mode or annotated:
+                return status_mode or annotated or KNATIVE
+        target = self.environment.kubernetes
+        assert target is not None
+        return target.deployment_mode or self.kube.default_mode() or KNATIVE
+
+    def _dry_run(self, obj: dict[str, Any], *, force: bool) -> dict[str, Any]:
+        started = self.clock()
+        try:
+            kept = self.kube.apply(obj, dry_run=True, force=force)
+        except Rejected as exc:
+            self._fail_before(self._located(exc), exc.hint)
+        except Conflict as exc:
+            self._fail_before(exc.message, exc.hint)
+        self._step("check", True, "server-side dry run accepted", self.clock() - started)
+        return kept
+
+    def _apply(self, obj: dict[str, Any], *, force: bool) -> dict[str, Any]:
+        started = self.clock()
+        try:
+            applied = self.kube.apply(obj, force=force)
+        except Conflict as exc:
+            # One re-read and retry: a change that raced ours may have been kfops's own.
+            self._step("apply", False, f"conflict, retrying once: {exc.message}")
+            try:
+                applied = self.kube.apply(obj, force=force)
+            except Conflict as again:
+                self._fail_before(again.message, again.hint)
+        except Rejected as exc:
+            self._fail_before(self._located(exc), exc.hint)
+        stage = _annotations(obj).get(render.STAGE, "")
+        self._step("apply", True, f"applied ({stage})", self.clock() - started)
+        return applied
+
+    def _wait(
+        self,
+        applied: dict[str, Any],
+        before: dict[str, str],
+        *,
+        canary: int | None,
+        mode: str,
+        new_revision: bool = True,
+    ) -> None:
+        started = self.clock()
+        deadline = started + self.serving.timeout
+        generation = int((applied.get("metadata") or {}).get("generation") or 0)
+        applied_at = datetime.now(timezone.utc)
+        detail = "no status yet"
+        with self.console.status(
+            f"waiting for {self.serving.name} to be ready (up to {self.serving.timeout}s)"
+        ):
+            while True:
+                live = self.kube.get(self.serving.name)
+                state, detail = readiness(
+                    live,
+                    mode=mode,
+                    canary=canary,
+                    before=before,
+                    generation=generation,
+                    applied_at=applied_at,
+                    new_revision=new_revision,
+                )
+                if state == "ready":
+                    self._step("ready", True, detail, self.clock() - started)
+                    return
+                if state == "failed":
+                    self._step("ready", False, detail, self.clock() - started)
+                    raise _NotReleased(detail)
+                if self.clock() >= deadline:
+                    message = f"not ready after {self.serving.timeout}s (serving.timeout): {detail}"
+                    self._step("ready", False, message, self.clock() - started)
+                    raise _NotReleased(message)
+                self.sleep(self.poll_seconds)
+
+    def _target_url(self, *, canary: bool) -> str:
+        live = self.kube.get(self.serving.name)
+        target = self.environment.kubernetes
+        assert target is not None
+        if target.url:
+            return target.url.rstrip("/")
+        status = (live or {}).get("status") or {}
+        if canary:
+            for entry in ((status.get("components") or {}).get("predictor") or {}).get(
+                "traffic"
+            ) or []:
+                if entry.get("latestRevision") and entry.get("url"):
+                    return str(entry["url"]).rstrip("/")
+        url = status.get("url") or ((status.get("address") or {}).get("url"))
+        if not url:
+            raise _NotReleased("the InferenceService has no URL in its status")
+        return str(url).rstrip("/")
+
+    def _probe(self, url: str) -> None:
+        from kfops.serving import predict
+
+        started = self.clock()
+        if not predict.ready(url, self.serving.name, self.serving.protocol):
+            detail = (
+                f"{url} does not answer for model `{self.serving.name}` ({self.serving.protocol})"
+            )
+            self._step("probe", False, detail, self.clock() - started)
+            raise _NotReleased(detail)
+        self._step("probe", True, f"{url} answers", self.clock() - started)
+
+    def _smoke(self, url: str) -> None:
+        canary = self.serving.canary
+        if canary is None or canary.smoke is None:
+            return
+        from kfops.serving import predict
+
+        started = self.clock()
+        cases = smoke.load(canary.smoke)
+        for case in cases:
+            try:
+                rows = predict.read_rows(
+                    f"{canary.smoke.name} ({case.name})", text=json.dumps(case.body or case.rows)
+                )
+                answer = predict.predict(url, self.serving.name, rows, self.serving.protocol)
+            except KfopsError as exc:
+                self.outcome.smoke.append(smoke.Outcome(case.name, False, exc.message))
+                continue
+            self.outcome.smoke.append(smoke.check(case, answer.predictions, answer.latency_ms))
+        failed = [o for o in self.outcome.smoke if not o.passed]
+        detail = f"{len(cases) - len(failed)}/{len(cases)} passed" + (
+            ": " + "; ".join(f"{o.name}: {o.detail}" for o in failed) if failed else ""
+        )
+        self._step("smoke", not failed, detail, self.clock() - started)
+        if failed:
+            raise _NotReleased(f"the smoke test failed: {detail}")
+
+    def _roll_back(self, previous: Release | None, why: str, *, force: bool) -> Outcome:
+        outcome = self.outcome
+        release = outcome.release
+        assert release is not None
+        if previous is None:
+            outcome.stage = "failed"
+            outcome.error = (
+                f"release {release.name} is not serving on {self._where()}: {why}. It was the"
+                f" first release here, so there is nothing to return to; the InferenceService"
+                f" `{self.serving.name}` is left as it is for you to look at"
+            )
+            self._mark_record(release, "failed")
+            raise Failed(outcome, "fix the cause and deploy again")
+        mode = self._mode(self.kube.get(self.serving.name))
+        obj = render.render(self.project.name, self.serving, self.namespace, previous, mode=mode)
+        self._apply(obj, force=force)
+        self._mark_record(release, "rolled-back")
+        outcome.stage = "rolled-back"
+        outcome.error = (
+            f"release {release.name} was rolled back on {self._where()}: {why}."
+            f" Release {previous.name} is serving, as before"
+        )
+        self._step("rollback", True, f"release {previous.name} is serving, as before")
+        raise Failed(outcome, "fix the cause and deploy again; nothing else changed")
+
+    def _record(
+        self,
+        release: Release,
+        stage: str,
+        obj: dict[str, Any],
+        live: dict[str, Any] | None,
+        note: str = "",
+    ) -> None:
+        for attempt in (1, 2):
+            records, version = self.kube.record(self.serving.name)
+            entry = {
+                **(_release_json(release) or {}),
+                "stage": stage,
+                "status": "in-progress",
+                "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "spec": obj["spec"],
+            }
+            if note:
+                entry["note"] = note
+            try:
+                self.kube.write_record(
+                    self.serving.name,
+                    self.project.name,
+                    [*records, entry][-KEEP_RELEASES:],
+                    version,
+                )
+                return
+            except Conflict:
+                if attempt == 2:
+                    raise
+
+    def _mark_record(self, release: Release, status: str) -> None:
+        for attempt in (1, 2):
+            records, version = self.kube.record(self.serving.name)
+            for entry in reversed(records):
+                if (
+                    entry.get("model_uri") == release.model_uri
+                    and entry.get("commit") == release.commit
+                ):
+                    entry["status"] = status
+                    break
+            try:
+                self.kube.write_record(self.serving.name, self.project.name, records, version)
+                return
+            except Conflict:
+                if attempt == 2:
+                    raise
+
+    def _located(self, exc: Rejected) -> str:
+        """The API server's message, with the mlops.yaml line its field comes from."""
+        for name in exc.fields:
+            for needle, path in _FIELD_KEYS:
+                if needle in name:
+                    mark = _mark(self.project, path)
+                    if mark:
+                        return f"{self.project.shown}:{mark}: {exc.message}"
+        return exc.message
+
+    def _fail_before(self, message: str, hint: str) -> Any:
+        self.outcome.stage = "failed"
+        self.outcome.error = message
+        self._step("check", False, message)
+        raise Failed(self.outcome, hint + ("" if "unchanged" in hint else "; nothing was changed"))
+
+    def _where(self) -> str:
+        return f"{self.kube.where.server} namespace `{self.namespace}`"
+
+    def _step(self, what: str, ok: bool, detail: str, seconds: float = 0.0) -> None:
+        self.outcome.steps.append(Step(what, ok, detail, round(seconds, 3)))
+        mark = "[green]ok[/]" if ok else "[red]failed[/]"
+        timing = f" ({seconds:.1f}s)" if seconds >= 0.05 else ""
+        self.console.print(f"  {mark}  {what}: {detail}{timing}", highlight=False)
+
+
+class _NotReleased(Exception):
+    """The applied release is not serving: roll back."""
+
+
+def readiness(
+    live: dict[str, Any] | None,
+    *,
+    mode: str,
+    canary: int | None,
+    before: dict[str, str],
+    generation: int,
+    applied_at: datetime | None = None,
+    new_revision: bool = True,
+) -> tuple[str, str]:
+    """("ready" | "waiting" | "failed", why) for the InferenceService after an apply.
+
+    Ready means: the ``Ready`` and ``PredictorReady`` conditions are True, the model is
+    ``Loaded`` and ``UpToDate``, and the status is about the spec just applied — a new
+    revision in Knative mode (``observedGeneration`` alone is not reliable, kserve #6081),
+    and for a canary, the split in force. A failed load is final at once.
+    """
+    if live is None:
+        return "failed", "the InferenceService is gone"
+    status = live.get("status") or {}
+    model = status.get("modelStatus") or {}
+    states = model.get("states") or {}
+    failure = model.get("lastFailureInfo") or {}
+    transition = model.get("transitionStatus", "")
+    if (
+        transition in ("BlockedByFailedLoad", "InvalidSpec")
+        or states.get("activeModelState") == "FailedToLoad"
+        or states.get("targetModelState") == "FailedToLoad"
+    ):
+        reason = failure.get("reason") or transition or "FailedToLoad"
+        message = failure.get("message") or "the model server could not load the model"
+        return "failed", f"model failed to load ({reason}): {message}"
+    for entry in status.get("canaryStatuses") or []:
+        canary_model = entry.get("modelStatus") or {}
+        if (canary_model.get("states") or {}).get("activeModelState") == "FailedToLoad":
+            info = canary_model.get("lastFailureInfo") or {}
+            return "failed", (
+                f"the canary model failed to load ({info.get('reason') or 'FailedToLoad'}):"
+                f" {info.get('message') or 'no message'}"
+            )
+    conditions = {c.get("type"): c for c in status.get("conditions") or []}
+    predictor = (status.get("components") or {}).get("predictor") or {}
+    if mode == KNATIVE:
+        created = predictor.get("latestCreatedRevision", "")
+        if not created or (new_revision and created == before.get("latestCreatedRevision")):
+            return "waiting", "no new revision yet"
+        if predictor.get("latestReadyRevision") != created:
+            return "waiting", f"revision {created} is not ready yet"
+        latest = [t for t in predictor.get("traffic") or [] if t.get("latestRevision")]
+        if canary is None and latest and int(latest[0].get("percent") or 0) != 100:
+            return "waiting", f"revision {created} does not take all traffic yet"
+    else:
+        observed = int(status.get("observedGeneration") or 0)
+        fresh = observed >= generation > 0
+        if not fresh and applied_at is not None:
+            fresh = any(
+                _time(c.get("lastTransitionTime")) >= applied_at.replace(microsecond=0)
+                for c in conditions.values()
+            )
+        if not fresh:
+            return "waiting", "the status is not about the applied spec yet"
+    for kind in ("PredictorReady", "Ready"):
+        condition = conditions.get(kind)
+        if condition is None:
+            if kind == "Ready":
+                return "waiting", "no Ready condition yet"
+            continue
+        if condition.get("status") != "True":
+            why = condition.get("message") or condition.get("reason") or "not ready"
+            return "waiting", f"{kind} is {condition.get('status')}: {why}"
+    if model and (transition != "UpToDate" or states.get("activeModelState") != "Loaded"):
+        return "waiting", (
+            f"model {states.get('activeModelState') or 'pending'}"
+            f" ({transition or 'no transition status'})"
+        )
+    if canary is not None:
+        if mode == KNATIVE:
+            latest = [t for t in predictor.get("traffic") or [] if t.get("latestRevision")]
+            if not latest or int(latest[0].get("percent") or 0) != canary:
+                return "waiting", f"traffic split to {canary}% is not in force yet"
+        else:
+            statuses = status.get("canaryStatuses") or []
+            if not statuses or not statuses[0].get("ready"):
+                return "waiting", "the canary is not ready yet"
+    return "ready", "Ready, model Loaded and UpToDate" + (
+        f", canary at {canary}%" if canary is not None else ""
+    )
+
+
+def _time(text: Any) -> datetime:
+    try:
+        return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        return datetime.min.replace(tzinfo=timezone.utc)
+
+
+def _annotations(obj: dict[str, Any] | None) -> dict[str, str]:
+    return dict(((obj or {}).get("metadata") or {}).get("annotations") or {})
+
+
+def _stage(live: dict[str, Any] | None) -> str:
+    return _annotations(live).get(render.STAGE, "") if live else ""
+
+
+def _serving_release(live: dict[str, Any] | None) -> Release | None:
+    """The release serving all traffic now: a promoted one as annotated; during a canary,
+    the one before it (the record knows; the annotations name the canary)."""
+    if live is None:
+        return None
+    return Release.from_annotations(_annotations(live))
+
+
+def _changes(live: dict[str, Any] | None, obj: dict[str, Any]) -> bool:
+    """Whether applying ``obj`` changes the predictor (a new Knative revision)."""
+
+    def template(spec: dict[str, Any] | None) -> dict[str, Any]:
+        found = dict(((spec or {}).get("spec") or {}).get("predictor") or {})
+        found.pop("canaryTrafficPercent", None)
+        return found
+
+    if live is None:
+        return True
+    return not _within(template(obj), template(live))
+
+
+def _within(mine: Any, theirs: Any) -> bool:
+    """Whether ``theirs`` holds everything ``mine`` sets (the server may add defaults)."""
+    if isinstance(mine, dict):
+        return isinstance(theirs, dict) and all(
+            _within(value, theirs.get(key)) for key, value in mine.items()
+        )
+    return bool(mine == theirs)
+
+
+def _revisions(live: dict[str, Any] | None) -> dict[str, str]:
+    predictor = (((live or {}).get("status") or {}).get("components") or {}).get("predictor")
+    return {
+        key: str((predictor or {}).get(key) or "")
+        for key in ("latestCreatedRevision", "latestReadyRevision")
+    }
+
+
+def _previous_release(records: list[dict[str, Any]], current: Release) -> Release | None:
+    """The last release in the record before ``current`` that was promoted and not
+    rolled back from (so a second rollback goes further back, never forward again)."""
+    seen_current = False
+    for entry in reversed(records):
+        same = entry.get("model_uri") == current.model_uri and entry.get("commit") == current.commit
+        if same and not seen_current:
+            seen_current = True
+            continue
+        if same:
+            continue
+        if seen_current and entry.get("status") == "promoted":
+            return Release(
+                model_uri=str(entry.get("model_uri") or ""),
+                commit=str(entry.get("commit") or ""),
+                tag=str(entry.get("tag") or ""),
+                pipeline_version=str(entry.get("pipeline_version") or ""),
+                run_id=str(entry.get("run_id") or ""),
+                metrics=dict(entry.get("metrics") or {}),
+            )
+    return None
+
+
+def _url(live: dict[str, Any] | None, environment: Environment) -> str:
+    if environment.kubernetes and environment.kubernetes.url:
+        return environment.kubernetes.url
+    status = (live or {}).get("status") or {}
+    return str(status.get("url") or (status.get("address") or {}).get("url") or "")
+
+
+def _mark(project: Project, path: tuple[str, ...]) -> str:
+    """``LINE:COLUMN`` in mlops.yaml of the setting at ``path`` (its section when the
+    setting itself is not written there)."""
+    serving = project.serving
+    if serving is None:
+        return ""
+    mark = serving.mark
+    if path[:2] == ("serving", "canary") and serving.canary is not None:
+        mark = serving.canary.mark
+    return f"{mark.line}:{mark.column}"
