@@ -169,6 +169,12 @@ def test_a_first_release_then_a_canary_that_is_promoted(
         assert json.loads(meta["annotations"]["kfops.dev/metrics"]) == {"accuracy": 0.95}
         managers = {m["manager"] for m in meta["managedFields"]}
         assert "kfops" in managers
+        # KServe's own client agrees that what kfops waited for is ready
+        from kserve import KServeClient
+
+        kserve_client = KServeClient(config_file=str(kube_env.kubeconfig))
+        assert kserve_client.is_isvc_ready("iris", namespace=namespace)
+        assert kserve_client.get("iris", namespace=namespace)["status"]["url"] == servers["good"]
         generation = meta["generation"]
 
         # the same release again changes nothing
@@ -426,3 +432,88 @@ def test_no_kubeconfig_and_no_cluster_is_explained(tmp_path: Path) -> None:
     assert f"no kubeconfig at {tmp_path / 'missing'} and not running in a cluster" in (
         result.stderr
     )
+
+
+def test_a_spec_the_api_server_rejects_is_reported_at_its_mlops_yaml_line(
+    kube_env: KubeEnv, tmp_path: Path
+) -> None:
+    """A cluster's own admission policy (CEL, built into kube-apiserver) rejects it. The
+    server's answer names no field here (a CEL policy's fieldPath is not echoed), so kfops
+    finds the field in the message."""
+    from kubernetes import client
+
+    namespace = kube_env.namespace("policy")
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": f"max-replicas-{namespace}"},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {
+                "resourceRules": [
+                    {
+                        "apiGroups": [GROUP],
+                        "apiVersions": [VERSION],
+                        "operations": ["CREATE", "UPDATE"],
+                        "resources": [PLURAL],
+                    }
+                ]
+            },
+            "validations": [
+                {
+                    "expression": "!has(object.spec.predictor.maxReplicas)"
+                    " || object.spec.predictor.maxReplicas <= 3",
+                    "message": "spec.predictor.maxReplicas: at most 3 replicas in this namespace",
+                    "fieldPath": "spec.predictor.maxReplicas",
+                    "reason": "Invalid",
+                }
+            ],
+        },
+    }
+    binding = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": f"max-replicas-{namespace}"},
+        "spec": {
+            "policyName": f"max-replicas-{namespace}",
+            "validationActions": ["Deny"],
+            "matchResources": {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+            },
+        },
+    }
+    with kube_env.api_client() as api:
+        admission = client.AdmissionregistrationV1Api(api)
+        admission.create_validating_admission_policy(policy)
+        admission.create_validating_admission_policy_binding(binding)
+    folder = _project(
+        tmp_path, namespace, **{"  format: sklearn\n": "  format: sklearn\n  replicas: {max: 5}\n"}
+    )
+    line = next(
+        number
+        for number, text in enumerate((folder / "mlops.yaml").read_text().splitlines(), 1)
+        if text.startswith("  replicas:")
+    )
+    probe = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "InferenceService",
+        "metadata": {"name": "probe"},
+        "spec": {"predictor": {"maxReplicas": 5, "model": {"modelFormat": {"name": "x"}}}},
+    }
+    deadline = time.monotonic() + 30
+    with kube_env.api_client() as api:  # the policy takes a moment to be in force
+        objects = client.CustomObjectsApi(api)
+        while time.monotonic() < deadline:
+            try:
+                objects.create_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLURAL, probe, dry_run="All"
+                )
+            except client.exceptions.ApiException as exc:
+                if exc.status == 422:
+                    break
+            time.sleep(0.3)
+    code, _, err = _deploy(kube_env, folder, "deploy", *V1, str(folder / "metrics-v1.json"))
+    assert code == 1
+    assert f"mlops.yaml:{line}:3: the Kubernetes API server" in err
+    assert "at most 3 replicas in this namespace" in err
+    assert "fix the value in mlops.yaml's `serving:` section; nothing was changed" in err

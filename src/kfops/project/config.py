@@ -682,6 +682,7 @@ def _serving(doc: Document, project_name: str, root: Path) -> Serving:
             )
             for metric, rule in (spec.get("gate") or {}).items()
         ),
+        marks=tuple((key, doc.mark_of(("serving", key), key=True)) for key in spec),
     )
 
 

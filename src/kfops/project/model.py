@@ -178,6 +178,11 @@ class Serving:
     timeout: int = 600
     canary: Canary | None = None
     gate: tuple[GateRule, ...] = ()
+    marks: tuple[tuple[str, Mark], ...] = ()  # where each key under serving: is written
+
+    def mark_of(self, key: str) -> Mark:
+        """Where ``serving.KEY`` is written in mlops.yaml (``serving:`` itself if absent)."""
+        return dict(self.marks).get(key, self.mark)
 
 
 @dataclass(frozen=True)

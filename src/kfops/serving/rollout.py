@@ -597,7 +597,7 @@ class Rollout:
 
     def _located(self, exc: Rejected) -> str:
         """The API server's message, with the mlops.yaml line its field comes from."""
-        for name in exc.fields:
+        for name in (*exc.fields, exc.message):
             for needle, path in _FIELD_KEYS:
                 if needle in name:
                     mark = _mark(self.project, path)
@@ -609,7 +609,8 @@ class Rollout:
         self.outcome.stage = "failed"
         self.outcome.error = message
         self._step("check", False, message)
-        raise Failed(self.outcome, hint + ("" if "unchanged" in hint else "; nothing was changed"))
+        settled = "unchanged" in hint or "nothing was changed" in hint
+        raise Failed(self.outcome, hint + ("" if settled else "; nothing was changed"))
 
     def _where(self) -> str:
         return f"{self.kube.where.server} namespace `{self.namespace}`"
@@ -618,7 +619,7 @@ class Rollout:
         self.outcome.steps.append(Step(what, ok, detail, round(seconds, 3)))
         mark = "[green]ok[/]" if ok else "[red]failed[/]"
         timing = f" ({seconds:.1f}s)" if seconds >= 0.05 else ""
-        self.console.print(f"  {mark}  {what}: {detail}{timing}", highlight=False)
+        self.console.print(f"  {mark}  {what}: {detail}{timing}", highlight=False, soft_wrap=True)
 
 
 class _NotReleased(Exception):
@@ -803,7 +804,5 @@ def _mark(project: Project, path: tuple[str, ...]) -> str:
     serving = project.serving
     if serving is None:
         return ""
-    mark = serving.mark
-    if path[:2] == ("serving", "canary") and serving.canary is not None:
-        mark = serving.canary.mark
+    mark = serving.mark_of(path[1]) if len(path) > 1 else serving.mark
     return f"{mark.line}:{mark.column}"
