@@ -1,0 +1,1 @@
+"""Serving: the local KServe model server (``kfops serve``) and the data plane client."""
