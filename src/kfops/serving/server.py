@@ -112,7 +112,7 @@ def find_model(
             f"run {chosen} failed"
             + (f" (at {', '.join(failed)})" if failed else "")
             + ", so it has no model to serve",
-            f"fix the pipeline and run it again: `kfops run {_shown_root(project)}`"
+            f"fix the pipeline and run it again: `{_run_command(project)}`"
             + _other_runs_hint(folder, chosen),
         )
     steps: dict[str, Any] = result.get("steps", {})
@@ -154,14 +154,14 @@ def find_model(
     if not path.exists():
         raise KfopsError(
             f"the model of run {chosen} is missing: {path} does not exist",
-            f"run the pipeline again: `kfops run {_shown_root(project)}`",
+            f"run the pipeline again: `{_run_command(project)}`",
         )
     return ModelSource(path, chosen, serving.from_step, artifact)
 
 
-def _shown_root(project: Project) -> str:
+def _run_command(project: Project) -> str:
     shown = display_path(project.root)
-    return shown if shown != "." else ""
+    return "kfops run" if shown == "." else f"kfops run {shown}"
 
 
 def _run_result(project: Project, folder: Path, run_id: str | None) -> tuple[dict[str, Any], str]:
@@ -175,12 +175,12 @@ def _run_result(project: Project, folder: Path, run_id: str | None) -> tuple[dic
             raise KfopsError(
                 f"no local run of {project.name} in {display_path(folder)}, so there is no model"
                 " to serve",
-                f"run `kfops run {_shown_root(project)}` first".replace("run  ", "run "),
+                f"run `{_run_command(project)}` first",
             )
         run_id = runs[-1]
     elif run_id not in runs:
         hint = did_you_mean(
-            run_id, reversed(runs), "local runs: ", f"run `kfops run {_shown_root(project)}` first"
+            run_id, reversed(runs), "local runs: ", f"run `{_run_command(project)}` first"
         )
         raise KfopsError(
             f"--run {run_id}: no such run in {display_path(folder)}", hint, exit_code=EXIT_USAGE
