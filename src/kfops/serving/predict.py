@@ -170,7 +170,7 @@ def _flat(data: Any) -> list[Any]:
 
 
 def _csv_rows(shown: str, text: str) -> Rows:
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header = next(reader)
         rows: list[list[Any]] = []
