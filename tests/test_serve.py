@@ -30,6 +30,7 @@ from click.testing import CliRunner
 
 from kfops.cli import cli
 from kfops.errors import KfopsError
+from kfops.project import config
 from kfops.serving import server
 from tests.conftest import ROOT
 
@@ -322,8 +323,6 @@ def _serve_error(project: Path, *args: str) -> tuple[int, str]:
 
 
 def _message(project: Path, runs: Path, **kwargs: Any) -> tuple[str, str]:
-    from kfops.project import config
-
     with pytest.raises(KfopsError) as caught:
         server.find_model(config.load(project), runs_dir=runs, **kwargs)
     return caught.value.message, caught.value.hint
@@ -360,11 +359,7 @@ def test_a_failed_run(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) 
     assert hint.startswith("fix the pipeline and run it again: `kfops run ")
     assert hint.endswith(f", or serve an earlier run: --run {good.name}")
     # the earlier run is still there to serve
-    source = server.find_model(
-        __import__("kfops.project.config", fromlist=["load"]).load(project),
-        runs_dir=tmp_path / "runs",
-        run_id=good.name,
-    )
+    source = server.find_model(config.load(project), runs_dir=tmp_path / "runs", run_id=good.name)
     assert source.run_id == good.name
 
 
@@ -458,7 +453,6 @@ def test_an_unsupported_format(tmp_path: Path, tmp_path_factory: pytest.TempPath
 
 @pytest.mark.parametrize("framework", ["xgboost", "lightgbm"])
 def test_a_missing_framework_names_its_pip_package(tmp_path: Path, framework: str) -> None:
-    pytest.importorskip("sklearn")
     try:
         __import__(framework)
     except ImportError:
@@ -527,3 +521,17 @@ def test_serve_does_not_import_kserve_before_the_command_runs() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout == "[]\n"
+
+
+def test_frames_are_ordered_by_the_fitted_names(tmp_path_factory: pytest.TempPathFactory) -> None:
+    import numpy as np
+    import pandas as pd
+
+    _, runs = iris_project(tmp_path_factory.getbasetemp())
+    loaded = server.load_model("sklearn", next(runs.glob("*/artifacts/*/train-model/model")))
+    assert loaded.names_checked_here  # the model itself now takes arrays, without warning
+    names = list(loaded.feature_names or ())
+    reversed_frame = pd.DataFrame(np.array(ROWS)[:, ::-1], columns=names[::-1])
+    assert loaded.predict(reversed_frame).tolist() == [0, 2]
+    with pytest.raises(ValueError, match=r"missing: sepal length \(cm\)$"):
+        loaded.predict(pd.DataFrame(np.array(ROWS), columns=["x", *names[1:]]))

@@ -237,27 +237,45 @@ class LoadedModel:
     n_features: int | None = None
     feature_names: tuple[str, ...] | None = None
 
+    # The fitted column names were taken off the model (see load_model): kfops orders
+    # the columns itself, and the model gets arrays.
+    names_checked_here: bool = False
+
     def predict(self, inputs: Any) -> Any:
         if self.format == "xgboost":
             import xgboost  # type: ignore[import-not-found, import-untyped, unused-ignore]
 
             return self.model.predict(xgboost.DMatrix(inputs))
-        return self.model.predict(self._frame(inputs))
+        return self.model.predict(self._columns(inputs))
 
-    def _frame(self, inputs: Any) -> Any:
-        """Arrays as a DataFrame with the fitted feature names (scikit-learn warns
-        about nameless input to a model fitted on a DataFrame)."""
+    def _columns(self, inputs: Any) -> Any:
+        """``inputs`` in the form the model takes: a frame's columns in the fitted order
+        (as an array, when the names are checked here), or an array as a frame with
+        the fitted names (scikit-learn warns about nameless input to a model fitted on a
+        DataFrame, and checks a frame's names on each call, which costs about 2 ms)."""
+        names = self.feature_names
+        if names is None:
+            return inputs
+        columns = getattr(inputs, "columns", None)
+        if columns is not None:
+            missing = [n for n in names if n not in set(columns)]
+            if missing:
+                raise ValueError(
+                    "the model takes the columns "
+                    + ", ".join(names)
+                    + "; missing: "
+                    + ", ".join(missing)
+                )
+            ordered = inputs[list(names)]
+            return ordered.to_numpy() if self.names_checked_here else ordered
+        if self.names_checked_here:
+            return inputs
         import numpy as np
 
-        if (
-            self.feature_names
-            and isinstance(inputs, np.ndarray)
-            and inputs.ndim == 2
-            and inputs.shape[1] == len(self.feature_names)
-        ):
+        if isinstance(inputs, np.ndarray) and inputs.ndim == 2 and inputs.shape[1] == len(names):
             import pandas as pd  # type: ignore[import-not-found, import-untyped, unused-ignore]
 
-            return pd.DataFrame(inputs, columns=list(self.feature_names))
+            return pd.DataFrame(inputs, columns=list(names))
         return inputs
 
 
@@ -313,6 +331,12 @@ def load_model(serving_format: str, source: Path) -> LoadedModel:
             )
         names = getattr(loaded.model, "feature_names_in_", None)
         loaded.feature_names = tuple(str(n) for n in names) if names is not None else None
+        if names is not None and "feature_names_in_" in vars(loaded.model):
+            # An estimator fitted on a DataFrame (not a Pipeline, whose names come from
+            # its first step): take its names off, so it predicts on arrays; kfops
+            # orders the columns by these names itself.
+            del loaded.model.feature_names_in_
+            loaded.names_checked_here = True
         count = getattr(loaded.model, "n_features_in_", None)
         loaded.n_features = int(count) if count is not None else None
     return loaded
