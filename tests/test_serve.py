@@ -535,3 +535,29 @@ def test_frames_are_ordered_by_the_fitted_names(tmp_path_factory: pytest.TempPat
     assert loaded.predict(reversed_frame).tolist() == [0, 2]
     with pytest.raises(ValueError, match=r"missing: sepal length \(cm\)$"):
         loaded.predict(pd.DataFrame(np.array(ROWS), columns=["x", *names[1:]]))
+
+
+def test_string_classes_answer_bytes_over_v2(tmp_path: Path) -> None:
+    import joblib
+    from sklearn.tree import DecisionTreeClassifier
+
+    model = DecisionTreeClassifier().fit([[0, 0], [1, 1]], ["cat", "dog"])
+    joblib.dump(model, tmp_path / "model.joblib")
+    running = start_serve(ROOT / "pipelines" / "iris", tmp_path, "--model", str(tmp_path))
+    try:
+        running.wait_for(r"^ready; Ctrl-C stops$")
+        request = {
+            "inputs": [
+                {"name": "input-0", "shape": [2, 2], "datatype": "INT64", "data": [0, 0, 1, 1]}
+            ]
+        }
+        answer = httpx.post(f"{running.base}/v2/models/iris/infer", json=request)
+        assert answer.status_code == 200, answer.text
+        oip_validator("inference_response").validate(without_nulls(answer.json()))
+        output = answer.json()["outputs"][0]
+        assert (output["datatype"], output["data"]) == ("BYTES", ["cat", "dog"])
+        metadata = httpx.get(f"{running.base}/v2/models/iris").json()
+        assert metadata["outputs"] == [{"name": "output-0", "datatype": "BYTES", "shape": [-1]}]
+        assert metadata["inputs"] == [{"name": "input-0", "datatype": "FP64", "shape": [-1, 2]}]
+    finally:
+        assert running.stop() == 0

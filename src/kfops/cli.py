@@ -722,7 +722,8 @@ def predict(
     console.print(table)
     console.print(
         f"{len(answer.predictions)} prediction{'s' * (len(answer.predictions) != 1)}"
-        f" from {answer.url} ({chosen_protocol}) in {answer.latency_ms:.1f} ms"
+        f" from {answer.url} ({chosen_protocol}) in {answer.latency_ms:.1f} ms",
+        soft_wrap=True,
     )
 
 

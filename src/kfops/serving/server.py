@@ -425,6 +425,10 @@ def kserve_model(name: str, loaded: LoadedModel, log: Callable[[str], None] | No
                 count = len(result) if hasattr(result, "__len__") else 1
                 ms = (time.perf_counter() - started) * 1000
                 log(f"{protocol} predict: {count} row{'s' * (count != 1)} in {ms:.1f} ms")
+            if protocol == "v2" and getattr(getattr(result, "dtype", None), "kind", "") == "U":
+                # kserve 0.21 encodes a numpy str array as if it held bytes and fails
+                # ("decoding str is not supported"); as objects it writes them as is.
+                result = result.astype(object)
             return get_predict_response(payload, result, self.name)
 
     return ServedModel()
