@@ -592,19 +592,7 @@ def serve(
     loaded = server.load_model(serving.format, source.path)
 
     def on_ready(urls: Any) -> None:
-        shown = display_path(project.root)
-        lines = [
-            f"serving {serving.name} ({serving.format}, {source.describe()}) on port {port}",
-            f"  V1 predict: POST {urls.v1}",
-            f"  V2 infer:   POST {urls.v2}",
-            f"  ready:      GET  {urls.ready}",
-            "  try: kfops predict"
-            + ("" if shown == "." else f" {shown}")
-            + (f" --local --port {port}" if port != 8080 else " --local")
-            + " --data rows.json",
-            "ready; Ctrl-C stops",
-        ]
-        click.echo("\n".join(lines), err=True)
+        click.echo(server.ready_message(project, source, urls), err=True)
 
     def log(line: str) -> None:
         click.echo(f"  {line}", err=True)

@@ -442,6 +442,25 @@ class Urls:
     ready: str
 
 
+def ready_message(project: Project, source: ModelSource, where: Urls) -> str:
+    """What ``kfops serve`` says once the model answers: the URLs and a predict command."""
+    serving = serving_of(project)
+    port = int(where.base.rsplit(":", 1)[1])
+    shown = display_path(project.root)
+    command = "kfops predict" + ("" if shown == "." else f" {shown}") + " --local"
+    command += ("" if port == DEFAULT_PORT else f" --port {port}") + " --data rows.json"
+    return "\n".join(
+        [
+            f"serving {serving.name} ({serving.format}, {source.describe()}) on port {port}",
+            f"  V1 predict: POST {where.v1}",
+            f"  V2 infer:   POST {where.v2}",
+            f"  ready:      GET  {where.ready}",
+            f"  try: {command}",
+            "ready; Ctrl-C stops",
+        ]
+    )
+
+
 def urls(name: str, port: int) -> Urls:
     base = f"http://127.0.0.1:{port}"
     return Urls(
