@@ -561,3 +561,19 @@ def test_string_classes_answer_bytes_over_v2(tmp_path: Path) -> None:
         assert metadata["inputs"] == [{"name": "input-0", "datatype": "FP64", "shape": [-1, 2]}]
     finally:
         assert running.stop() == 0
+
+
+def test_a_lightgbm_model_when_installed(tmp_path: Path) -> None:
+    lightgbm = pytest.importorskip("lightgbm")
+    import numpy as np
+    from sklearn.datasets import load_iris
+
+    features, target = load_iris(return_X_y=True)
+    params = {"objective": "multiclass", "num_class": 3, "verbose": -1}
+    booster = lightgbm.train(params, lightgbm.Dataset(features, target), 10)
+    booster.save_model(str(tmp_path / "model.txt"))
+    loaded = server.load_model("lightgbm", tmp_path)  # a folder with model.txt
+    assert (loaded.file.name, loaded.n_features) == ("model.txt", 4)
+    probabilities = loaded.predict(np.array(ROWS))
+    assert probabilities.shape == (2, 3)
+    assert probabilities.argmax(axis=1).tolist() == [0, 2]
