@@ -713,6 +713,173 @@ def rollback(
 
 
 @cli.command()
+@click.argument("path", type=_PATH, default=".")
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=8080,
+    show_default=True,
+    help="The HTTP port. KServe's server listens on all interfaces.",
+)
+@click.option(
+    "--run", "run_id", metavar="ID", help="Serve this local run's model.  [default: the latest]"
+)
+@click.option(
+    "--runs-dir",
+    type=_PATH,
+    help="Where the local runs are (as given to `kfops run`).  [default: PROJECT/.kfops/runs]",
+)
+@click.option(
+    "--model",
+    "model_file",
+    type=_PATH,
+    metavar="FILE",
+    help="Serve this model file (or folder) instead of a local run's.",
+)
+def serve(
+    path: Path, port: int, run_id: str | None, runs_dir: Path | None, model_file: Path | None
+) -> None:
+    """Serve the model of PATH's latest local run with the KServe model server.
+
+    The model is serving.model's artifact (from_step, artifact) in the run's
+    result.json, loaded by serving.format (sklearn, xgboost or lightgbm), and served
+    under serving.name with the V1 (/v1/models/NAME:predict) and V2
+    (/v2/models/NAME/infer) protocols, health and metadata. Stop it with Ctrl-C.
+    """
+    from kfops.serving import server
+
+    if model_file is not None and run_id is not None:
+        raise click.UsageError("--model serves a file: it does not go with --run")
+    project = _load(path)
+    serving = server.serving_of(project)
+    source = server.find_model(project, run_id=run_id, runs_dir=runs_dir, model_file=model_file)
+    loaded = server.load_model(serving.format, source.path)
+
+    def on_ready(urls: Any) -> None:
+        click.echo(server.ready_message(project, source, urls), err=True)
+
+    def log(line: str) -> None:
+        click.echo(f"  {line}", err=True)
+
+    click.echo(f"starting the KServe model server for {serving.name} ...", err=True)
+    import contextlib
+
+    with contextlib.suppress(KeyboardInterrupt):  # ^C is how a server stops: no error
+        server.serve(serving.name, loaded, port, on_ready=on_ready, log=log)
+    click.echo("stopped", err=True)
+
+
+@cli.command()
+@click.argument("path", type=_PATH, default=".")
+@click.option("--local", is_flag=True, help="The server `kfops serve` runs: http://127.0.0.1:PORT.")
+@click.option("--url", metavar="URL", help="A KServe endpoint's base URL (without /v1 or /v2).")
+@click.option(
+    "--env",
+    "env_name",
+    metavar="NAME",
+    help="The model served in this environment (environments.NAME.kubernetes.url).",
+)
+@click.option(
+    "--data",
+    "data",
+    required=True,
+    metavar="FILE|-",
+    help="Rows as JSON (a list of rows or objects, {instances}, or a V2 body) or CSV with a"
+    " header; - reads stdin.",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+)
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=8080, show_default=True, help="With --local."
+)
+@click.option(
+    "--model-name", metavar="NAME", help="[default: serving.name, else the project's name]"
+)
+@click.option(
+    "--protocol",
+    type=click.Choice(["v1", "v2"]),
+    help="[default: serving.protocol, else v1]",
+)
+@click.option(
+    "--timeout", type=click.FloatRange(min=0.001), default=30.0, show_default=True, help="Seconds."
+)
+def predict(
+    path: Path,
+    local: bool,
+    url: str | None,
+    env_name: str | None,
+    data: str,
+    output_format: str,
+    port: int,
+    model_name: str | None,
+    protocol: str | None,
+    timeout: float,
+) -> None:
+    """POST rows to a served model and print its predictions (V1 :predict or V2 /infer).
+
+    Give one of --local (the server `kfops serve` runs), --url URL or --env NAME.
+    With --url and both --model-name and --protocol, PATH need not be a project.
+    """
+    import json
+
+    from kfops.serving import predict as client
+
+    chosen = [
+        flag for flag, given in (("--local", local), ("--url", url), ("--env", env_name)) if given
+    ]
+    if len(chosen) != 1:
+        raise click.UsageError("give one of --local, --url URL or --env NAME")
+    project = None
+    if env_name is not None or model_name is None or protocol is None:
+        project = _load(path)
+    serving = project.serving if project is not None else None
+    name = model_name or (serving.name if serving else project.name if project else "")
+    chosen_protocol = protocol or (serving.protocol if serving else "v1")
+    if local:
+        base = f"http://127.0.0.1:{port}"
+    elif url is not None:
+        base = url
+    else:
+        base = client._env_url(project, env_name or "")
+    text = sys.stdin.read() if data == "-" else None
+    rows = client.read_rows(data, text)
+    answer = client.predict(base, name, rows, chosen_protocol, timeout=timeout)
+    if output_format == "json":
+        document = {
+            "url": answer.url,
+            "protocol": chosen_protocol,
+            "predictions": answer.predictions,
+            "latency_ms": answer.latency_ms,
+        }
+        click.echo(json.dumps(document, indent=2, sort_keys=True))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_edge=False)
+    columns = rows.columns or tuple(f"{i}" for i in range(len(rows.rows[0]) if rows.rows else 0))
+    for column in columns:
+        table.add_column(column, justify="right")
+    table.add_column("prediction", style="bold")
+    for index, prediction in enumerate(answer.predictions):
+        values = rows.rows[index] if index < len(rows.rows) else [""] * len(columns)
+        shown = prediction if isinstance(prediction, str) else json.dumps(prediction)
+        table.add_row(*(str(v) for v in values), shown)
+    console = Console(highlight=False)
+    console.print(table)
+    console.print(
+        f"{len(answer.predictions)} prediction{'s' * (len(answer.predictions) != 1)}"
+        f" from {answer.url} ({chosen_protocol}) in {answer.latency_ms:.1f} ms",
+        soft_wrap=True,
+    )
+
+
+@cli.command()
 @click.argument("pipeline_file", type=_PATH, required=False)
 @click.option("--function", help="The @dsl.pipeline function (default: the only one in the file).")
 @click.option("--name", help="Project name (default: from the pipeline or folder).")

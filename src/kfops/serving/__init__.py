@@ -1,1 +1,1 @@
-"""Serving: the model locally (KServe model server) and on a cluster (KServe)."""
+"""Serving: the local KServe model server (``kfops serve``) and the data plane client."""
