@@ -114,6 +114,7 @@ class _Tracked:
     previous: str | None = None  # the one rolled out before it
     spec: dict[str, Any] = field(default_factory=dict)
     timeline: Timeline = field(default_factory=Timeline.never_ready)
+    mode: str = "Serverless"  # the deploymentMode annotation: Serverless or RawDeployment
 
 
 def _now() -> str:
@@ -264,6 +265,9 @@ class KServeController:
                 tracked.rolled_out = _revision(item["metadata"]["name"], 1)
             tracked.revision += 1
             tracked.template = predictor
+        annotations = item["metadata"].get("annotations") or {}
+        mode = annotations.get("serving.kserve.io/deploymentMode", "Serverless")
+        tracked.mode = "RawDeployment" if mode in ("RawDeployment", "Standard") else "Serverless"
         tracked.generation = item["metadata"]["generation"]
         tracked.seen_at = time.monotonic()
         tracked.written = 0
@@ -304,6 +308,8 @@ def _status(
     name: str, tracked: _Tracked, timeline: Timeline, phase: Phase
 ) -> tuple[dict[str, Any], str | None]:
     """The status for ``phase``, and the last rolled-out revision once it is written."""
+    if tracked.mode == "RawDeployment":
+        return _standard_status(tracked, timeline, phase), tracked.rolled_out
     latest = _revision(name, tracked.revision)
     status: dict[str, Any] = {
         "observedGeneration": tracked.generation,
@@ -356,6 +362,65 @@ def _status(
         ]
     status["components"] = {"predictor": predictor}
     return status, rolled_out
+
+
+def _standard_status(tracked: _Tracked, timeline: Timeline, phase: Phase) -> dict[str, Any]:
+    """Standard (RawDeployment) mode: no revisions; a canary (``spec.canary``, KServe 0.20)
+    is reported in ``canaryStatuses``, and the timeline's phase applies to it. The serving
+    predictor stays ready meanwhile, as its Deployment is untouched."""
+    canaries = tracked.spec.get("canary") or []
+    status: dict[str, Any] = {
+        "observedGeneration": tracked.generation,
+        "deploymentMode": "RawDeployment",
+    }
+    loaded = {
+        "states": {"activeModelState": "Loaded", "targetModelState": "Loaded"},
+        "transitionStatus": "UpToDate",
+        "copies": {"failedCopies": 0, "totalCopies": 1},
+    }
+    ready = phase == "ready" or bool(canaries)
+    if phase == "failed" and not canaries:
+        status["conditions"] = _conditions(False, "ModelLoadFailed", timeline.failure_message)
+        status["modelStatus"] = _failed(timeline)
+    else:
+        status["conditions"] = _conditions(ready, "Deploying", "waiting for the Deployment")
+        status["modelStatus"] = (
+            loaded
+            if ready
+            else {
+                "states": {"activeModelState": "", "targetModelState": "Loading"},
+                "transitionStatus": "InProgress",
+            }
+        )
+    if timeline.url is not None and ready:
+        status["url"] = timeline.url
+        status["address"] = {"url": timeline.url}
+        status["components"] = {"predictor": {"url": timeline.url}}
+    if canaries:
+        status["canaryStatuses"] = [
+            {
+                "name": f"canary-{index}",
+                "ready": phase == "ready",
+                "trafficPercent": int(item.get("trafficPercent") or 0),
+                "modelStatus": _failed(timeline) if phase == "failed" else loaded,
+            }
+            for index, item in enumerate(canaries)
+        ]
+    return status
+
+
+def _failed(timeline: Timeline) -> dict[str, Any]:
+    return {
+        "states": {"activeModelState": "", "targetModelState": "FailedToLoad"},
+        "transitionStatus": "BlockedByFailedLoad",
+        "copies": {"failedCopies": 1, "totalCopies": 1},
+        "lastFailureInfo": {
+            "reason": timeline.failure_reason,
+            "message": timeline.failure_message,
+            "exitCode": 1,
+            "time": _now(),
+        },
+    }
 
 
 def _revision(name: str, number: int) -> str:

@@ -517,3 +517,118 @@ def test_a_spec_the_api_server_rejects_is_reported_at_its_mlops_yaml_line(
     assert f"mlops.yaml:{line}:3: the Kubernetes API server" in err
     assert "at most 3 replicas in this namespace" in err
     assert "fix the value in mlops.yaml's `serving:` section; nothing was changed" in err
+
+
+def test_standard_mode_canaries_with_spec_canary_and_rolls_back_by_removing_it(
+    kube_env: KubeEnv, servers: dict[str, str], tmp_path: Path
+) -> None:
+    namespace = kube_env.namespace("standard")
+    folder = _project(tmp_path, namespace)
+    (folder / "mlops.yaml").write_text(
+        (folder / "mlops.yaml")
+        .read_text()
+        .replace(
+            f"{{namespace: {namespace}}}", f"{{namespace: {namespace}, deployment_mode: Standard}}"
+        )
+    )
+    timeline = Timeline.ready_at_once(url=servers["good"])
+    with KServeController(kube_env.api_client(), namespace, timeline) as controller:
+        code, _, err = _release(kube_env, folder, "v1")
+        assert code == 0, err
+        live = _live(kube_env, namespace)
+        assert live["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == (
+            "RawDeployment"
+        )
+        code, _, err = _release(kube_env, folder, "v2")
+        assert code == 0, err
+        assert "canary at 10%" in err
+        # the canary was spec.canary beside the serving predictor
+        canary_specs = [e.status for e in controller.events if e.status.get("canaryStatuses")]
+        assert canary_specs and canary_specs[0]["canaryStatuses"][0]["trafficPercent"] == 10
+        live = _live(kube_env, namespace)
+        assert _uri(live) == "s3://models/iris/v2"
+        assert "canary" not in live["spec"]
+        # a canary that fails to load is dropped: the serving predictor never changed
+        controller.set_timeline("iris", Timeline.failed_load(message="bad pickle"))
+        code, _, err = _release(kube_env, folder, "v3", "metrics-v2.json")
+    assert code == 1
+    assert "the canary model failed to load (ModelLoadFailed): bad pickle" in err
+    live = _live(kube_env, namespace)
+    assert _uri(live) == "s3://models/iris/v2"
+    assert "canary" not in live["spec"]
+
+
+def _canary_kept(kube_env: KubeEnv, namespace: str) -> bool:
+    probe = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "InferenceService",
+        "metadata": {"name": "probe"},
+        "spec": {
+            "predictor": {"model": {"modelFormat": {"name": "x"}}},
+            "canary": [
+                {
+                    "trafficPercent": 5,
+                    "predictor": {"model": {"name": "c", "modelFormat": {"name": "x"}}},
+                }
+            ],
+        },
+    }
+    from kubernetes import client
+
+    with kube_env.api_client() as api:
+        kept = client.CustomObjectsApi(api).create_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, probe, dry_run="All"
+        )
+    return "canary" in kept["spec"]
+
+
+def _wait_for(check: Any, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.3)
+
+
+def test_a_canary_the_cluster_would_silently_ignore_is_refused_before_any_change(
+    kube_env: KubeEnv, servers: dict[str, str], tmp_path: Path
+) -> None:
+    """KServe before 0.20 has no spec.canary in its CRD: the API server prunes it, and
+    Standard mode would send no traffic to the new model. Played by dropping the field
+    from the installed CRD for the length of the test."""
+    from kubernetes import client
+
+    namespace = kube_env.namespace("old-kserve")
+    folder = _project(tmp_path, namespace)
+    text = (folder / "mlops.yaml").read_text()
+    (folder / "mlops.yaml").write_text(
+        text.replace(
+            f"{{namespace: {namespace}}}", f"{{namespace: {namespace}, deployment_mode: Standard}}"
+        )
+    )
+    with KServeController(
+        kube_env.api_client(), namespace, Timeline.ready_at_once(url=servers["good"])
+    ):
+        code, _, err = _release(kube_env, folder, "v1")
+        assert code == 0, err
+    name = f"{PLURAL}.{GROUP}"
+    with kube_env.api_client() as api:
+        crds = client.ApiextensionsV1Api(api)
+        original = crds.read_custom_resource_definition(name)
+        schema = original.spec.versions[0].schema.open_apiv3_schema
+        saved = schema.properties["spec"].properties.pop("canary")
+        crds.replace_custom_resource_definition(name, original)
+        try:
+            _wait_for(lambda: not _canary_kept(kube_env, namespace))
+            before = _live(kube_env, namespace)["metadata"]["resourceVersion"]
+            code, _, err = _release(kube_env, folder, "v2")
+        finally:
+            current = crds.read_custom_resource_definition(name)
+            current.spec.versions[0].schema.open_apiv3_schema.properties["spec"].properties[
+                "canary"
+            ] = saved
+            crds.replace_custom_resource_definition(name, current)
+            _wait_for(lambda: _canary_kept(kube_env, namespace))
+    assert code == 1
+    assert "has no `spec.canary` (KServe before 0.20)" in err
+    assert "the canary would be ignored" in err
+    assert _live(kube_env, namespace)["metadata"]["resourceVersion"] == before

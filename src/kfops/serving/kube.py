@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -264,9 +265,11 @@ class Kube:
                 " fields over with `kfops deploy --force-conflicts`",
                 managers,
             )
-        if status in (400, 422):
+        if status in (400, 422) or "field not declared in schema" in message:
+            # Server-side apply refuses a field the CRD's schema lacks (an older KServe).
             causes = (body.get("details") or {}).get("causes") or []
             fields = tuple(str(c.get("field")) for c in causes if c.get("field"))
+            fields += tuple(re.findall(r"(\.[\w.]+): field not declared in schema", message))
             return Rejected(
                 f"the Kubernetes API server {at} rejected {what} (HTTP {status}): {message}",
                 "fix the value in mlops.yaml's `serving:` section; nothing was changed",

@@ -201,15 +201,9 @@ class Rollout:
             canary_percent=canary,
             stable=serving_now,
         )
-        kept = self._dry_run(obj, force=force)
+        kept = self._dry_run(obj, force=force, canary_field=canary is not None)
         if canary is not None and mode == STANDARD and not kept.get("spec", {}).get("canary"):
-            self._fail_before(
-                f"the InferenceService CRD on {self._where()} has no `spec.canary` (KServe"
-                " before 0.20), so the API server dropped it: the canary would be ignored and"
-                " the new model would take no traffic",
-                "upgrade KServe to 0.20 or later, use Knative mode"
-                " (`kubernetes.deployment_mode: Knative`), or remove `serving.canary.percent`",
-            )
+            self._no_spec_canary()
         if dry_run:
             outcome.stage = "planned"
             self._step("dry run", True, "the API server accepts the InferenceService")
@@ -398,11 +392,24 @@ class Rollout:
         assert target is not None
         return target.deployment_mode or self.kube.default_mode() or KNATIVE
 
-    def _dry_run(self, obj: dict[str, Any], *, force: bool) -> dict[str, Any]:
+    def _no_spec_canary(self) -> None:
+        self._fail_before(
+            f"the InferenceService CRD on {self._where()} has no `spec.canary` (KServe"
+            " before 0.20), so the API server drops it: the canary would be ignored and"
+            " the new model would take no traffic",
+            "upgrade KServe to 0.20 or later, use Knative mode"
+            " (`kubernetes.deployment_mode: Knative`), or remove `serving.canary.percent`",
+        )
+
+    def _dry_run(
+        self, obj: dict[str, Any], *, force: bool, canary_field: bool = False
+    ) -> dict[str, Any]:
         started = self.clock()
         try:
             kept = self.kube.apply(obj, dry_run=True, force=force)
         except Rejected as exc:
+            if canary_field and any(f.startswith(".spec.canary") for f in exc.fields):
+                self._no_spec_canary()
             self._fail_before(self._located(exc), exc.hint)
         except Conflict as exc:
             self._fail_before(exc.message, exc.hint)
@@ -650,17 +657,13 @@ def readiness(
     states = model.get("states") or {}
     failure = model.get("lastFailureInfo") or {}
     transition = model.get("transitionStatus", "")
-    if (
-        transition in ("BlockedByFailedLoad", "InvalidSpec")
-        or states.get("activeModelState") == "FailedToLoad"
-        or states.get("targetModelState") == "FailedToLoad"
-    ):
+    if _failed_load(model):
         reason = failure.get("reason") or transition or "FailedToLoad"
         message = failure.get("message") or "the model server could not load the model"
         return "failed", f"model failed to load ({reason}): {message}"
     for entry in status.get("canaryStatuses") or []:
         canary_model = entry.get("modelStatus") or {}
-        if (canary_model.get("states") or {}).get("activeModelState") == "FailedToLoad":
+        if _failed_load(canary_model):
             info = canary_model.get("lastFailureInfo") or {}
             return "failed", (
                 f"the canary model failed to load ({info.get('reason') or 'FailedToLoad'}):"
@@ -712,6 +715,13 @@ def readiness(
                 return "waiting", "the canary is not ready yet"
     return "ready", "Ready, model Loaded and UpToDate" + (
         f", canary at {canary}%" if canary is not None else ""
+    )
+
+
+def _failed_load(model: dict[str, Any]) -> bool:
+    states = model.get("states") or {}
+    return model.get("transitionStatus") in ("BlockedByFailedLoad", "InvalidSpec") or (
+        "FailedToLoad" in (states.get("activeModelState"), states.get("targetModelState"))
     )
 
 
