@@ -632,3 +632,24 @@ def test_a_canary_the_cluster_would_silently_ignore_is_refused_before_any_change
     assert "has no `spec.canary` (KServe before 0.20)" in err
     assert "the canary would be ignored" in err
     assert _live(kube_env, namespace)["metadata"]["resourceVersion"] == before
+
+
+def test_predict_env_finds_the_model_through_the_inference_service(
+    kube_env: KubeEnv, servers: dict[str, str], tmp_path: Path
+) -> None:
+    namespace = kube_env.namespace("predict")
+    folder = _project(tmp_path, namespace)
+    rows = tmp_path / "rows.json"
+    rows.write_text("[[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]")
+    env = {"KUBECONFIG": str(kube_env.kubeconfig)}
+    args = ["predict", str(folder), "--env", "prod", "--data", str(rows), "--format", "json"]
+    result = CliRunner().invoke(cli, args, env=env)
+    assert result.exit_code == 1
+    assert f"InferenceService `iris` in namespace `{namespace}`" in result.stderr
+    assert "does not exist" in result.stderr
+    _serving_v1(kube_env, folder, namespace, servers["good"])
+    result = CliRunner().invoke(cli, args, env=env)
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.stdout)
+    assert answer["predictions"] == [0, 2]
+    assert answer["url"].startswith(servers["good"])

@@ -484,23 +484,40 @@ def _snippet(text: str, limit: int = 300) -> str:
 
 
 def _env_url(project: Any, env_name: str) -> str:
-    """The base URL of the model served in environment ``env_name``.
-
-    For now only ``environments.NAME.kubernetes.url``; the lookup of the
-    InferenceService's ``status.url`` comes with the cluster client.
+    """The base URL of the model served in environment ``env_name``:
+    ``environments.NAME.kubernetes.url`` when set, else the InferenceService's
+    ``status.url``, read from the cluster.
 
     Raises:
-        KfopsError: no such environment (did-you-mean), or it has no ``kubernetes.url``.
+        KfopsError: no such environment (did-you-mean), no ``kubernetes:``, or no
+            InferenceService with a URL there.
     """
     environment = project.environment(env_name)
-    kube = environment.kubernetes
-    if kube is not None and kube.url:
-        url: str = kube.url
+    target = environment.kubernetes
+    if target is not None and target.url:
+        url: str = target.url
         return url
-    raise KfopsError(
-        f"--env {env_name}: the model's URL is not known: environments.{env_name} has no"
-        " `kubernetes.url`",
-        f"set `kubernetes: {{url: https://...}}` under environments.{env_name}"
-        f" ({project.shown}:{environment.mark.line}), or pass --url URL",
-        exit_code=EXIT_USAGE,
-    )
+    if target is None:
+        raise KfopsError(
+            f"--env {env_name}: the model's URL is not known: environments.{env_name} has no"
+            " `kubernetes:`",
+            f"set `kubernetes: {{namespace: NAME}}` (or `url: https://...`) under"
+            f" environments.{env_name} ({project.shown}:{environment.mark.line}),"
+            " or pass --url URL",
+            exit_code=EXIT_USAGE,
+        )
+    from kfops.serving.kube import Kube
+
+    name = project.serving.name if project.serving else project.name
+    kube = Kube(environment)
+    live = kube.get(name)
+    status = (live or {}).get("status") or {}
+    found = status.get("url") or (status.get("address") or {}).get("url")
+    if not found:
+        state = "has no URL in its status yet" if live else "does not exist"
+        raise KfopsError(
+            f"--env {env_name}: InferenceService `{name}` in namespace `{target.namespace}`"
+            f" ({kube.where.server}) {state}",
+            f"deploy it with `kfops deploy --env {env_name}`, or set `kubernetes.url`",
+        )
+    return str(found)
