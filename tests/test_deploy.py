@@ -653,3 +653,37 @@ def test_predict_env_finds_the_model_through_the_inference_service(
     answer = json.loads(result.stdout)
     assert answer["predictions"] == [0, 2]
     assert answer["url"].startswith(servers["good"])
+
+
+def test_plan_shows_what_a_deploy_would_change_from_a_dry_run(
+    kube_env: KubeEnv, servers: dict[str, str], tmp_path: Path
+) -> None:
+    namespace = kube_env.namespace("plan")
+    folder = _project(tmp_path, namespace)
+    code, out, err = _deploy(kube_env, folder, "plan")
+    assert code == 0, err
+    assert (
+        out.splitlines()[0]
+        == f"InferenceService iris ({namespace}): create release (this commit's model)"
+    )
+    assert "note: the model comes from this commit's run: known at deploy time" in out
+    _serving_v1(kube_env, folder, namespace, servers["good"])
+    before = _live(kube_env, namespace)["metadata"]["resourceVersion"]
+    code, out, err = _deploy(kube_env, folder, "plan", "--model-uri", "s3://models/iris/v1")
+    assert code == 0, err
+    assert out.strip() == f"InferenceService iris ({namespace}): unchanged"
+    code, out, err = _deploy(
+        kube_env, folder, "plan", "--model-uri", "s3://models/iris/v2", "--format", "json"
+    )
+    assert code == 0, err
+    planned = json.loads(out)["serving"]
+    assert planned["action"] == "update"
+    assert planned["canary_percent"] == 10 and planned["mode"] == "Knative"
+    changes = {c["path"]: (c["from"], c["to"]) for c in planned["changes"]}
+    assert changes["spec.predictor.model.storageUri"] == (
+        "s3://models/iris/v1",
+        "s3://models/iris/v2",
+    )
+    assert changes["spec.predictor.canaryTrafficPercent"] == (None, 10)
+    assert changes["metadata.annotations.kfops.dev/stage"] == ("promoted", "canary")
+    assert _live(kube_env, namespace)["metadata"]["resourceVersion"] == before

@@ -477,24 +477,54 @@ def _delivery(project: Any, env_name: str) -> tuple[Any, str, Any]:
     default="text",
     show_default=True,
 )
-def plan(path: Path, env_name: str, output_format: str) -> None:
-    """Show what `kfops apply --env NAME` would change in the environment (read-only).
+@click.option(
+    "--model-uri", metavar="URI", help="The model a deploy would serve (default: serving.model)."
+)
+def plan(path: Path, env_name: str, output_format: str, model_uri: str | None) -> None:
+    """Show what `kfops apply --env NAME` (and `kfops deploy`) would change (read-only).
 
     Compares this commit's compiled pipeline with the live Kubeflow Pipelines: the
     pipeline (found by name in the environment's namespace) and this commit's version
-    (named COMMIT-SPECHASH). Nothing is created or changed.
+    (named COMMIT-SPECHASH). With `kubernetes:` and `serving:`, also the InferenceService a
+    deploy would apply, from a server-side dry run. Nothing is created or changed.
     """
     import json
 
-    from kfops.delivery import pipeline as delivery
-
     project = _load(path)
-    kfp, ir_text, origin = _delivery(project, env_name)
-    planned = delivery.plan(project, ir_text, kfp, origin)
+    environment = project.environment(env_name)
+    serves = environment.kubernetes is not None and project.serving is not None
+    document: dict[str, Any] = {}
+    texts: list[str] = []
+    if environment.kfp is not None or not serves:
+        from kfops.delivery import pipeline as delivery
+
+        kfp, ir_text, origin = _delivery(project, env_name)
+        planned = delivery.plan(project, ir_text, kfp, origin)
+        document = planned.to_json()
+        texts.append(_render_plan(planned, output_format == "markdown"))
+    if serves:
+        from kfops.serving import release as releases
+        from kfops.serving.rollout import Failed
+
+        rollout = _rollout(project, env_name)
+        try:
+            release = releases.resolve(project, environment, model_uri=model_uri)
+        except KfopsError:
+            release = None  # the model comes from a run: known at deploy time
+        try:
+            serving = rollout.plan(release)
+        except Failed as exc:
+            raise KfopsError(exc.message, exc.hint) from None
+        document["serving"] = serving.to_json()
+        lines = serving.lines()
+        if output_format == "markdown":
+            texts.append(f"**{lines[0]}**\n\n" + "\n".join(f"- `{x}`" for x in lines[1:]))
+        else:
+            texts.append(lines[0] + "".join(f"\n  ~ {x}" for x in lines[1:]))
     if output_format == "json":
-        click.echo(json.dumps(planned.to_json(), indent=2, sort_keys=True))
+        click.echo(json.dumps(document, indent=2, sort_keys=True))
         return
-    click.echo(_render_plan(planned, output_format == "markdown"))
+    click.echo("\n".join(texts))
 
 
 def _render_plan(planned: Any, markdown: bool) -> str:

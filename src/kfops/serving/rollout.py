@@ -99,6 +99,81 @@ def _release_json(release: Release | None) -> dict[str, Any] | None:
     }
 
 
+@dataclass
+class ServingPlan:
+    """``kfops plan`` for the InferenceService: what a deploy would change."""
+
+    environment: str
+    name: str
+    namespace: str
+    action: str = "unchanged"  # create | update | unchanged | blocked
+    release: str = ""
+    mode: str = ""
+    canary: int | None = None
+    changes: list[tuple[str, Any, Any]] = field(default_factory=list)  # (path, old, new)
+    note: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "environment": self.environment,
+            "inference_service": self.name,
+            "namespace": self.namespace,
+            "action": self.action,
+            "release": self.release,
+            "mode": self.mode,
+            "canary_percent": self.canary,
+            "changes": [{"path": p, "from": old, "to": new} for p, old, new in self.changes],
+            "note": self.note,
+        }
+
+    def lines(self) -> list[str]:
+        head = f"InferenceService {self.name} ({self.namespace}): {self.action}"
+        if self.release and self.action in ("create", "update"):
+            head += f" release {self.release}"
+            if self.canary is not None:
+                head += f" as a {self.canary}% canary ({self.mode} mode)"
+        rows = [head]
+        rows += [f"{path}: {_shown(old)} -> {_shown(new)}" for path, old, new in self.changes]
+        if self.note:
+            rows.append(f"note: {self.note}")
+        return rows
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "(none)"
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _differences(live: dict[str, Any] | None, kept: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """The spec and kfops annotations that change from ``live`` to ``kept``."""
+
+    def flat(value: Any, prefix: str, into: dict[str, Any]) -> dict[str, Any]:
+        if isinstance(value, dict) and value:
+            for key, item in value.items():
+                flat(item, f"{prefix}.{key}" if prefix else str(key), into)
+        else:
+            into[prefix] = value
+        return into
+
+    def view(obj: dict[str, Any] | None) -> dict[str, Any]:
+        if obj is None:
+            return {}
+        annotations = {k: v for k, v in _annotations(obj).items() if k.startswith(render.PREFIX)}
+        return {
+            **flat(obj.get("spec") or {}, "spec", {}),
+            **{f"metadata.annotations.{k}": v for k, v in annotations.items()},
+        }
+
+    before, after = view(live), view(kept)
+    return [
+        (path, before.get(path), after.get(path))
+        for path in sorted(set(before) | set(after))
+        if before.get(path) != after.get(path)
+    ]
+
+
 class Failed(KfopsError):
     """A release that did not go through; ``outcome`` says what was left serving."""
 
@@ -273,6 +348,56 @@ class Rollout:
         self._step("promote", True, f"release {canary.name} takes all traffic")
         self._mark_record(canary, "promoted")
         return outcome
+
+    # -- plan -----------------------------------------------------------------------------
+
+    def plan(self, release: Release | None) -> ServingPlan:
+        """What ``deploy`` would change, from a server-side dry run; changes nothing.
+
+        ``release`` None: this commit's model is not known yet (it comes from a run), so
+        the plan keeps the serving model's URI and says so.
+        """
+        live = self._owned(self.kube.get(self.serving.name))
+        serving_now = _serving_release(live)
+        planned = ServingPlan(self.environment.name, self.serving.name, self.namespace)
+        if release is None:
+            planned.note = "the model comes from this commit's run: known at deploy time"
+            release = Release(
+                model_uri=serving_now.model_uri if serving_now else "(this commit's model)",
+                commit="",
+            )
+        planned.release = release.name
+        if live is not None and _stage(live) == "canary":
+            planned.action = "blocked"
+            planned.note = "a canary is waiting: `kfops deploy --promote` or `kfops rollback`"
+            return planned
+        if (
+            serving_now is not None
+            and serving_now.model_uri == release.model_uri
+            and serving_now.commit == release.commit
+        ):
+            planned.action = "unchanged"
+            return planned
+        mode = self._mode(live)
+        percent = self.serving.canary.percent if self.serving.canary else None
+        canary = percent if (percent is not None and serving_now is not None) else None
+        planned.mode, planned.canary = mode, canary
+        obj = render.render(
+            self.project.name,
+            self.serving,
+            self.namespace,
+            release,
+            mode=mode,
+            canary_percent=canary,
+            stable=serving_now,
+        )
+        if not release.model_uri.startswith("("):
+            kept = self._dry_run(obj, force=False, canary_field=canary is not None)
+        else:
+            kept = obj  # no URI to check with the server yet
+        planned.action = "create" if live is None else "update"
+        planned.changes = _differences(live, kept)
+        return planned
 
     # -- rollback -------------------------------------------------------------------------
 
