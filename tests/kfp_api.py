@@ -101,6 +101,8 @@ class RunScript:
 
     states: list[str]
     failed_tasks: dict[str, str] = field(default_factory=dict)  # task name -> error message
+    # task name -> its output artifacts, reported with ML Metadata ids once it succeeds
+    outputs: dict[str, list[str]] = field(default_factory=dict)
 
 
 class KfpTestServer:
@@ -120,6 +122,7 @@ class KfpTestServer:
         self.requests: list[tuple[str, str, int]] = []  # method, path, status
         self.validation_errors: list[str] = []
         self.scripts: dict[str, RunScript] = {}
+        self.artifact_ids: dict[tuple[str, str, str], int] = {}
         self.next_script: RunScript | None = None
         self.fail_next: list[int] = []  # statuses to answer the next requests with
         # operationIds whose next call is carried out but answered 504, as when a proxy
@@ -170,9 +173,15 @@ class KfpTestServer:
     def mutating_requests(self) -> list[tuple[str, str, int]]:
         return [r for r in self.requests if r[0] in ("POST", "DELETE", "PATCH")]
 
-    def script_run(self, *states: str, failed_tasks: dict[str, str] | None = None) -> None:
-        """The states of the next run created, one per GET."""
-        self.next_script = RunScript(list(states), dict(failed_tasks or {}))
+    def script_run(
+        self,
+        *states: str,
+        failed_tasks: dict[str, str] | None = None,
+        outputs: dict[str, list[str]] | None = None,
+    ) -> None:
+        """The states of the next run created, one per GET; ``outputs``: the artifacts of
+        tasks that succeed (by task name)."""
+        self.next_script = RunScript(list(states), dict(failed_tasks or {}), dict(outputs or {}))
 
     # -- HTTP
 
@@ -514,9 +523,54 @@ class KfpTestServer:
                     **({"error": {"code": 2, "message": error, "details": []}} if failed else {}),
                 }
             )
+        if run["state"] == "SUCCEEDED":
+            for name, artifacts in sorted(script.outputs.items()):
+                tasks.append(
+                    {
+                        "run_id": run["run_id"],
+                        "task_id": f"{run['run_id']}-{name}",
+                        "display_name": name,
+                        "state": "SUCCEEDED",
+                        "outputs": {
+                            artifact: {
+                                "artifact_ids": [str(self._artifact_id(run, name, artifact))]
+                            }
+                            for artifact in artifacts
+                        },
+                    }
+                )
         if run["state"] in ("SUCCEEDED", "FAILED", "SKIPPED", "CANCELED"):
             run["finished_at"] = _now()
         return {**run, "run_details": {"task_details": tasks}}
+
+    def _artifact_id(self, run: dict[str, Any], task: str, artifact: str) -> int:
+        key = (run["run_id"], task, artifact)
+        return self.artifact_ids.setdefault(key, len(self.artifact_ids) + 1)
+
+    def _op_ListRuns(self, params: dict[str, str], query: dict[str, str], body: Any) -> Any:
+        """Runs, newest first, by experiment (or namespace) and pipeline_version_id EQUALS;
+        the states are as the last GET left them (listing moves no script on)."""
+        runs = list(self.runs.values())
+        if query.get("experiment_id"):
+            runs = [r for r in runs if r["experiment_id"] == query["experiment_id"]]
+        for predicate in _predicates(query.get("filter")):
+            key = predicate.get("key")
+            if key != "pipeline_version_id" or predicate.get("operation") != "EQUALS":
+                raise KfpError(
+                    400, f"the test server filters on pipeline_version_id EQUALS only: {predicate}"
+                )
+            wanted = predicate.get("string_value")
+            runs = [
+                r
+                for r in runs
+                if r["pipeline_version_reference"].get("pipeline_version_id") == wanted
+            ]
+        if query.get("sort_by") not in (None, "", "created_at desc"):
+            raise KfpError(
+                400, f"the test server sorts by `created_at desc` only: {query['sort_by']}"
+            )
+        runs.sort(key=lambda r: (r["created_at"], r["run_id"]), reverse=True)
+        return {"runs": runs, "total_size": len(runs)}
 
     # -- recurring runs: no update call (kubeflow/pipelines#3789)
 

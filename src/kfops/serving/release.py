@@ -173,7 +173,7 @@ def _run_of_commit(project: Project, kfp: Any, commit: str, *, need_uri: bool) -
             (r, version.name)
             for r in answer.runs or []
             if r.state == "SUCCEEDED"
-            and (r.pipeline_version_reference or {}).pipeline_version_id  # type: ignore[union-attr]
+            and getattr(r.pipeline_version_reference, "pipeline_version_id", None)
             == version.pipeline_version_id
         ]
     if not found:
@@ -183,7 +183,9 @@ def _run_of_commit(project: Project, kfp: Any, commit: str, *, need_uri: bool) -
             f"run it: `kfops run --env {kfp.environment} --wait`",
         )
     found.sort(key=lambda pair: str(pair[0].created_at or ""), reverse=True)
-    run, version_name = found[0]
+    listed, version_name = found[0]
+    # A listing may leave out the task details: read the run itself.
+    run = kfp.call("get run", kfp.runs.run_service_get_run, listed.run_id)
     task = next(
         (
             t

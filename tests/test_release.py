@@ -1,0 +1,141 @@
+"""Which model a release serves: found through this commit's run on Kubeflow Pipelines
+(the KFP API test server, driven by the real kfp_server_api), or given as a URI; and what
+the release carries (commit, tag, run, pipeline version, metrics)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from kfops.cli import cli
+from kfops.errors import KfopsError
+from kfops.kubeflow.client import connect
+from kfops.project import config
+from kfops.serving import release as releases
+from tests.conftest import ROOT, git
+from tests.kfp_api import KfpTestServer
+
+
+@pytest.fixture
+def project(tmp_path: Path, kfp_api: KfpTestServer, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = tmp_path / "iris"
+    shutil.copytree(ROOT / "pipelines" / "iris", root, ignore=shutil.ignore_patterns(".kfops"))
+    with (root / "mlops.yaml").open("a") as f:
+        f.write(
+            "environments:\n  prod:\n"
+            f"    kfp: {{host: '{kfp_api.url}', token_env: KFP_TOKEN}}\n"
+            "    kubernetes: {namespace: ml}\n"
+        )
+    git(root, "init", "-q", "-b", "main")
+    git(root, "add", ".")
+    git(root, "commit", "-q", "-m", "iris")
+    monkeypatch.setenv("KFP_TOKEN", kfp_api.token)
+    monkeypatch.setenv("KFOPS_POLL_SECONDS", "0")
+    monkeypatch.setenv("KFOPS_RETRY_SECONDS", "0")
+    for name in ("GITHUB_SHA", "GITHUB_REF", "GITHUB_REPOSITORY", "GITHUB_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)
+    return root
+
+
+def _kfops(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def _resolve(project: Path, **kwargs: str) -> releases.Release:
+    loaded = config.load(project)
+    environment = loaded.environment("prod")
+    return releases.resolve(loaded, environment, kfp=connect(environment), **kwargs)  # type: ignore[arg-type]
+
+
+def test_no_version_of_this_commit_says_to_apply_and_run(project: Path) -> None:
+    with pytest.raises(KfopsError) as caught:
+        _resolve(project)
+    commit = git(project, "rev-parse", "HEAD")[:12]
+    assert caught.value.message.startswith(f"no pipeline version of commit {commit} on ")
+    assert "`kfops apply --env prod` then `kfops run --env prod --wait`" in caught.value.hint
+
+
+def test_a_run_that_did_not_succeed_is_no_model(project: Path, kfp_api: KfpTestServer) -> None:
+    assert _kfops("apply", str(project), "--env", "prod")[0] == 0
+    kfp_api.script_run("FAILED", failed_tasks={"train-model": "OOMKilled"})
+    assert _kfops("run", str(project), "--env", "prod", "--wait")[0] == 1
+    with pytest.raises(KfopsError) as caught:
+        _resolve(project)
+    assert "no successful run of commit" in caught.value.message
+
+
+def test_the_run_is_found_and_its_artifact_named_but_its_uri_is_asked_for(
+    project: Path, kfp_api: KfpTestServer
+) -> None:
+    assert _kfops("apply", str(project), "--env", "prod")[0] == 0
+    kfp_api.script_run("RUNNING", "SUCCEEDED", outputs={"train-model": ["model"]})
+    code, _, err = _kfops("run", str(project), "--env", "prod", "--wait")
+    assert code == 0, err
+    [run_id] = kfp_api.runs
+    with pytest.raises(KfopsError) as caught:
+        _resolve(project)
+    assert caught.value.message == (
+        f"found this commit's model: run {run_id}, step `train-model`, artifact `model` (ML"
+        " Metadata artifact 1); but KFP's API gives artifact ids, not URIs"
+    )
+    assert "--model-uri" in caught.value.hint
+    release = _resolve(project, model_uri="s3://mlpipeline/v2/artifacts/iris/model")
+    assert release.run_id == run_id
+    [version] = kfp_api.versions.values()
+    assert release.pipeline_version == version["name"]
+    assert release.commit == git(project, "rev-parse", "HEAD")
+    assert release.source == "--model-uri"
+
+
+def test_a_wrong_step_or_artifact_is_named(project: Path, kfp_api: KfpTestServer) -> None:
+    assert _kfops("apply", str(project), "--env", "prod")[0] == 0
+    kfp_api.script_run("SUCCEEDED", outputs={"train-model": ["model", "scaler"]})
+    assert _kfops("run", str(project), "--env", "prod", "--wait")[0] == 0
+    text = (project / "mlops.yaml").read_text()
+    (project / "mlops.yaml").write_text(text.replace("artifact: model", "artifact: modl"))
+    with pytest.raises(KfopsError) as caught:
+        _resolve(project, model_uri="s3://x/y")
+    assert "has no output artifact `modl` (its artifacts: `model`, `scaler`)" in (
+        caught.value.message
+    )
+    (project / "mlops.yaml").write_text(text.replace("from_step: train-model", "from_step: trian"))
+    with pytest.raises(KfopsError) as caught:
+        _resolve(project, model_uri="s3://x/y")
+    assert "has no succeeded step `trian`" in caught.value.message
+
+
+def test_the_tag_of_the_commit_names_the_release(project: Path) -> None:
+    git(project, "tag", "v1.2.0")
+    loaded = config.load(project)
+    release = releases.resolve(loaded, loaded.environment("prod"), model_uri="s3://m/1")
+    assert (release.tag, release.ref, release.name) == ("v1.2.0", "refs/tags/v1.2.0", "v1.2.0")
+    ci = releases.resolve(
+        loaded,
+        loaded.environment("prod"),
+        model_uri="s3://m/1",
+        env={"GITHUB_SHA": "f" * 40, "GITHUB_REF": "refs/tags/v2.0.0"},
+    )
+    assert (ci.commit, ci.tag) == ("f" * 40, "v2.0.0")
+
+
+def test_metrics_files(tmp_path: Path) -> None:
+    plain = tmp_path / "m.json"
+    plain.write_text(json.dumps({"accuracy": 0.9, "name": "x", "ok": True}))
+    assert releases.read_metrics(plain) == {"accuracy": 0.9}
+    run = tmp_path / "result.json"
+    run.write_text(json.dumps({"metrics": {"evaluate": {"accuracy": 0.8, "f1": 0.7}}}))
+    assert releases.read_metrics(run) == {"accuracy": 0.8, "f1": 0.7}
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"accuracy": ')
+    with pytest.raises(KfopsError, match=r"bad.json:1:14: not JSON"):
+        releases.read_metrics(bad)
+    with pytest.raises(KfopsError, match="no numeric metrics"):
+        plain.write_text('{"a": "b"}')
+        releases.read_metrics(plain)
+    with pytest.raises(KfopsError, match="No such file"):
+        releases.read_metrics(tmp_path / "missing.json")
