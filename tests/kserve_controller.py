@@ -115,6 +115,26 @@ class _Tracked:
     spec: dict[str, Any] = field(default_factory=dict)
     timeline: Timeline = field(default_factory=Timeline.never_ready)
     mode: str = "Serverless"  # the deploymentMode annotation: Serverless or RawDeployment
+    url: str | None = None  # the last status.url written: the route outlives revisions
+
+
+def _resumed(item: dict[str, Any]) -> _Tracked:
+    """What an InferenceService's status says a controller did before this one started
+    (another test's controller, or a restart): its revisions, route and template."""
+    tracked = _Tracked()
+    status = item.get("status") or {}
+    predictor = (status.get("components") or {}).get("predictor") or {}
+    created = str(predictor.get("latestCreatedRevision") or "")
+    if created[-5:].isdigit():
+        tracked.revision = int(created[-5:])
+        tracked.rolled_out = predictor.get("latestRolledoutRevision") or None
+        tracked.previous = predictor.get("previousRolledoutRevision") or None
+        template = copy.deepcopy((item.get("spec") or {}).get("predictor") or {})
+        template.pop("canaryTrafficPercent", None)
+        tracked.template = template if status.get("observedGeneration") else None
+        tracked.generation = int(status.get("observedGeneration") or 0)
+    tracked.url = status.get("url") or None
+    return tracked
 
 
 def _now() -> str:
@@ -241,7 +261,9 @@ class KServeController:
                 timeline = self._timeline_for(name)
                 if timeline is None:
                     continue
-                tracked = self._tracked.setdefault(uid, _Tracked())
+                if uid not in self._tracked:
+                    self._tracked[uid] = _resumed(item)
+                tracked = self._tracked[uid]
                 self._new_generation(tracked, item, timeline)
             timeline = tracked.timeline
             elapsed = time.monotonic() - tracked.seen_at
@@ -330,6 +352,7 @@ def _status(
             status["url"] = timeline.url
             status["address"] = {"url": timeline.url}
             predictor["url"] = timeline.url
+            tracked.url = timeline.url
     elif phase == "failed":
         message = timeline.failure_message
         status["conditions"] = _conditions(False, "RevisionFailed", message)
@@ -360,6 +383,10 @@ def _status(
         predictor["traffic"] = [
             {"revisionName": tracked.rolled_out, "percent": 100, "latestRevision": False}
         ]
+        if tracked.url is not None:  # the route still leads to the serving revision
+            status["url"] = tracked.url
+            status["address"] = {"url": tracked.url}
+            predictor["url"] = tracked.url
     status["components"] = {"predictor": predictor}
     return status, rolled_out
 

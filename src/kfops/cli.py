@@ -698,9 +698,10 @@ def deploy(
             release = releases.resolve(
                 project, environment, model_uri=model_uri, metrics=metrics, kfp=kfp
             )
+            named = f" {release.name}" if release.name != release.model_uri else ""
             click.echo(
-                f"releasing {release.name} of {project.name} to {env_name}:"
-                f" {release.model_uri} ({release.source})",
+                f"releasing {project.name}{named} to {env_name}: model {release.model_uri}"
+                f" ({release.source})",
                 err=True,
             )
             outcome = rollout.deploy(release, dry_run=dry_run, force=force_conflicts)

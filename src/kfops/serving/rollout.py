@@ -541,7 +541,7 @@ class Rollout:
         self._step("check", True, "server-side dry run accepted", self.clock() - started)
         return kept
 
-    def _apply(self, obj: dict[str, Any], *, force: bool) -> dict[str, Any]:
+    def _apply(self, obj: dict[str, Any], *, force: bool, what: str = "") -> dict[str, Any]:
         started = self.clock()
         try:
             applied = self.kube.apply(obj, force=force)
@@ -554,8 +554,10 @@ class Rollout:
                 self._fail_before(again.message, again.hint)
         except Rejected as exc:
             self._fail_before(self._located(exc), exc.hint)
-        stage = _annotations(obj).get(render.STAGE, "")
-        self._step("apply", True, f"applied ({stage})", self.clock() - started)
+        what = what or {"canary": "the canary", "promoted": "all traffic"}.get(
+            _annotations(obj).get(render.STAGE, ""), ""
+        )
+        self._step("apply", True, f"applied ({what})", self.clock() - started)
         return applied
 
     def _wait(
@@ -669,14 +671,41 @@ class Rollout:
             raise Failed(outcome, "fix the cause and deploy again")
         mode = self._mode(self.kube.get(self.serving.name))
         obj = render.render(self.project.name, self.serving, self.namespace, previous, mode=mode)
-        self._apply(obj, force=force)
+        try:
+            self._apply(obj, force=force, what=f"rollback to {previous.name}")
+        except Failed:
+            outcome.stage = "failed"
+            outcome.error = (
+                f"release {release.name} failed on {self._where()} ({why}), and the rollback"
+                f" to release {previous.name} could not be applied: {outcome.error}"
+            )
+            self._mark_record(release, "failed")
+            raise Failed(
+                outcome,
+                f"release {release.name}'s spec is in place: fix the cause above, then"
+                f" `kfops rollback --env {self.environment.name}`",
+            ) from None
         self._mark_record(release, "rolled-back")
         outcome.stage = "rolled-back"
-        outcome.error = (
-            f"release {release.name} was rolled back on {self._where()}: {why}."
-            f" Release {previous.name} is serving, as before"
+        # The previous release kept serving (a canary's revision, or the Deployment that
+        # rolls only when the new pods are ready); a probe of its address confirms it.
+        try:
+            url = self._target_url(canary=False)
+        except _NotReleased:
+            url = ""
+        from kfops.serving import predict
+
+        answers = bool(url) and predict.ready(url, self.serving.name, self.serving.protocol)
+        serving = (
+            f"Release {previous.name} is serving, as before"
+            if answers
+            else f"Release {previous.name} was applied again, but {url or 'its address'} does"
+            " not answer yet: check the InferenceService"
         )
-        self._step("rollback", True, f"release {previous.name} is serving, as before")
+        outcome.error = (
+            f"release {release.name} was rolled back on {self._where()}: {why}. {serving}"
+        )
+        self._step("rollback", answers, serving[0].lower() + serving[1:])
         raise Failed(outcome, "fix the cause and deploy again; nothing else changed")
 
     def _record(
