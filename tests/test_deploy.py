@@ -687,3 +687,25 @@ def test_plan_shows_what_a_deploy_would_change_from_a_dry_run(
     assert changes["spec.predictor.canaryTrafficPercent"] == (None, 10)
     assert changes["metadata.annotations.kfops.dev/stage"] == ("promoted", "canary")
     assert _live(kube_env, namespace)["metadata"]["resourceVersion"] == before
+
+
+def test_a_release_record_kfops_did_not_create_is_left_alone(
+    kube_env: KubeEnv, tmp_path: Path
+) -> None:
+    from kubernetes import client
+
+    namespace = kube_env.namespace("record")
+    folder = _project(tmp_path, namespace)
+    with kube_env.api_client() as api:
+        client.CoreV1Api(api).create_namespaced_config_map(
+            namespace, {"metadata": {"name": "iris-kfops-releases"}, "data": {"a": "b"}}
+        )
+    code, _, err = _deploy(kube_env, folder, "deploy", *V1, str(folder / "metrics-v1.json"))
+    assert code == 1
+    assert "ConfigMap `iris-kfops-releases`" in err and "was not created by kfops" in err
+    from kubernetes.client.exceptions import ApiException
+
+    with kube_env.api_client() as api, pytest.raises(ApiException):
+        client.CustomObjectsApi(api).get_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, "iris"
+        )

@@ -170,6 +170,15 @@ class Kube:
         )
         if found is None:
             return [], None
+        labels = found.metadata.labels or {}
+        if labels.get(render.MANAGED_BY) != render.FIELD_MANAGER:
+            raise KfopsError(
+                f"ConfigMap `{record_name(name)}` in namespace `{self.where.namespace}`"
+                f" ({self.where.server}) was not created by kfops, and kfops keeps its"
+                " release record there",
+                "kfops never changes what it did not create: rename or delete that ConfigMap;"
+                " nothing was changed",
+            )
         try:
             releases = json.loads((found.data or {}).get("releases.json") or "[]")
         except ValueError:
