@@ -37,6 +37,8 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 from jsonschema import Draft4Validator, FormatChecker
 
+from tests import mlmd_api
+
 SPECS = Path(__file__).resolve().parents[2] / "shared" / "specs" / "kfp-v2beta1"
 API = "/apis/v2beta1"
 
@@ -189,6 +191,21 @@ class KfpTestServer:
         length = int(handler.headers.get("Content-Length") or 0)
         body = handler.rfile.read(length) if length else b""
         parts = urlsplit(handler.path)
+        if parts.path.startswith("/ml_metadata/"):
+            # Kubeflow's ML Metadata gateway, beside the API (tests/mlmd_api.py)
+            with self._lock:
+                uris = self.artifact_uris()
+            status, headers, data = mlmd_api.answer(
+                parts.path, handler.headers, body, uris, self.token
+            )
+            self.requests.append((handler.command, parts.path, status))
+            handler.send_response(status)
+            for key, value in headers.items():
+                handler.send_header(key, value)
+            handler.send_header("Content-Length", str(len(data)))
+            handler.end_headers()
+            handler.wfile.write(data)
+            return
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         with self._lock:
             status, payload = self._dispatch(
@@ -542,6 +559,21 @@ class KfpTestServer:
         if run["state"] in ("SUCCEEDED", "FAILED", "SKIPPED", "CANCELED"):
             run["finished_at"] = _now()
         return {**run, "run_details": {"task_details": tasks}}
+
+    def artifact_uris(self) -> dict[int, str]:
+        """ML Metadata's URI of each artifact the scripted runs produced: below KFP's
+        default pipeline root, with the launcher's per-execution salt."""
+        found = {}
+        for (run_id, task, artifact), number in self.artifact_ids.items():
+            version = self.versions[
+                self.runs[run_id]["pipeline_version_reference"]["pipeline_version_id"]
+            ]
+            pipeline = self.pipelines[version["pipeline_id"]]["name"]
+            salt = f"{number:08x}-salt"
+            found[number] = (
+                f"minio://mlpipeline/v2/artifacts/{pipeline}/{run_id}/{task}/{salt}/{artifact}"
+            )
+        return found
 
     def _artifact_id(self, run: dict[str, Any], task: str, artifact: str) -> int:
         key = (run["run_id"], task, artifact)

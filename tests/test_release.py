@@ -69,7 +69,7 @@ def test_a_run_that_did_not_succeed_is_no_model(project: Path, kfp_api: KfpTestS
     assert "no successful run of commit" in caught.value.message
 
 
-def test_the_run_is_found_and_its_artifact_named_but_its_uri_is_asked_for(
+def test_the_model_of_this_commits_run_comes_from_ml_metadata(
     project: Path, kfp_api: KfpTestServer
 ) -> None:
     assert _kfops("apply", str(project), "--env", "prod")[0] == 0
@@ -77,19 +77,54 @@ def test_the_run_is_found_and_its_artifact_named_but_its_uri_is_asked_for(
     code, _, err = _kfops("run", str(project), "--env", "prod", "--wait")
     assert code == 0, err
     [run_id] = kfp_api.runs
-    with pytest.raises(KfopsError) as caught:
-        _resolve(project)
-    assert caught.value.message == (
-        f"found this commit's model: run {run_id}, step `train-model`, artifact `model` (ML"
-        " Metadata artifact 1); but KFP's API gives artifact ids, not URIs"
+    release = _resolve(project)
+    # KFP's minio:// is served to KServe as s3://; the salt is the launcher's own
+    assert release.model_uri == (
+        f"s3://mlpipeline/v2/artifacts/iris/{run_id}/train-model/00000001-salt/model"
     )
-    assert "--model-uri" in caught.value.hint
-    release = _resolve(project, model_uri="s3://mlpipeline/v2/artifacts/iris/model")
+    assert release.source == f"run {run_id} on Kubeflow"
     assert release.run_id == run_id
     [version] = kfp_api.versions.values()
     assert release.pipeline_version == version["name"]
     assert release.commit == git(project, "rev-parse", "HEAD")
-    assert release.source == "--model-uri"
+    calls = [path for _, path, _ in kfp_api.requests if path.startswith("/ml_metadata/")]
+    assert calls == ["/ml_metadata/ml_metadata.MetadataStoreService/GetArtifactsByID"]
+    # --model-uri wins, and ML Metadata is not asked
+    given = _resolve(project, model_uri="s3://models/iris/given")
+    assert (given.model_uri, given.source, given.run_id) == (
+        "s3://models/iris/given",
+        "--model-uri",
+        run_id,
+    )
+
+
+def test_ml_metadata_faults_name_the_run_and_artifact(
+    project: Path, kfp_api: KfpTestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert _kfops("apply", str(project), "--env", "prod")[0] == 0
+    kfp_api.script_run("SUCCEEDED", outputs={"train-model": ["model"]})
+    assert _kfops("run", str(project), "--env", "prod", "--wait")[0] == 0
+    [run_id] = kfp_api.runs
+    monkeypatch.setattr(kfp_api, "artifact_uris", dict)
+    with pytest.raises(KfopsError) as caught:
+        _resolve(project)
+    assert caught.value.message == (
+        f"found this commit's model, run {run_id}, step `train-model`, artifact `model` (ML"
+        f" Metadata artifact 1), but ML Metadata at {kfp_api.url}/ml_metadata knows no URI"
+        " for it"
+    )
+    assert "--model-uri" in caught.value.hint
+    text = (project / "mlops.yaml").read_text()
+    closed = "http://127.0.0.1:9/ml_metadata"
+    (project / "mlops.yaml").write_text(
+        text.replace("token_env: KFP_TOKEN}", f"token_env: KFP_TOKEN, metadata: '{closed}'}}")
+    )
+    with pytest.raises(KfopsError) as caught:
+        _resolve(project)
+    assert f"cannot reach Kubeflow's ML Metadata gateway at {closed}: ConnectError" in (
+        caught.value.message
+    )
+    assert kfp_api.token not in caught.value.message + caught.value.hint
 
 
 def test_a_wrong_step_or_artifact_is_named(project: Path, kfp_api: KfpTestServer) -> None:
@@ -139,3 +174,46 @@ def test_metrics_files(tmp_path: Path) -> None:
         releases.read_metrics(plain)
     with pytest.raises(KfopsError, match="No such file"):
         releases.read_metrics(tmp_path / "missing.json")
+
+
+def test_the_ml_metadata_gateway_checks_the_wire_and_errors_come_back(
+    kfp_api: KfpTestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kfops.kubeflow import metadata
+    from tests import mlmd_api
+
+    _, service = mlmd_api.protos()
+    headers = {
+        "Authorization": f"Bearer {kfp_api.token}",
+        "Content-Type": "application/grpc-web+proto",
+    }
+    good = service.GetArtifactsByIDRequest(artifact_ids=[7]).SerializeToString()
+    status, _, body = mlmd_api.answer(
+        mlmd_api.PREFIX + "GetArtifactsByID",
+        headers,
+        mlmd_api.frame(good),
+        {7: "s3://a"},
+        kfp_api.token,
+    )
+    assert status == 200 and b"s3://a" in body and b"grpc-status:0" in body
+    unknown = good + b"\x48\x01"  # field 9, a varint: not in GetArtifactsByIDRequest
+    _, _, body = mlmd_api.answer(
+        mlmd_api.PREFIX + "GetArtifactsByID", headers, mlmd_api.frame(unknown), {}, kfp_api.token
+    )
+    assert b"grpc-status:3" in body
+    # what kfops encodes is what ML Metadata's own classes read
+    request_class, _ = metadata._messages()
+    mine = request_class(artifact_ids=[7, 8]).SerializeToString()
+    assert list(service.GetArtifactsByIDRequest.FromString(mine).artifact_ids) == [7, 8]
+    # a gRPC error in the trailers comes back as a message
+    monkeypatch.setattr(metadata, "METHOD", "GetArtifacts")
+    with pytest.raises(KfopsError) as caught:
+        metadata.artifact_uris(f"{kfp_api.url}/ml_metadata", [1], kfp_api.token)
+    assert caught.value.message == (
+        f"ML Metadata at {kfp_api.url}/ml_metadata answered gRPC status 12 to GetArtifacts:"
+        " GetArtifacts is not served here"
+    )
+    with pytest.raises(KfopsError) as caught:
+        metadata.artifact_uris(f"{kfp_api.url}/ml_metadata", [1], "wrong-token")
+    assert "refused the token (HTTP 401)" in caught.value.message
+    assert "wrong-token" not in caught.value.message

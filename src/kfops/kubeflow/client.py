@@ -73,6 +73,7 @@ class Kfp:
         self.host = target.host.rstrip("/")
         self.namespace = target.namespace
         self.credential_source = credential.source
+        self.token = credential.token  # for ML Metadata's gateway, the same bearer; never shown
         configuration = kfp_server_api.Configuration(host=self.host)
         configuration.retries = 0  # kfops retries itself, knowing which calls are safe to repeat
         self._api = kfp_server_api.ApiClient(

@@ -616,7 +616,7 @@ def _project(doc: Document, config_file: Path, shown: str, problems: list[Proble
                     namespace=spec["kfp"].get("namespace"),
                     experiment=spec["kfp"].get("experiment"),
                     token_env=spec["kfp"].get("token_env"),
-                    pipeline_root=spec["kfp"].get("pipeline_root"),
+                    metadata=spec["kfp"].get("metadata"),
                 )
                 if "kfp" in spec
                 else None,

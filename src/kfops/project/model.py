@@ -59,7 +59,7 @@ class KfpTarget:
     namespace: str | None = None
     experiment: str | None = None
     token_env: str | None = None  # the variable holding the bearer token; never the token
-    pipeline_root: str | None = None  # where the KFP keeps artifacts; None: KFP's default
+    metadata: str | None = None  # ML Metadata's gRPC-Web gateway; None: beside /pipeline
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,9 @@ and metrics.
 
 The model comes from, in order: ``kfops deploy --model-uri``, ``serving.model.uri``, or
 this commit's successful run on the environment's Kubeflow Pipelines (``serving.model.
-from_step``). KFP's v2beta1 API names a run's artifacts by ML Metadata id, not by URI, so
-for a run kfops finds the run, checks that the step succeeded and produced the artifact,
-and takes the URI from ``--model-uri``; the run id and pipeline version go on the release.
+from_step``): kfops finds the run of this commit's pipeline version, checks that the step
+succeeded and produced the artifact, and reads the artifact's URI from ML Metadata (KFP's
+API gives only its id). The run id and pipeline version go on the release.
 """
 
 from __future__ import annotations
@@ -105,7 +105,9 @@ def resolve(
     elif serving.uri:
         model_uri, source = serving.uri, "serving.model.uri"
     if serving.from_step and environment.kfp is not None and kfp is not None:
-        run_id, version = _run_of_commit(project, kfp, commit, need_uri=not model_uri)
+        run_id, version, found_uri = _run_of_commit(project, kfp, commit, need_uri=not model_uri)
+        if not model_uri and found_uri:
+            model_uri, source = found_uri, f"run {run_id} on Kubeflow"
     if not model_uri:
         raise KfopsError(
             f"no model to deploy: {project.shown} takes it from step"
@@ -126,8 +128,11 @@ def resolve(
     )
 
 
-def _run_of_commit(project: Project, kfp: Any, commit: str, *, need_uri: bool) -> tuple[str, str]:
-    """(run id, pipeline version) of this commit's newest successful run on ``kfp``."""
+def _run_of_commit(
+    project: Project, kfp: Any, commit: str, *, need_uri: bool
+) -> tuple[str, str, str]:
+    """(run id, pipeline version, model URI) of this commit's newest successful run on
+    ``kfp``; the URI (from ML Metadata) only when ``need_uri``."""
     from kfops.kubeflow import runs
 
     serving = project.serving
@@ -208,13 +213,27 @@ def _run_of_commit(project: Project, kfp: Any, commit: str, *, need_uri: bool) -
             f" `{serving.artifact or '?'}` (its artifacts: {names})",
             "set `serving.model.artifact` to one of them",
         )
-    if need_uri:
-        ids = ", ".join(str(i) for i in (outputs[artifact].artifact_ids or [])) or "?"
+    if not need_uri:
+        return str(run.run_id), str(version_name), ""
+    from kfops.kubeflow import metadata
+
+    ids = [int(i) for i in (outputs[artifact].artifact_ids or [])]
+    target = project.environment(kfp.environment).kfp
+    gateway = (target.metadata if target else None) or metadata.gateway_url(kfp.host)
+    where = (
+        f"run {run.run_id}, step `{serving.from_step}`, artifact `{artifact}` (ML Metadata"
+        f" artifact {', '.join(map(str, ids)) or '?'})"
+    )
+    try:
+        uris = metadata.artifact_uris(gateway, ids, kfp.token) if ids else {}
+    except KfopsError as exc:
         raise KfopsError(
-            f"found this commit's model: run {run.run_id}, step `{serving.from_step}`, artifact"
-            f" `{artifact}` (ML Metadata artifact {ids}); but KFP's API gives artifact ids,"
-            " not URIs",
-            "pass its URI with --model-uri (the KFP UI shows it on the artifact's page), or"
-            " set `serving.model.uri`",
+            f"found this commit's model, {where}, but {exc.message}", exc.hint
+        ) from None
+    found = [uris[i] for i in ids if uris.get(i)]
+    if not found:
+        raise KfopsError(
+            f"found this commit's model, {where}, but ML Metadata at {gateway} knows no URI for it",
+            "pass its URI with --model-uri, or set `serving.model.uri`",
         )
-    return str(run.run_id), str(version_name)
+    return str(run.run_id), str(version_name), metadata.servable(found[-1])
