@@ -521,3 +521,63 @@ def test_the_test_server_keeps_deployments_and_their_statuses(
         "in_progress",
         "success",
     ]
+
+
+# -- the action's kubeconfig input ------------------------------------------------------------
+
+
+def test_the_action_writes_the_kubeconfig_privately_for_its_step_only(tmp_path: Path) -> None:
+    """The `kfops ci` step of action/action.yml, run by bash as the runner runs it: kfops
+    sees a path to a private file, not the secret, and the file is gone afterwards."""
+    import os
+    import subprocess
+
+    import yaml
+
+    from tests.conftest import ROOT
+
+    steps = yaml.safe_load((ROOT / "action" / "action.yml").read_text())["runs"]["steps"]
+    (step,) = [s for s in steps if s.get("id") == "ci"]
+    assert step["env"]["KFOPS_KUBECONFIG_DATA"] == "${{ inputs.kubeconfig }}"
+    fake = tmp_path / "kfops"
+    fake.write_text(
+        "#!/bin/bash\n"
+        'echo "path=$KUBECONFIG"\n'
+        'echo "mode=$(stat -c %a "$KUBECONFIG")"\n'
+        'echo "secret-in-env=${KFOPS_KUBECONFIG_DATA:-no}"\n'
+        'echo "args=$*"\n'
+        'cmp -s "$KUBECONFIG" "$EXPECTED" && echo same\n'
+        "exit 3\n"
+    )
+    fake.chmod(0o755)
+    secret = "apiVersion: v1\nkind: Config\nusers: [{name: u, user: {token: s3cr3t}}]"
+    expected = tmp_path / "expected"
+    expected.write_text(secret + "\n")
+    env = {
+        "PATH": os.environ["PATH"],
+        "RUNNER_TEMP": str(tmp_path),
+        "KFOPS_BIN": str(fake),
+        "KFOPS_PATH": "pipelines/iris",
+        "KFOPS_ARGS": "--no-comment",
+        "KFOPS_KUBECONFIG_DATA": secret,
+        "EXPECTED": str(expected),
+    }
+    # GitHub runs `shell: bash` steps as `bash --noprofile --norc -eo pipefail {0}`
+    script = tmp_path / "step.sh"
+    script.write_text(step["run"])
+    done = subprocess.run(
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 3, done.stderr  # kfops's exit code is the step's
+    lines = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
+    assert lines["path"].startswith(str(tmp_path / "kfops-kubeconfig."))
+    assert lines["mode"] == "600"
+    assert lines["secret-in-env"] == "no"
+    assert lines["args"] == "ci --no-comment -- pipelines/iris"
+    assert done.stdout.splitlines()[-1] == "same"
+    assert "s3cr3t" not in done.stdout + done.stderr
+    assert not Path(lines["path"]).exists()
