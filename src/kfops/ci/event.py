@@ -423,6 +423,9 @@ def release(
         result.release_error = exc.message + (f" ({exc.hint})" if exc.hint else "")
         deployment.status("error", f"not released: {exc.message}")
         outcome = None
+    except BaseException:  # a bug or ^C: the deployment must not stay `in_progress`
+        deployment.status("error", "kfops stopped unexpectedly: see the workflow run")
+        raise
     if outcome is not None:
         result.release = outcome.to_json()
         deployment.status(
