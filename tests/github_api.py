@@ -1,6 +1,7 @@
 """A stateful GitHub REST API test server, checked against GitHub's own OpenAPI description.
 
-The server keeps repositories, issues, pull requests and their issue comments, and answers
+The server keeps repositories, issues, pull requests and their issue comments, deployments
+and their statuses, and answers
 the few endpoints kfops uses (see ``OPERATIONS``). Every request it receives and every
 response it sends is validated with openapi-core against GitHub's ``api.github.com.json``
 from the npm package ``@octokit/openapi`` (``tests/npm``, installed by
@@ -12,9 +13,11 @@ from the npm package ``@octokit/openapi`` (``tests/npm``, installed by
 and both are recorded in ``server.validation_errors``, which the ``github_api`` fixture
 asserts to be empty at teardown, so neither can pass unnoticed.
 
-Knobs for tests: ``read_only`` (a pull request from a fork: comment writes answer 403),
+Knobs for tests: ``read_only`` (a pull request from a fork: comment and deployment writes
+answer 403), ``deployments_denied`` (a token without ``deployments: write``),
 ``fail_next`` (inject 5xx or rate-limit answers), ``requests`` (what was asked and
-answered), ``comments`` (what is stored), ``add_comment`` (comments written by people).
+answered), ``comments`` and ``deployments`` (what is stored), ``add_comment`` (comments
+written by people).
 """
 
 from __future__ import annotations
@@ -63,6 +66,11 @@ OPERATIONS: dict[tuple[str, str], str] = {
     ("POST", "/repos/{owner}/{repo}/issues/{issue_number}/comments"): "_create_comment",
     ("GET", "/repos/{owner}/{repo}/issues/comments/{comment_id}"): "_get_comment",
     ("PATCH", "/repos/{owner}/{repo}/issues/comments/{comment_id}"): "_edit_comment",
+    ("GET", "/repos/{owner}/{repo}/deployments"): "_list_deployments",
+    ("POST", "/repos/{owner}/{repo}/deployments"): "_create_deployment",
+    ("GET", "/repos/{owner}/{repo}/deployments/{deployment_id}"): "_get_deployment",
+    ("GET", "/repos/{owner}/{repo}/deployments/{deployment_id}/statuses"): "_list_statuses",
+    ("POST", "/repos/{owner}/{repo}/deployments/{deployment_id}/statuses"): "_create_status",
     ("GET", "/rate_limit"): "_rate_limit",
     ("GET", "/user"): "_get_user",
 }
@@ -257,6 +265,34 @@ class _Issue:
 
 
 @dataclass
+class _DeploymentStatus:
+    id: int
+    state: str
+    description: str
+    environment: str
+    environment_url: str
+    log_url: str
+    creator: _User
+    created_at: str
+
+
+@dataclass
+class _Deployment:
+    id: int
+    sha: str
+    ref: str
+    task: str
+    payload: dict[str, Any] | str
+    environment: str
+    description: str | None
+    transient_environment: bool
+    production_environment: bool
+    creator: _User
+    created_at: str
+    statuses: list[_DeploymentStatus] = field(default_factory=list)
+
+
+@dataclass
 class _Repo:
     id: int
     owner: _User
@@ -265,6 +301,7 @@ class _Repo:
     default_branch: str
     created_at: str
     issues: dict[int, _Issue] = field(default_factory=dict)
+    deployments: dict[int, _Deployment] = field(default_factory=dict)
 
 
 @dataclass
@@ -341,6 +378,7 @@ class GitHubTestServer:
         self.spec = load_github_spec(spec_path)
         self.token = token
         self.read_only = False
+        self.deployments_denied = False
         self.requests: list[tuple[str, str, int]] = []  # (method, path with query, status)
         self.validation_errors: list[str] = []
         self._lock = threading.RLock()
@@ -499,6 +537,19 @@ class GitHubTestServer:
         with self._lock:
             repository, issue = self._issue(owner, repo, number)
             return [self._comment_json(repository, issue, c) for c in issue.comments]
+
+    def deployments(self, owner: str, repo: str) -> list[dict[str, Any]]:
+        """The stored deployments of a repository, oldest first, as the API shows them,
+        each with its ``statuses`` (oldest first) added."""
+        with self._lock:
+            repository = self._repo(owner, repo)
+            return [
+                {
+                    **self._deployment_json(repository, d),
+                    "statuses": [self._status_json(repository, d, s) for s in d.statuses],
+                }
+                for d in repository.deployments.values()
+            ]
 
     def fail_next(
         self,
@@ -964,6 +1015,54 @@ class GitHubTestServer:
             "changed_files": 1,
         }
 
+    def _deployment_json(self, repo: _Repo, deployment: _Deployment) -> dict[str, Any]:
+        api = f"{self.url}/repos/{repo.owner.login}/{repo.name}"
+        url = f"{api}/deployments/{deployment.id}"
+        updated = deployment.statuses[-1].created_at if deployment.statuses else None
+        return {
+            "url": url,
+            "id": deployment.id,
+            "node_id": f"DE_test{deployment.id}",
+            "sha": deployment.sha,
+            "ref": deployment.ref,
+            "task": deployment.task,
+            "payload": deployment.payload,
+            "original_environment": deployment.environment,
+            "environment": deployment.environment,
+            "description": deployment.description,
+            "creator": self._user_json(deployment.creator),
+            "created_at": deployment.created_at,
+            "updated_at": updated or deployment.created_at,
+            "statuses_url": f"{url}/statuses",
+            "repository_url": api,
+            "transient_environment": deployment.transient_environment,
+            "production_environment": deployment.production_environment,
+            "performed_via_github_app": None,
+        }
+
+    def _status_json(
+        self, repo: _Repo, deployment: _Deployment, status: _DeploymentStatus
+    ) -> dict[str, Any]:
+        api = f"{self.url}/repos/{repo.owner.login}/{repo.name}"
+        deployment_url = f"{api}/deployments/{deployment.id}"
+        return {
+            "url": f"{deployment_url}/statuses/{status.id}",
+            "id": status.id,
+            "node_id": f"DES_test{status.id}",
+            "state": status.state,
+            "creator": self._user_json(status.creator),
+            "description": status.description,
+            "environment": status.environment,
+            "target_url": status.log_url,  # GitHub copies log_url here
+            "created_at": status.created_at,
+            "updated_at": status.created_at,
+            "deployment_url": deployment_url,
+            "repository_url": api,
+            "environment_url": status.environment_url,
+            "log_url": status.log_url,
+            "performed_via_github_app": None,
+        }
+
     # -- lookups and writes ---------------------------------------------------------------
 
     def _repo(self, owner: str, repo: str) -> _Repo:
@@ -1004,6 +1103,30 @@ class GitHubTestServer:
     def _check_writable(self, docs: str) -> None:
         if self.read_only:
             raise _GitHubError(403, "Resource not accessible by integration", docs)
+
+    def _deployment(self, owner: str, repo: str, deployment_id: str) -> tuple[_Repo, _Deployment]:
+        repository = self._repo(owner, repo)
+        found = repository.deployments.get(int(deployment_id))
+        if found is None:
+            raise _GitHubError(404, "Not Found", f"{DOCS}/deployments/deployments#get-a-deployment")
+        return repository, found
+
+    def _check_deployable(self, docs: str) -> None:
+        self._check_writable(docs)
+        if self.deployments_denied:  # the job's `permissions:` lack `deployments: write`
+            raise _GitHubError(403, "Resource not accessible by integration", docs)
+
+    @staticmethod
+    def _invalid(resource: str, field_name: str, message: str, docs: str) -> _GitHubError:
+        error = _GitHubError(422, "Validation Failed", docs)
+        error.reply.payload = {
+            "message": "Validation Failed",
+            "errors": [
+                {"resource": resource, "field": field_name, "code": "custom", "message": message}
+            ],
+            "documentation_url": docs,
+        }
+        return error
 
     # -- handlers (keyword arguments: path parameters, query, body) ----------------------
 
@@ -1074,6 +1197,88 @@ class GitHubTestServer:
         comment.body = body["body"]
         comment.updated_at = _now()
         return _Reply(200, self._comment_json(repository, issue, comment))
+
+    def _list_deployments(
+        self, owner: str, repo: str, query: ImmutableMultiDict[str, str], **_: Any
+    ) -> _Reply:
+        repository = self._repo(owner, repo)
+        found = [
+            d
+            for d in reversed(repository.deployments.values())  # newest first, as GitHub
+            if query.get("environment") in (None, d.environment)
+            and query.get("sha") in (None, d.sha)
+            and query.get("ref") in (None, d.ref)
+            and query.get("task") in (None, d.task)
+        ]
+        return _Reply(200, [self._deployment_json(repository, d) for d in found])
+
+    def _create_deployment(self, owner: str, repo: str, body: dict[str, Any], **_: Any) -> _Reply:
+        docs = f"{DOCS}/deployments/deployments#create-a-deployment"
+        repository = self._repo(owner, repo)
+        self._check_deployable(docs)
+        ref = body["ref"]
+        # The server has no git objects: it knows a commit only by its full SHA.
+        if not re.fullmatch(r"[0-9a-f]{40}", ref):
+            raise _GitHubError(422, f"No ref found for: {ref}", docs)
+        if body.get("required_contexts") is None:
+            # GitHub checks every status context of the commit, and the workflow run that
+            # asks is one of them, still pending.
+            raise _GitHubError(409, f"Conflict: Commit status checks failed for {ref}.", docs)
+        deployment = _Deployment(
+            id=next(self._ids),
+            sha=ref,
+            ref=ref,
+            task=body.get("task", "deploy"),
+            payload=body.get("payload", ""),
+            environment=body.get("environment", "production"),
+            description=body.get("description", ""),
+            transient_environment=bool(body.get("transient_environment", False)),
+            production_environment=bool(
+                body.get("production_environment", body.get("environment") == "production")
+            ),
+            creator=self._users[BOT_LOGIN],
+            created_at=_now(),
+        )
+        repository.deployments[deployment.id] = deployment
+        return _Reply(201, self._deployment_json(repository, deployment))
+
+    def _get_deployment(self, owner: str, repo: str, deployment_id: str, **_: Any) -> _Reply:
+        return _Reply(200, self._deployment_json(*self._deployment(owner, repo, deployment_id)))
+
+    def _list_statuses(self, owner: str, repo: str, deployment_id: str, **_: Any) -> _Reply:
+        repository, deployment = self._deployment(owner, repo, deployment_id)
+        return _Reply(
+            200,
+            [self._status_json(repository, deployment, s) for s in reversed(deployment.statuses)],
+        )
+
+    def _create_status(
+        self, owner: str, repo: str, deployment_id: str, body: dict[str, Any], **_: Any
+    ) -> _Reply:
+        docs = f"{DOCS}/deployments/statuses#create-a-deployment-status"
+        repository, deployment = self._deployment(owner, repo, deployment_id)
+        self._check_deployable(docs)
+        description = body.get("description", "")
+        if len(description) > 140:
+            raise self._invalid(
+                "DeploymentStatus",
+                "description",
+                "description is too long (maximum is 140 characters)",
+                docs,
+            )
+        environment = body.get("environment") or deployment.environment
+        status = _DeploymentStatus(
+            id=next(self._ids),
+            state=body["state"],
+            description=description,
+            environment=environment,
+            environment_url=body.get("environment_url", ""),
+            log_url=body.get("log_url") or body.get("target_url", ""),
+            creator=self._users[BOT_LOGIN],
+            created_at=_now(),
+        )
+        deployment.statuses.append(status)
+        return _Reply(201, self._status_json(repository, deployment, status))
 
     def _rate_limit(self, **_: Any) -> _Reply:
         core = {

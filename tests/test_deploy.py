@@ -11,11 +11,7 @@ one answering correctly, one loading fine but answering wrongly.
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,53 +21,16 @@ from click.testing import CliRunner
 from kfops.cli import cli
 from tests.kserve_controller import KServeController, Timeline
 from tests.kube_env import KubeEnv
+from tests.model_servers import free_port as _free_port
+from tests.model_servers import servers
+
+__all__ = ["servers"]  # the fixture, imported for pytest
 
 pytestmark = pytest.mark.kube
 
 ROOT = Path(__file__).resolve().parents[1]
 IRIS = ROOT / "pipelines" / "iris"
-SERVER = Path(__file__).resolve().parent / "data" / "serving" / "model_server.py"
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@pytest.fixture(scope="module")
-def servers() -> Iterator[dict[str, str]]:
-    """Real KServe model servers for iris: ``good`` and ``wrong``, by URL."""
-    started: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
-    for behaviour in ("good", "wrong"):
-        port = _free_port()
-        process = subprocess.Popen(
-            [sys.executable, str(SERVER), "--port", str(port), "--behaviour", behaviour],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        started[behaviour] = (process, f"http://127.0.0.1:{port}")
-    try:
-        import httpx
-
-        for _, url in started.values():
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"{url}/v2/models/iris/ready", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the model server at {url} did not start")
-                time.sleep(0.2)
-        yield {name: url for name, (_, url) in started.items()}
-    finally:
-        for process, _ in started.values():
-            process.terminate()
-            process.wait(timeout=10)
 
 
 def _project(tmp_path: Path, namespace: str, **changes: str) -> Path:

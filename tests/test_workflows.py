@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
 from click.testing import CliRunner
 
 from kfops.cli import cli
@@ -62,6 +63,16 @@ def test_generated_workflow_is_clean(tmp_path: Path) -> None:
     assert "concurrency:" in text and "group: kfops-${{ github.ref }}" in text
     assert "uses: kfops/kfops/action@0123456789abcdef0123456789abcdef01234567" in text
     assert "path: ml" in text
+    # deployments: write only in the job that runs on tags; nothing else can deploy
+    jobs = yaml.safe_load(text)["jobs"]
+    assert jobs["kfops"]["permissions"] == {"contents": "read", "pull-requests": "write"}
+    assert jobs["kfops"]["if"] == "github.ref_type != 'tag'"
+    assert jobs["release"]["permissions"] == {"contents": "read", "deployments": "write"}
+    assert jobs["release"]["if"] == "github.ref_type == 'tag'"
+    assert jobs["release"]["concurrency"]["cancel-in-progress"] is False
+    release_inputs = jobs["release"]["steps"][-1]["with"]
+    assert release_inputs["kubeconfig"] == "${{ secrets.KUBECONFIG }}"
+    assert text.count("deployments: write") == 1
     lint = _run(str(BIN / "actionlint"), str(workflow), cwd=tmp_path)
     assert lint.returncode == 0, lint.stdout
     audit = _run(str(BIN / "zizmor"), "--offline", str(workflow), cwd=tmp_path)

@@ -122,6 +122,7 @@ class Decision:
     environment: str | None = None  # whose images to build
     push: bool = False  # push them (never for pull requests)
     apply: bool = False  # apply to the environment's Kubeflow Pipelines
+    deploy: bool = False  # release the model to the environment's KServe (tags only)
 
 
 def decide(project: Project, ctx: GitHubContext) -> Decision:
@@ -153,6 +154,7 @@ def decide(project: Project, ctx: GitHubContext) -> Decision:
             trigger.environment,
             push=trigger.environment is not None,
             apply=trigger.apply,
+            deploy=trigger.deploy and trigger.environment is not None,
         )
     if ctx.event_name == "push":
         return _match("push", triggers.push, ctx.ref.removeprefix("refs/heads/"), source)
@@ -219,6 +221,9 @@ class CiResult:
     delivery: dict[str, Any] = field(default_factory=dict)  # what apply did, or would do
     delivery_error: str = ""
     kfp_run: dict[str, Any] = field(default_factory=dict)  # a run on Kubeflow Pipelines
+    release: dict[str, Any] = field(default_factory=dict)  # rollout.Outcome.to_json()
+    release_error: str = ""  # why the release did not go through (or could not start)
+    deployment: dict[str, Any] = field(default_factory=dict)  # github.Deployment.to_json()
 
     @property
     def failed(self) -> bool:
@@ -228,6 +233,8 @@ class CiResult:
             or bool(self.image_error)
             or bool(self.delivery_error)
             or self.run_status == "failed"
+            or bool(self.release_error)
+            or (bool(self.release) and not self.release.get("ok"))
         )
 
 
@@ -306,8 +313,7 @@ def shown(path: Path) -> str:
 def execute(path: Path, ctx: GitHubContext, console: Any) -> CiResult:
     """Validate, compile, plan and (when asked) run the project at ``path`` for ``ctx``."""
     from kfops.errors import InvalidProject
-    from kfops.pipeline import compiler, local
-    from kfops.pipeline.diff import compare
+    from kfops.pipeline import compiler
     from kfops.project import config
 
     result = CiResult(project=shown(path), event=ctx.event_name, run_url=ctx.run_url, sha=ctx.sha)
@@ -330,11 +336,134 @@ def execute(path: Path, ctx: GitHubContext, console: Any) -> CiResult:
     except KfopsError as exc:
         result.compile_error = exc.message + (f" ({exc.hint})" if exc.hint else "")
         return result
+    _pipeline(project, compiled, decision, ctx, result, console)
+    # Only a tag releases (decide() sets `deploy` for nothing else): a pull request,
+    # from a fork or not, never reaches a cluster.
+    if decision.deploy and decision.kind == "tag" and decision.environment is not None:
+        if result.failed:
+            result.notices.append("the model was not released: an earlier stage failed")
+        else:
+            release(project, decision.environment, ctx, result, console)
+    return result
+
+
+# How a deployment's state follows from the release's stage.
+DEPLOYMENT_STATES = {
+    "promoted": "success",
+    "unchanged": "success",
+    "canary": "in_progress",  # waits for `kfops deploy --promote`
+    "rolled-back": "failure",
+    "failed": "failure",
+}
+
+
+def release(
+    project: Project, environment: str, ctx: GitHubContext, result: CiResult, console: Any
+) -> None:
+    """Release the model to ``environment``'s KServe for this tag (``kfops deploy``), and
+    record it as a GitHub deployment of the tagged commit. The release's result goes on
+    ``result`` whatever GitHub says; a deployment GitHub refuses is a warning."""
+    from kfops.ci import github, report
+    from kfops.serving import release as releases
+    from kfops.serving.kube import Kube
+    from kfops.serving.rollout import Failed, Rollout
+
+    env = os.environ
+    try:
+        target = project.environment(environment)
+        if target.kubernetes is None:
+            raise KfopsError(
+                f"environment `{environment}` has no `kubernetes:`, so nothing serves the"
+                " model there",
+                f"add `kubernetes: {{namespace: NAME}}` under environments.{environment}",
+            )
+        metrics_file = env.get("KFOPS_METRICS")
+        metrics = releases.read_metrics(Path(metrics_file)) if metrics_file else None
+        kfp = None
+        if project.serving is not None and project.serving.from_step and target.kfp:
+            from kfops.kubeflow.client import connect
+
+            kfp = connect(target)
+        made = releases.resolve(
+            project,
+            target,
+            model_uri=env.get("KFOPS_MODEL_URI") or None,
+            metrics=metrics,
+            env={"GITHUB_SHA": ctx.sha, "GITHUB_REF": ctx.ref},
+            kfp=kfp,
+        )
+    except KfopsError as exc:
+        result.release_error = exc.message + (f" ({exc.hint})" if exc.hint else "")
+        return
+    console.print(
+        f"releasing {made.name} of {project.name} to {environment}: {made.model_uri}"
+        f" ({made.source})",
+        highlight=False,
+    )
+    deployment = github.Deployment(ctx)
+    deployment.create(
+        environment,
+        ctx.sha,
+        {
+            "project": project.name,
+            "model_uri": made.model_uri,
+            "release": made.name,
+            "tag": made.tag,
+            "commit": made.commit,
+        },
+        f"{project.name} {made.name} to {environment}",
+    )
+    try:
+        poll = float(env.get("KFOPS_POLL_SECONDS") or 2)
+        outcome = Rollout(project, target, Kube(target), console, poll_seconds=poll).deploy(made)
+    except Failed as exc:
+        outcome = exc.outcome
+        result.release_error = exc.message + (f" ({exc.hint})" if exc.hint else "")
+    except KfopsError as exc:  # before anything changed: bad input, an unreachable cluster
+        result.release_error = exc.message + (f" ({exc.hint})" if exc.hint else "")
+        deployment.status("error", f"not released: {exc.message}")
+        outcome = None
+    except BaseException:  # a bug or ^C: the deployment must not stay `in_progress`
+        deployment.status("error", "kfops stopped unexpectedly: see the workflow run")
+        raise
+    if outcome is not None:
+        result.release = outcome.to_json()
+        deployment.status(
+            DEPLOYMENT_STATES.get(outcome.stage, "error"),
+            report.release_description(result.release),
+            outcome.url if outcome.ok else "",
+        )
+    result.deployment = deployment.to_json()
+    if deployment.notice:
+        result.problems.append(
+            Problem(
+                shown(project.config_file),
+                0,
+                0,
+                deployment.notice,
+                deployment.hint,
+                severity="warning",
+            )
+        )
+
+
+def _pipeline(
+    project: Project,
+    compiled: Any,
+    decision: Decision,
+    ctx: GitHubContext,
+    result: CiResult,
+    console: Any,
+) -> None:
+    """Images, apply, plan and runs, as ``decision`` asks; what happened goes on ``result``."""
+    from kfops.pipeline import local
+    from kfops.pipeline.diff import compare
+
     ir_text = compiled.ir_text
     if decision.environment is not None:
         ir_text = _images(project, compiled, decision, result, console)
         if result.image_error:
-            return result
+            return
     target = project.root / ".kfops" / f"{project.name}.yaml"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(ir_text, encoding="utf-8")
@@ -342,7 +471,7 @@ def execute(path: Path, ctx: GitHubContext, console: Any) -> CiResult:
     if decision.apply and decision.environment is not None:
         _deliver(project, ir_text, decision.environment, ctx, result, run=decision.run)
         if result.delivery_error or decision.run:
-            return result  # the run, if asked, happened on Kubeflow
+            return  # the run, if asked, happened on Kubeflow
     elif decision.kind == "pull_request":
         deployed = _deployed_by(project, ctx.base_branch)
         if deployed is not None:
@@ -359,7 +488,7 @@ def execute(path: Path, ctx: GitHubContext, console: Any) -> CiResult:
             except KfopsError as exc:
                 result.run_status = "failed"
                 result.notices.append(f"the local run did not start: {exc.message}")
-                return result
+                return
             result.metrics = run.metrics()
             result.run_status = "succeeded" if run.succeeded else "failed"
             failed = [s.name for s in run.steps.values() if s.status != "SUCCESS"]
@@ -373,7 +502,6 @@ def execute(path: Path, ctx: GitHubContext, console: Any) -> CiResult:
                     result.base_metrics = base_run.metrics()
                 except KfopsError as exc:
                     result.notices.append(f"the base branch's pipeline did not run: {exc}")
-    return result
 
 
 def _deployed_by(project: Project, branch: str) -> str | None:

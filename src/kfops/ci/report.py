@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -146,6 +146,8 @@ def _render(result: CiResult, marker: str, max_problems: int, max_rows: int) -> 
         ]
     if result.delivery:
         lines += _delivery_lines(result)
+    if result.release or result.release_error:
+        lines += _release_lines(result, max_rows)
     if result.plan is not None or result.plan_note:
         lines += _plan_lines(result, max_rows)
     if result.metrics or result.base_metrics:
@@ -214,6 +216,110 @@ def _delivery_lines(result: CiResult) -> list[str]:
     return [*lines, ""]
 
 
+_STAGES = {
+    "promoted": "✅ promoted",
+    "unchanged": "✅ unchanged (already serving)",
+    "canary": "⏸️ canary, waiting for a promotion",
+    "rolled-back": "↩️ rolled back",
+    "failed": "❌ failed",
+    "planned": "planned",
+}
+
+
+def _release_lines(result: CiResult, max_rows: int) -> list[str]:
+    done = result.release
+    title = "Release" + (f" · {escape(done['environment'])}" if done.get("environment") else "")
+    lines = [f"#### {title}", ""]
+    if done:
+        where = f"`{_code(done['inference_service'])}` in namespace `{_code(done['namespace'])}`"
+        lines += [
+            f"- InferenceService: {where}",
+            f"- stage: **{_STAGES.get(done['stage'], escape(done['stage']))}**",
+        ]
+        if done.get("url"):
+            lines.append(f"- URL: `{_code(done['url'])}`")
+        lines.append(f"- release: {_release_text(done.get('release'))}")
+        lines.append(f"- previous release: {_release_text(done.get('previous'))}")
+    deployment = result.deployment
+    if deployment.get("url"):
+        states = ", ".join(f"`{_code(s)}`" for s in deployment.get("statuses", []))
+        lines.append(f"- GitHub deployment {deployment['id']}: {states or 'no status'}")
+    lines.append("")
+    if result.release_error:
+        fence = "`" * 3
+        lines += [fence, result.release_error.replace(fence, "'"), fence, ""]
+    steps = done.get("steps", []) if done else []
+    if steps:
+        lines += ["| step | ok | detail | seconds |", "|---|---|---|---|"]
+        for step in steps[:max_rows]:
+            lines.append(
+                f"| {escape(step['what'])} | {'✅' if step['ok'] else '❌'}"
+                f" | {escape(step['detail'])} | {step['seconds']:.1f} |"
+            )
+        lines.append("")
+    smoke = done.get("smoke", []) if done else []
+    if smoke:
+        lines += ["| smoke test | passed | detail |", "|---|---|---|"]
+        for case in smoke[:max_rows]:
+            lines.append(
+                f"| `{_code(case['name'])}` | {'✅' if case['passed'] else '❌'}"
+                f" | {escape(case['detail'])} |"
+            )
+        lines.append("")
+    return lines
+
+
+def _release_text(release: dict[str, Any] | None) -> str:
+    if not release:
+        return "none"
+    parts = [f"**{escape(release['name'])}**"]
+    if release.get("tag") and release["tag"] != release["name"]:
+        parts.append(f"tag `{_code(release['tag'])}`")
+    if release.get("commit"):
+        parts.append(f"commit `{_code(release['commit'][:12])}`")
+    parts.append(f"model `{_code(release['model_uri'])}`")
+    return ", ".join(parts)
+
+
+def release_description(release: dict[str, Any]) -> str:
+    """What a release did, in a GitHub deployment status's 140 characters:
+    ``rolled back: smoke test failed; v1.0.0 serving``."""
+    name = (release.get("release") or {}).get("name", "")
+    previous = (release.get("previous") or {}).get("name", "")
+    stage = release.get("stage", "")
+    if stage == "promoted":
+        return f"promoted: {name} serving"
+    if stage == "unchanged":
+        return f"unchanged: {name} was already serving"
+    if stage == "canary":
+        return f"canary: {name} waits for `kfops deploy --promote`"
+    failed = next((s for s in release.get("steps", []) if not s["ok"]), None)
+    reasons = {
+        "smoke": "smoke test failed",
+        "ready": "not ready",
+        "probe": "the model did not answer",
+        "gate": "the metrics failed the gate",
+    }
+    reason = reasons.get(failed["what"], f"{failed['what']} failed") if failed else "failed"
+    if stage == "rolled-back":
+        tail = f"; {previous} serving" if previous else ""
+        return _fit(f"rolled back: {reason}", tail)
+    if failed is not None and failed["what"] == "check":
+        return _fit("not released: ", failed["detail"])
+    tail = "; nothing to return to (first release)" if not previous else ""
+    return _fit(f"failed: {reason}", tail)
+
+
+def _fit(head: str, tail: str, limit: int = 140) -> str:
+    """``head + tail`` in ``limit`` characters, cutting ``head`` first when it is the longer."""
+    text = head + tail
+    if len(text) <= limit:
+        return text
+    if len(tail) < limit // 2:
+        return head[: limit - len(tail) - 1] + "…" + tail
+    return text[: limit - 1] + "…"
+
+
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
@@ -230,6 +336,10 @@ def _status(result: CiResult, errors: list[Problem]) -> str:
         return "❌ **Delivery to Kubeflow Pipelines failed.**"
     if result.kfp_run and result.run_status == "failed":
         return "❌ **The run on Kubeflow Pipelines failed.**"
+    if result.release.get("stage") == "rolled-back":
+        return "↩️ **The release was rolled back.**"
+    if result.release_error:
+        return "❌ **The release did not go through.**"
     if result.run_status == "failed":
         return "❌ **The local run failed.**"
     if result.decision is not None and not result.decision.kind:
@@ -239,6 +349,8 @@ def _status(result: CiResult, errors: list[Problem]) -> str:
         done += ", delivered"
     if result.run_status == "succeeded":
         done += ", ran on Kubeflow Pipelines" if result.kfp_run else ", ran locally"
+    if result.release.get("ok"):
+        done += ", released" if result.release.get("stage") != "canary" else ", a canary"
     return f"✅ **{done[0].upper() + done[1:]}.**"
 
 
@@ -326,6 +438,9 @@ def to_json(result: CiResult, comment_url: str = "") -> dict[str, object]:
         "delivery": result.delivery,
         "delivery_error": result.delivery_error,
         "kfp_run": result.kfp_run,
+        "release": result.release,
+        "release_error": result.release_error,
+        "deployment": result.deployment,
         "plan": result.plan.to_json() if result.plan else None,
         "metrics": result.metrics,
         "base_metrics": result.base_metrics,

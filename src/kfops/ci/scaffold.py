@@ -257,7 +257,9 @@ def github_workflow(project: Path, *, action: str, ref: str, force: bool) -> Pat
 
 _WORKFLOW = """\
 # kfops: validate, compile and plan the pipeline on every pull request and push, and keep
-# one pull-request comment up to date. Written by `kfops init --github`.
+# one pull-request comment up to date; on a release tag, do what `on.tag` asks (with
+# `deploy: true`, release the model, recorded as a GitHub deployment).
+# Written by `kfops init --github`.
 name: kfops
 
 on:
@@ -274,6 +276,7 @@ concurrency:
 
 jobs:
   kfops:
+    if: github.ref_type != 'tag'
     runs-on: ubuntu-latest
     timeout-minutes: 30
     permissions:
@@ -291,4 +294,29 @@ jobs:
       - uses: {action}@{ref}
         with:
           path: {path}
+
+  release:
+    # Tags only: the one job that may record GitHub deployments. A pull request, from a
+    # fork or not, never runs it.
+    if: github.ref_type == 'tag'
+    runs-on: ubuntu-latest
+    timeout-minutes: 60
+    concurrency:
+      group: kfops-release  # one release at a time; never cancel one half-way
+      cancel-in-progress: false
+    permissions:
+      contents: read
+      deployments: write  # the GitHub deployment that records the release
+    steps:
+      - uses: actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683 # v4.2.2
+        with:
+          persist-credentials: false
+      - uses: actions/setup-python@0b93645e9fea7318ecaed2b359559ac225c90a2b # v5.3.0
+        with:
+          python-version: "3.11"
+      - uses: {action}@{ref}
+        with:
+          path: {path}
+          kubeconfig: ${{{{ secrets.KUBECONFIG }}}}  # the cluster that serves the model
+          # model-uri: s3://bucket/models/iris  # when serving.model gives no URI
 """
