@@ -581,3 +581,66 @@ def test_the_action_writes_the_kubeconfig_privately_for_its_step_only(tmp_path: 
     assert done.stdout.splitlines()[-1] == "same"
     assert "s3cr3t" not in done.stdout + done.stderr
     assert not Path(lines["path"]).exists()
+
+
+@pytest.mark.kube
+def test_a_release_tag_runs_on_kubeflow_then_serves_that_runs_model(
+    kube_env: KubeEnv,
+    servers: dict[str, str],
+    github_api: GitHubTestServer,
+    kfp_api: Any,
+    tmp_path: Path,
+    in_dir: Any,
+) -> None:
+    """The whole loop on a tag: apply to KFP, run there and wait, find the model of that
+    run (KFP's API for the run, ML Metadata for the URI), release it to KServe."""
+    namespace = kube_env.namespace("cikfp")
+    tag_on = (
+        '  tag: {pattern: "v*", environment: production, apply: true, run: true, deploy: true}\n'
+    )
+    repo, sha = _repo(tmp_path, namespace, tag_on=tag_on)
+    mlops = repo / "pipelines" / "iris" / "mlops.yaml"
+    mlops.write_text(
+        mlops.read_text().replace(
+            "  production:\n",
+            f"  production:\n    kfp: {{host: '{kfp_api.url}', token_env: KFP_TOKEN}}\n",
+        )
+    )
+    git(repo, "commit", "-q", "-am", "deliver to kubeflow")
+    sha = git(repo, "rev-parse", "HEAD")
+    in_dir(repo)
+    github_api.add_repo("acme", "ml")
+    kfp_api.script_run("RUNNING", "SUCCEEDED", outputs={"train-model": ["model"]})
+    env = ci_env(
+        tmp_path,
+        "push",
+        {"ref": "refs/tags/v3.0.0", "after": sha},
+        GITHUB_REF="refs/tags/v3.0.0",
+        GITHUB_SHA=sha,
+        GITHUB_API_URL=github_api.url,
+        GITHUB_TOKEN=github_api.token,
+        KUBECONFIG=str(kube_env.kubeconfig),
+        KFP_TOKEN=kfp_api.token,
+        KFOPS_METRICS="metrics-v1.json",
+        KFOPS_POLL_SECONDS="0.05",
+        KFOPS_RETRY_SECONDS="0",
+    )
+    with KServeController(
+        kube_env.api_client(), namespace, Timeline.ready_at_once(url=servers["good"])
+    ):
+        result = CliRunner().invoke(cli, ["ci", "pipelines/iris"], env=env)
+    assert result.exit_code == 0, result.output
+    [run_id] = kfp_api.runs
+    live = _live(kube_env, namespace)
+    assert live is not None
+    annotations = live["metadata"]["annotations"]
+    assert live["spec"]["predictor"]["model"]["storageUri"] == (
+        f"s3://mlpipeline/v2/artifacts/iris/{run_id}/train-model/00000001-salt/model"
+    )
+    assert annotations["kfops.dev/run-id"] == run_id
+    assert annotations["kfops.dev/tag"] == "v3.0.0"
+    assert annotations["kfops.dev/commit"] == sha
+    [version] = kfp_api.versions.values()
+    assert annotations["kfops.dev/pipeline-version"] == version["name"]
+    (deployment,) = github_api.deployments("acme", "ml")
+    assert deployment["sha"] == sha

@@ -976,8 +976,10 @@ def ci(path: Path, no_comment: bool) -> None:
     and does what mlops.yaml's `on:` section asks for the event (by default: validate
     and compile on pull requests and pushes). Problems become annotations on their
     lines; the report goes to one pull-request comment (kept up to date), the job
-    summary and the step outputs. Exits 1 when the project is invalid, does not
-    compile, or its local run fails.
+    summary and the step outputs. On a release tag with `on.tag.deploy: true`, it
+    releases the model (as `kfops deploy`) and records a GitHub deployment. Exits 1 when
+    the project is invalid, does not compile, its run fails, or a tag's release is
+    rolled back or fails.
     """
     from rich.console import Console
 
