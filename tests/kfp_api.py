@@ -105,6 +105,8 @@ class RunScript:
     failed_tasks: dict[str, str] = field(default_factory=dict)  # task name -> error message
     # task name -> its output artifacts, reported with ML Metadata ids once it succeeds
     outputs: dict[str, list[str]] = field(default_factory=dict)
+    # task name -> the metrics it logs (its output artifact `metrics`, a system.Metrics)
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 class KfpTestServer:
@@ -180,10 +182,13 @@ class KfpTestServer:
         *states: str,
         failed_tasks: dict[str, str] | None = None,
         outputs: dict[str, list[str]] | None = None,
+        metrics: dict[str, dict[str, float]] | None = None,
     ) -> None:
         """The states of the next run created, one per GET; ``outputs``: the artifacts of
-        tasks that succeed (by task name)."""
-        self.next_script = RunScript(list(states), dict(failed_tasks or {}), dict(outputs or {}))
+        tasks that succeed (by task name); ``metrics``: what tasks log as Metrics."""
+        self.next_script = RunScript(
+            list(states), dict(failed_tasks or {}), dict(outputs or {}), dict(metrics or {})
+        )
 
     # -- HTTP
 
@@ -195,8 +200,13 @@ class KfpTestServer:
             # Kubeflow's ML Metadata gateway, beside the API (tests/mlmd_api.py)
             with self._lock:
                 uris = self.artifact_uris()
+                known = {
+                    n: found
+                    for n, found in self.mlmd_artifacts().items()
+                    if n in uris  # a test may hide URIs: hide the artifact then
+                }
             status, headers, data = mlmd_api.answer(
-                parts.path, handler.headers, body, uris, self.token
+                parts.path, handler.headers, body, known, self.token
             )
             self.requests.append((handler.command, parts.path, status))
             handler.send_response(status)
@@ -541,7 +551,10 @@ class KfpTestServer:
                 }
             )
         if run["state"] == "SUCCEEDED":
-            for name, artifacts in sorted(script.outputs.items()):
+            produced = {name: list(names) for name, names in script.outputs.items()}
+            for name in script.metrics:
+                produced.setdefault(name, []).append("metrics")
+            for name, artifacts in sorted(produced.items()):
                 tasks.append(
                     {
                         "run_id": run["run_id"],
@@ -563,16 +576,22 @@ class KfpTestServer:
     def artifact_uris(self) -> dict[int, str]:
         """ML Metadata's URI of each artifact the scripted runs produced: below KFP's
         default pipeline root, with the launcher's per-execution salt."""
+        return {number: found[0] for number, found in self.mlmd_artifacts().items()}
+
+    def mlmd_artifacts(self) -> dict[int, tuple[str, str, dict[str, Any]]]:
+        """What ML Metadata knows of each artifact: (URI, type, custom properties)."""
         found = {}
         for (run_id, task, artifact), number in self.artifact_ids.items():
-            version = self.versions[
-                self.runs[run_id]["pipeline_version_reference"]["pipeline_version_id"]
-            ]
+            reference = self.runs[run_id]["pipeline_version_reference"]
+            version = self.versions[reference["pipeline_version_id"]]
             pipeline = self.pipelines[version["pipeline_id"]]["name"]
             salt = f"{number:08x}-salt"
-            found[number] = (
-                f"minio://mlpipeline/v2/artifacts/{pipeline}/{run_id}/{task}/{salt}/{artifact}"
-            )
+            uri = f"minio://mlpipeline/v2/artifacts/{pipeline}/{run_id}/{task}/{salt}/{artifact}"
+            logged = self.scripts[run_id].metrics.get(task) if artifact == "metrics" else None
+            if logged is not None:
+                found[number] = (uri, "system.Metrics", dict(logged))
+            else:
+                found[number] = (uri, "system.Artifact", {})
         return found
 
     def _artifact_id(self, run: dict[str, Any], task: str, artifact: str) -> int:

@@ -67,8 +67,13 @@ def frame(message: bytes, trailer: bool = False) -> bytes:
 
 
 def answer(
-    path: str, headers: Any, body: bytes, uris: dict[int, str], token: str
+    path: str,
+    headers: Any,
+    body: bytes,
+    known: dict[int, tuple[str, str, dict[str, Any]]],
+    token: str,
 ) -> tuple[int, dict[str, str], bytes]:
+    """``known``: artifact id -> (URI, type name, custom properties)."""
     """(HTTP status, headers, body) of a gRPC-Web call to the gateway."""
     store, service = protos()
     grpc = {"Content-Type": "application/grpc-web+proto"}
@@ -89,13 +94,21 @@ def answer(
     if len(unknown_fields.UnknownFieldSet(request)):
         trailers = b"grpc-status:3\r\ngrpc-message:unknown fields in the request\r\n"
         return 200, grpc, frame(trailers, trailer=True)
-    reply = service.GetArtifactsByIDResponse(
-        artifacts=[
-            store.Artifact(id=i, type_id=1, uri=uris[i], state=store.Artifact.LIVE)
-            for i in request.artifact_ids
-            if i in uris
-        ]
-    )
+    reply = service.GetArtifactsByIDResponse()
+    for number in request.artifact_ids:
+        if number not in known:
+            continue
+        uri, kind, properties = known[number]
+        item = reply.artifacts.add(id=number, type_id=1, uri=uri, state=store.Artifact.LIVE)
+        if request.populate_artifact_types:
+            item.type = kind
+        for key, value in properties.items():
+            if isinstance(value, float):
+                item.custom_properties[key].double_value = value
+            elif isinstance(value, int):
+                item.custom_properties[key].int_value = value
+            else:
+                item.custom_properties[key].string_value = str(value)
     return (
         200,
         grpc,

@@ -73,14 +73,22 @@ def test_the_model_of_this_commits_run_comes_from_ml_metadata(
     project: Path, kfp_api: KfpTestServer
 ) -> None:
     assert _kfops("apply", str(project), "--env", "prod")[0] == 0
-    kfp_api.script_run("RUNNING", "SUCCEEDED", outputs={"train-model": ["model"]})
+    kfp_api.script_run(
+        "RUNNING",
+        "SUCCEEDED",
+        outputs={"train-model": ["model"]},
+        metrics={"evaluate": {"accuracy": 0.93, "f1_macro": 0.91}},
+    )
     code, _, err = _kfops("run", str(project), "--env", "prod", "--wait")
     assert code == 0, err
     [run_id] = kfp_api.runs
     release = _resolve(project)
+    # the gate's metrics come from the run's Metrics artifacts
+    assert release.metrics == {"accuracy": 0.93, "f1_macro": 0.91}
     # KFP's minio:// is served to KServe as s3://; the salt is the launcher's own
+    number = kfp_api.artifact_ids[(run_id, "train-model", "model")]
     assert release.model_uri == (
-        f"s3://mlpipeline/v2/artifacts/iris/{run_id}/train-model/00000001-salt/model"
+        f"s3://mlpipeline/v2/artifacts/iris/{run_id}/train-model/{number:08x}-salt/model"
     )
     assert release.source == f"run {run_id} on Kubeflow"
     assert release.run_id == run_id
@@ -192,7 +200,7 @@ def test_the_ml_metadata_gateway_checks_the_wire_and_errors_come_back(
         mlmd_api.PREFIX + "GetArtifactsByID",
         headers,
         mlmd_api.frame(good),
-        {7: "s3://a"},
+        {7: ("s3://a", "system.Model", {})},
         kfp_api.token,
     )
     assert status == 200 and b"s3://a" in body and b"grpc-status:0" in body
@@ -208,12 +216,12 @@ def test_the_ml_metadata_gateway_checks_the_wire_and_errors_come_back(
     # a gRPC error in the trailers comes back as a message
     monkeypatch.setattr(metadata, "METHOD", "GetArtifacts")
     with pytest.raises(KfopsError) as caught:
-        metadata.artifact_uris(f"{kfp_api.url}/ml_metadata", [1], kfp_api.token)
+        metadata.artifacts(f"{kfp_api.url}/ml_metadata", [1], kfp_api.token)
     assert caught.value.message == (
         f"ML Metadata at {kfp_api.url}/ml_metadata answered gRPC status 12 to GetArtifacts:"
         " GetArtifacts is not served here"
     )
     with pytest.raises(KfopsError) as caught:
-        metadata.artifact_uris(f"{kfp_api.url}/ml_metadata", [1], "wrong-token")
+        metadata.artifacts(f"{kfp_api.url}/ml_metadata", [1], "wrong-token")
     assert "refused the token (HTTP 401)" in caught.value.message
     assert "wrong-token" not in caught.value.message

@@ -5,7 +5,8 @@ in ML Metadata (MLMD). The KFP UI reads them through the gRPC-Web gateway Kubefl
 serves at ``/ml_metadata`` beside ``/pipeline``; kfops asks the same gateway, with the
 same bearer token, for ``MetadataStoreService.GetArtifactsByID``.
 
-Only the few fields kfops needs are declared, with MLMD's field numbers
+Only the few fields kfops needs are declared (an artifact's id, URI, type and custom
+properties: a Metrics artifact keeps its metrics there), with MLMD's field numbers
 (ml_metadata/proto/metadata_store.proto and metadata_store_service.proto); protobuf
 (already there through kfp) encodes and decodes them.
 """
@@ -13,6 +14,7 @@ Only the few fields kfops needs are declared, with MLMD's field numbers
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 from urllib.parse import unquote
@@ -28,23 +30,47 @@ def _messages() -> tuple[Any, Any]:
     """(GetArtifactsByIDRequest, GetArtifactsByIDResponse) with the fields kfops reads."""
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
+    field = descriptor_pb2.FieldDescriptorProto
+    optional, repeated = field.LABEL_OPTIONAL, field.LABEL_REPEATED
     proto = descriptor_pb2.FileDescriptorProto(
         name="kfops_mlmd_subset.proto", package="ml_metadata", syntax="proto2"
     )
-    label, kind = descriptor_pb2.FieldDescriptorProto, descriptor_pb2.FieldDescriptorProto
+    value = proto.message_type.add(name="Value")
+    value.field.add(name="int_value", number=1, label=optional, type=field.TYPE_INT64)
+    value.field.add(name="double_value", number=2, label=optional, type=field.TYPE_DOUBLE)
+    value.field.add(name="string_value", number=3, label=optional, type=field.TYPE_STRING)
     artifact = proto.message_type.add(name="Artifact")
-    artifact.field.add(name="id", number=1, label=label.LABEL_OPTIONAL, type=kind.TYPE_INT64)
-    artifact.field.add(name="uri", number=3, label=label.LABEL_OPTIONAL, type=kind.TYPE_STRING)
+    artifact.field.add(name="id", number=1, label=optional, type=field.TYPE_INT64)
+    artifact.field.add(name="uri", number=3, label=optional, type=field.TYPE_STRING)
+    artifact.field.add(name="type", number=8, label=optional, type=field.TYPE_STRING)
+    entry = artifact.nested_type.add(name="CustomPropertiesEntry")
+    entry.options.map_entry = True
+    entry.field.add(name="key", number=1, label=optional, type=field.TYPE_STRING)
+    entry.field.add(
+        name="value",
+        number=2,
+        label=optional,
+        type=field.TYPE_MESSAGE,
+        type_name=".ml_metadata.Value",
+    )
+    artifact.field.add(
+        name="custom_properties",
+        number=5,
+        label=repeated,
+        type=field.TYPE_MESSAGE,
+        type_name=".ml_metadata.Artifact.CustomPropertiesEntry",
+    )
     request = proto.message_type.add(name="GetArtifactsByIDRequest")
+    request.field.add(name="artifact_ids", number=1, label=repeated, type=field.TYPE_INT64)
     request.field.add(
-        name="artifact_ids", number=1, label=label.LABEL_REPEATED, type=kind.TYPE_INT64
+        name="populate_artifact_types", number=3, label=optional, type=field.TYPE_BOOL
     )
     response = proto.message_type.add(name="GetArtifactsByIDResponse")
     response.field.add(
         name="artifacts",
         number=1,
-        label=label.LABEL_REPEATED,
-        type=kind.TYPE_MESSAGE,
+        label=repeated,
+        type=field.TYPE_MESSAGE,
         type_name=".ml_metadata.Artifact",
     )
     # A pool of its own: the subset must not meet the real ml_metadata protos.
@@ -55,15 +81,32 @@ def _messages() -> tuple[Any, Any]:
     )
 
 
+@dataclass(frozen=True)
+class Artifact:
+    """What ML Metadata knows of one artifact: where it is, its type, its metadata."""
+
+    id: int
+    uri: str
+    type: str  # e.g. system.Model, system.Metrics
+    properties: dict[str, Any]  # custom properties: a Metrics artifact's are its metrics
+
+    def metrics(self) -> dict[str, float]:
+        return {
+            k: float(v)
+            for k, v in self.properties.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        }
+
+
 def gateway_url(kfp_host: str) -> str:
     """Where Kubeflow serves ML Metadata's gRPC-Web gateway for a KFP at ``kfp_host``."""
     return kfp_host.rstrip("/").removesuffix("/pipeline") + "/ml_metadata"
 
 
-def artifact_uris(
+def artifacts(
     gateway: str, ids: list[int], token: str, *, timeout: float = 30.0
-) -> dict[int, str]:
-    """The URIs of the artifacts ``ids``.
+) -> dict[int, Artifact]:
+    """The artifacts ``ids``, by id.
 
     Raises:
         KfopsError: the gateway is unreachable, refuses the token, or answers an error.
@@ -71,7 +114,7 @@ def artifact_uris(
     import httpx
 
     request_class, response_class = _messages()
-    message = request_class(artifact_ids=ids).SerializeToString()
+    message = request_class(artifact_ids=ids, populate_artifact_types=True).SerializeToString()
     url = f"{gateway.rstrip('/')}/{SERVICE}/{METHOD}"
     try:
         answer = httpx.post(
@@ -88,7 +131,8 @@ def artifact_uris(
     except httpx.HTTPError as exc:
         raise KfopsError(
             f"cannot reach Kubeflow's ML Metadata gateway at {gateway}: {type(exc).__name__}",
-            "set `kfp.metadata` in mlops.yaml to its address, or pass the model with --model-uri",
+            "set `kfp.metadata` in mlops.yaml to its address, or pass the model with"
+            " --model-uri (and its metrics with --metrics)",
         ) from None
     if answer.status_code in (401, 403):
         raise KfopsError(
@@ -111,7 +155,18 @@ def artifact_uris(
         )
     response = response_class()
     response.ParseFromString(data)
-    return {int(a.id): str(a.uri) for a in response.artifacts}
+    found = {}
+    for item in response.artifacts:
+        properties: dict[str, Any] = {}
+        for key, value in item.custom_properties.items():
+            if value.HasField("double_value"):
+                properties[key] = value.double_value
+            elif value.HasField("int_value"):
+                properties[key] = value.int_value
+            elif value.HasField("string_value"):
+                properties[key] = value.string_value
+        found[int(item.id)] = Artifact(int(item.id), str(item.uri), str(item.type), properties)
+    return found
 
 
 def _frames(body: bytes) -> tuple[bytes, dict[str, str]]:

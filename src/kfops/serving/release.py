@@ -5,7 +5,8 @@ The model comes from, in order: ``kfops deploy --model-uri``, ``serving.model.ur
 this commit's successful run on the environment's Kubeflow Pipelines (``serving.model.
 from_step``): kfops finds the run of this commit's pipeline version, checks that the step
 succeeded and produced the artifact, and reads the artifact's URI from ML Metadata (KFP's
-API gives only its id). The run id and pipeline version go on the release.
+API gives only its id), with the run's metrics (its Metrics artifacts' properties) for the
+gate unless ``--metrics`` gives them. The run id and pipeline version go on the release.
 """
 
 from __future__ import annotations
@@ -105,9 +106,14 @@ def resolve(
     elif serving.uri:
         model_uri, source = serving.uri, "serving.model.uri"
     if serving.from_step and environment.kfp is not None and kfp is not None:
-        run_id, version, found_uri = _run_of_commit(project, kfp, commit, need_uri=not model_uri)
+        wants = (not model_uri, metrics is None and bool(serving.gate))
+        run_id, version, found_uri, found_metrics = _run_of_commit(
+            project, kfp, commit, need_uri=wants[0], need_metrics=wants[1]
+        )
         if not model_uri and found_uri:
             model_uri, source = found_uri, f"run {run_id} on Kubeflow"
+        if metrics is None and found_metrics:
+            metrics = found_metrics
     if not model_uri:
         raise KfopsError(
             f"no model to deploy: {project.shown} takes it from step"
@@ -129,10 +135,10 @@ def resolve(
 
 
 def _run_of_commit(
-    project: Project, kfp: Any, commit: str, *, need_uri: bool
-) -> tuple[str, str, str]:
-    """(run id, pipeline version, model URI) of this commit's newest successful run on
-    ``kfp``; the URI (from ML Metadata) only when ``need_uri``."""
+    project: Project, kfp: Any, commit: str, *, need_uri: bool, need_metrics: bool = False
+) -> tuple[str, str, str, dict[str, float]]:
+    """(run id, pipeline version, model URI, metrics) of this commit's newest successful
+    run on ``kfp``; the URI and the metrics (from ML Metadata) only when asked for."""
     from kfops.kubeflow import runs
 
     serving = project.serving
@@ -213,11 +219,19 @@ def _run_of_commit(
             f" `{serving.artifact or '?'}` (its artifacts: {names})",
             "set `serving.model.artifact` to one of them",
         )
-    if not need_uri:
-        return str(run.run_id), str(version_name), ""
+    if not (need_uri or need_metrics):
+        return str(run.run_id), str(version_name), "", {}
     from kfops.kubeflow import metadata
 
     ids = [int(i) for i in (outputs[artifact].artifact_ids or [])]
+    everything = sorted(
+        {
+            int(i)
+            for t in (run.run_details.task_details if run.run_details else None) or []
+            for listed in (t.outputs or {}).values()
+            for i in listed.artifact_ids or []
+        }
+    )
     target = project.environment(kfp.environment).kfp
     gateway = (target.metadata if target else None) or metadata.gateway_url(kfp.host)
     where = (
@@ -225,15 +239,19 @@ def _run_of_commit(
         f" artifact {', '.join(map(str, ids)) or '?'})"
     )
     try:
-        uris = metadata.artifact_uris(gateway, ids, kfp.token) if ids else {}
+        known = metadata.artifacts(gateway, everything, kfp.token) if everything else {}
     except KfopsError as exc:
-        raise KfopsError(
-            f"found this commit's model, {where}, but {exc.message}", exc.hint
-        ) from None
-    found = [uris[i] for i in ids if uris.get(i)]
-    if not found:
+        message = f"found this commit's model, {where}, but {exc.message}"
+        raise KfopsError(message, exc.hint) from None
+    metrics: dict[str, float] = {}
+    for item in known.values():
+        if item.type == "system.Metrics":
+            metrics.update(item.metrics())
+    found = [known[i].uri for i in ids if i in known and known[i].uri]
+    if need_uri and not found:
         raise KfopsError(
             f"found this commit's model, {where}, but ML Metadata at {gateway} knows no URI for it",
             "pass its URI with --model-uri, or set `serving.model.uri`",
         )
-    return str(run.run_id), str(version_name), metadata.servable(found[-1])
+    uri = metadata.servable(found[-1]) if found else ""
+    return str(run.run_id), str(version_name), uri, metrics
