@@ -438,6 +438,14 @@ class KfpTestServer:
             if predicate.get("key") != "name" or predicate.get("operation") != "EQUALS":
                 raise KfpError(400, f"the test server filters on name EQUALS only: {predicate}")
             found = [v for v in found if v["name"] == predicate.get("string_value")]
+        if query.get("sort_by") not in (None, "", "created_at desc"):
+            raise KfpError(
+                400, f"the test server sorts by `created_at desc` only: {query['sort_by']}"
+            )
+        if query.get("sort_by"):
+            found = sorted(
+                found, key=lambda v: (v["created_at"], v["pipeline_version_id"]), reverse=True
+            )
         size = int(query.get("page_size") or 0) or len(found)
         return {"pipeline_versions": found[:size], "total_size": len(found)}
 

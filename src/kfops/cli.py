@@ -911,6 +911,48 @@ def predict(
 
 
 @cli.command()
+@click.argument("path", type=_PATH, default=".")
+@click.option("--env", "env_name", metavar="NAME", required=True, help="The environment.")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json", "markdown"]),
+    default="text",
+    show_default=True,
+)
+def status(path: Path, env_name: str, output_format: str) -> None:
+    """One view of an environment, read from what is live there (read-only).
+
+    The pipeline's latest versions and their commits, the last runs and their states,
+    the schedules kfops keeps, and the served model: URL, release, model URI, commit,
+    stage, readiness, traffic split and the releases before it; with links to the KFP
+    UI and the Kubeflow dashboard. A part that cannot be read says why, the others
+    still show; the exit code is then 1.
+    """
+    from kfops.delivery import status as live
+
+    project = _load(path)
+    environment = project.environment(env_name)
+    if environment.kfp is None and (environment.kubernetes is None or project.serving is None):
+        raise KfopsError(
+            f"environment `{env_name}` has neither `kfp:` nor `kubernetes:` with a"
+            " `serving:` section: there is nothing live to show",
+            f"add `kfp: {{host: ...}}` or `kubernetes: {{namespace: ...}}` under"
+            f" environments.{env_name}",
+            exit_code=EXIT_USAGE,
+        )
+    found = live.collect(project, environment)
+    if output_format == "json":
+        click.echo(live.render_json(found))
+    elif output_format == "markdown":
+        click.echo(found.markdown())
+    else:
+        click.echo(found.text())
+    if found.errors:
+        sys.exit(EXIT_FAILED)
+
+
+@cli.command()
 @click.argument("pipeline_file", type=_PATH, required=False)
 @click.option("--function", help="The @dsl.pipeline function (default: the only one in the file).")
 @click.option("--name", help="Project name (default: from the pipeline or folder).")
