@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import crypt
+import ctypes
 import fcntl
 import hashlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tarfile
@@ -97,11 +99,21 @@ def _registry(tmp: Path, name: str, auth: bool) -> tuple[subprocess.Popen[bytes]
     config.write_text("\n".join(lines) + "\n")
     with (tmp / f"{name}.log").open("wb") as log:
         process = subprocess.Popen(
-            ["docker-registry", "serve", str(config)], stdout=log, stderr=log
+            ["docker-registry", "serve", str(config)],
+            stdout=log,
+            stderr=log,
+            preexec_fn=_die_with_parent,
         )
     address = f"127.0.0.1:{port}"
     _wait(lambda: requests.get(f"http://{address}/v2/", timeout=1).status_code in (200, 401), name)
     return process, address
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM (dockerd shuts down cleanly on it) when the
+    thread that started it ends, so no engine or registry outlives a killed pytest and
+    holds the data root's lock against the next session."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _base_rootfs() -> Path:
@@ -180,6 +192,7 @@ def running() -> Iterator[DockerEnv]:
                 ],
                 stdout=log,
                 stderr=log,
+                preexec_fn=_die_with_parent,
             )
         registries: list[subprocess.Popen[bytes]] = []
         try:

@@ -216,3 +216,22 @@ def test_mlops_parameter_of_wrong_real_type(tmp_path: Path, in_dir: object) -> N
         "  hint: write a whole number without quotes\n"
         "1 problem found\n"
     )
+
+
+def test_compiling_leaves_no_pycache_in_the_project(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+    import sys
+
+    from click.testing import CliRunner
+
+    from kfops.cli import cli
+
+    copy = tmp_path / "iris"
+    shutil.copytree(ROOT / "pipelines" / "iris", copy, ignore=shutil.ignore_patterns(".kfops"))
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)  # as on a CI runner
+    result = CliRunner().invoke(cli, ["compile", str(copy), "-o", str(tmp_path / "ir.yaml")])
+    assert result.exit_code == 0, result.output
+    assert not (copy / "__pycache__").exists()
+    assert sys.dont_write_bytecode is False

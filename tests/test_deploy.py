@@ -338,6 +338,10 @@ def test_a_field_another_manager_changed_is_a_conflict_naming_it(
     assert "changed by `kubectl-edit` (HTTP 409)" in err
     assert "--force-conflicts" in err
     assert _uri(_live(kube_env, namespace)) == "s3://models/iris/hotfix"
+    # the dry run found the conflict: nothing was recorded or applied
+    assert [(r["model_uri"], r["status"]) for r in _records(kube_env, namespace)] == [
+        ("s3://models/iris/v1", "promoted")
+    ]
 
 
 def test_dry_run_checks_with_the_server_and_changes_nothing(

@@ -468,6 +468,8 @@ def _import_user_module(file: Path, root: Path) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     # The pipeline file may import modules beside it, as it would when run as a script.
     sys.path.insert(0, str(file.parent))
+    # Compiling must not leave __pycache__ folders in the user's project (or CI's checkout).
+    writes_bytecode, sys.dont_write_bytecode = sys.dont_write_bytecode, True
     try:
         spec.loader.exec_module(module)
     except BaseException as exc:
@@ -476,6 +478,7 @@ def _import_user_module(file: Path, root: Path) -> ModuleType:
         raise _user_error(exc, root, f"importing {file.name}") from None
     finally:
         sys.path.remove(str(file.parent))
+        sys.dont_write_bytecode = writes_bytecode
     return module
 
 

@@ -286,7 +286,11 @@ class Rollout:
 
         self._record(release, "canary" if canary is not None else "promoted", obj, live)
         before = _revisions(live)
-        applied = self._apply(obj, force=force)
+        try:
+            applied = self._apply(obj, force=force)
+        except Failed:
+            self._mark_record(release, "failed")  # never applied: the record says so
+            raise
         try:
             self._wait(applied, before, canary=canary, mode=mode, new_revision=_changes(live, obj))
             target = self._target_url(canary=canary is not None)
