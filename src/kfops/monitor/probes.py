@@ -189,7 +189,13 @@ def _send(
 
     started = time.perf_counter()
     try:
-        response = client.post(url, json=body)
+        try:
+            response = client.post(url, json=body)
+        except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError):
+            # The server closed the kept-alive connection (KServe does after an error):
+            # once more, on a new connection. A refused or timed-out request is not retried.
+            started = time.perf_counter()
+            response = client.post(url, json=body)
     except httpx.TimeoutException:
         return Exchange(None, (time.perf_counter() - started) * 1000, "no answer in time")
     except httpx.HTTPError as exc:
