@@ -127,10 +127,11 @@ def run(
     # Read every file first: a broken probe file is the user's to fix, not a failed probe.
     bodies = {r.name: _body(r, protocol, model_name) for r in monitoring.requests}
     labelled = {s.name: _labelled(s) for s in monitoring.sets}
-    is_ready = predict.ready(base_url, model_name, protocol, timeout=min(timeout, 5.0))
     url = predict.endpoint(base_url, model_name, protocol)
     results: list[ProbeResult] = []
+    # One client for the run: one connection kept alive, one TLS context (tens of ms).
     with httpx.Client(timeout=timeout) as client:
+        is_ready = _ready(client, base_url, model_name, protocol)
         for request in monitoring.requests:
             exchange = _send(client, url, bodies[request.name], protocol, request.status)
             results.append(_check_request(request, exchange))
@@ -155,6 +156,20 @@ def run(
         latency_p95_ms=p95,
         availability=availability,
     )
+
+
+def _ready(client: Any, base_url: str, model_name: str, protocol: str) -> bool:
+    """``predict.ready``, over the run's client."""
+    import httpx
+
+    base = base_url.rstrip("/")
+    path = f"/v1/models/{model_name}" if protocol == "v1" else f"/v2/models/{model_name}/ready"
+    try:
+        response = client.get(base + path)
+        answer = response.json() if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        return False
+    return isinstance(answer, dict) and answer.get("ready", True) is True
 
 
 def percentile(values: list[float], q: float) -> float:
