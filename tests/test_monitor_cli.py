@@ -198,6 +198,7 @@ def test_help_documents_the_exit_codes_and_the_source() -> None:
     assert "4 insufficient data" in result.output
     assert "payload logger" in result.output
     assert "kfops monitor baseline --help" in result.output
+    assert result.output.splitlines()[0].endswith(" monitor [OPTIONS] [PATH]")
     baseline = CliRunner().invoke(cli, ["monitor", "baseline", "--help"])
     assert baseline.exit_code == 0 and "--prediction-column" in baseline.output
 

@@ -1044,6 +1044,14 @@ class _MonitorGroup(click.Group):
         return super().parse_args(ctx, args)
 
 
+class _DefaultMonitorCommand(click.Command):
+    """`check`, shown as `kfops monitor` in its usage line: users never type `check`."""
+
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        parent = ctx.parent.command_path if ctx.parent else ctx.command_path
+        formatter.write_usage(parent, " ".join(self.collect_usage_pieces(ctx)))
+
+
 @cli.group(cls=_MonitorGroup)
 def monitor() -> None:
     """Drift of the served inputs against a reference profile.
@@ -1053,7 +1061,7 @@ def monitor() -> None:
     """
 
 
-@monitor.command(name="check")
+@monitor.command(name="check", cls=_DefaultMonitorCommand)
 @click.argument("path", type=_PATH, default=".")
 @click.option("--once", is_flag=True, help="Check once and exit (the only mode so far).")
 @click.option(
