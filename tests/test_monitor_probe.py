@@ -201,3 +201,19 @@ def test_percentile_is_nearest_rank() -> None:
     assert probes.percentile([float(v) for v in range(1, 101)], 95) == 95.0
     assert probes.percentile([3.0], 95) == 3.0
     assert probes.percentile([1.0, 2.0], 95) == 2.0
+
+
+def test_v1_and_local(servers: dict[str, str], tmp_path: Path) -> None:
+    shutil.copy(DATA / "monitor" / "setosa-v1.json", tmp_path / "setosa-v1.json")
+    project = _project(
+        tmp_path,
+        "  probes:\n    requests:\n"
+        "      - {name: rows, rows: [[5.1, 3.5, 1.4, 0.2]], expect: {predictions: [0]}}\n"
+        "      - {name: body, body: setosa-v1.json, expect: {predictions: [0]}}\n",
+    )
+    port = servers["good"].rsplit(":", 1)[1]
+    result = _probe(project, "--local", "--port", port, "--protocol", "v1", "--format", "json")
+    assert result.exit_code == 0, result.output
+    run = json.loads(result.output)
+    assert run["url"] == f"http://127.0.0.1:{port}" and run["protocol"] == "v1"
+    assert [p["passed"] for p in run["probes"]] == [True, True]
