@@ -910,6 +910,364 @@ def predict(
     )
 
 
+# ------------------------------------------------------------ watching a served model
+# kfops probe, kfops monitor, kfops monitor baseline (the first part of issue 9).
+
+
+def _base_url(project: Any, local: bool, url: str | None, env_name: str | None, port: int) -> str:
+    chosen = [f for f, given in (("--local", local), ("--url", url), ("--env", env_name)) if given]
+    if len(chosen) != 1:
+        raise click.UsageError("give one of --local, --url URL or --env NAME")
+    if local:
+        return f"http://127.0.0.1:{port}"
+    if url is not None:
+        return url
+    from kfops.serving import predict as client
+
+    return client._env_url(project, env_name or "")
+
+
+def _monitoring(project: Any, section: str = "") -> Any:
+    monitoring = project.monitoring
+    if monitoring is None or (section and getattr(monitoring, section) is None):
+        example = {
+            "": "monitoring: {probes: {requests: [{name: setosa, rows: [[5.1, 3.5, 1.4, 0.2]]}]}}",
+            "drift": "monitoring: {drift: {reference: monitor/reference.json}}",
+        }[section]
+        raise KfopsError(
+            f"{project.shown} has no `monitoring:{(' ' + section + ':') if section else ''}`",
+            f"add `{example}`",
+            exit_code=EXIT_USAGE,
+        )
+    return monitoring
+
+
+@cli.command()
+@click.argument("path", type=_PATH, default=".")
+@click.option("--local", is_flag=True, help="The server `kfops serve` runs: http://127.0.0.1:PORT.")
+@click.option("--url", metavar="URL", help="A KServe endpoint's base URL (without /v1 or /v2).")
+@click.option(
+    "--env",
+    "env_name",
+    metavar="NAME",
+    help="The model served in this environment (environments.NAME.kubernetes.url).",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+)
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=8080, show_default=True, help="With --local."
+)
+@click.option(
+    "--model-name", metavar="NAME", help="[default: serving.name, else the project's name]"
+)
+@click.option(
+    "--protocol", type=click.Choice(["v1", "v2"]), help="[default: serving.protocol, else v1]"
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.001),
+    default=30.0,
+    show_default=True,
+    help="Seconds, per request.",
+)
+def probe(
+    path: Path,
+    local: bool,
+    url: str | None,
+    env_name: str | None,
+    output_format: str,
+    port: int,
+    model_name: str | None,
+    protocol: str | None,
+    timeout: float,
+) -> None:
+    """Send the probes of monitoring.probes to a served model once; check the gates.
+
+    Each request's HTTP status and answer are checked against its `expect`; each
+    labelled probe set is scored (accuracy, f1, mae, ...) against its thresholds;
+    then monitoring.gates: error_rate, latency_p95 and availability over the run.
+    Give one of --local, --url URL or --env NAME.
+
+    \b
+    Exit codes: 0 every probe and gate passed, 1 one failed (or an error),
+    2 usage error, 3 a bug in kfops.
+    """
+    import json
+
+    from kfops.monitor import probes
+
+    project = _load(path)
+    monitoring = _monitoring(project)
+    base = _base_url(project, local, url, env_name, port)
+    serving = project.serving
+    name = model_name or (serving.name if serving else project.name)
+    chosen_protocol = protocol or (serving.protocol if serving else "v1")
+    result = probes.run(monitoring, base, name, chosen_protocol, timeout=timeout)
+    if output_format == "json":
+        click.echo(json.dumps(result.to_json(), indent=2, sort_keys=True))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        console = Console(highlight=False)
+        table = Table(show_edge=False)
+        for column in ("probe", "kind", "result", "detail"):
+            table.add_column(column)
+        for item in result.results:
+            verdict = "[green]pass[/]" if item.passed else "[red]FAIL[/]"
+            table.add_row(item.name, item.kind, verdict, item.detail)
+        for gate in result.gates:
+            verdict = "[green]pass[/]" if gate.passed else "[red]FAIL[/]"
+            table.add_row(gate.name, "gate", verdict, gate.detail)
+        console.print(table)
+        failed = sum(not r.passed for r in result.results) + sum(not g.passed for g in result.gates)
+        console.print(
+            f"{name} at {result.url} ({chosen_protocol}): "
+            + ("all probes and gates passed" if not failed else f"{failed} failed"),
+            soft_wrap=True,
+        )
+    if not result.passed:
+        sys.exit(EXIT_FAILED)
+
+
+class _MonitorGroup(click.Group):
+    """`kfops monitor [PATH] ...` runs `check`; `kfops monitor baseline ...` the baseline."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args or args[0] not in self.commands:
+            args = ["check", *args]
+        return super().parse_args(ctx, args)
+
+
+class _DefaultMonitorCommand(click.Command):
+    """`check`, shown as `kfops monitor` in its usage line: users never type `check`."""
+
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        parent = ctx.parent.command_path if ctx.parent else ctx.command_path
+        formatter.write_usage(parent, " ".join(self.collect_usage_pieces(ctx)))
+
+
+@cli.group(cls=_MonitorGroup)
+def monitor() -> None:
+    """Drift of the served inputs against a reference profile.
+
+    `kfops monitor [PATH] --once --inputs FILE.jsonl` checks once;
+    `kfops monitor baseline [PATH] --data FILE` writes the reference profile.
+    """
+
+
+@monitor.command(name="check", cls=_DefaultMonitorCommand)
+@click.argument("path", type=_PATH, default=".")
+@click.option("--once", is_flag=True, help="Check once and exit (the only mode so far).")
+@click.option(
+    "--inputs",
+    "inputs",
+    type=_PATH,
+    metavar="FILE.jsonl",
+    help='The served inputs, one JSON line each: {"inputs": ROW, "prediction": VALUE} or a'
+    " bare ROW (a list of values or an object of column: value), e.g. collected probe"
+    " traffic. KServe's payload logger as a source comes in a later version.",
+)
+@click.option(
+    "--report",
+    "report_file",
+    type=_PATH,
+    default=Path("report.json"),
+    show_default=True,
+    help="Where report.json (schema kfops.monitor/v1) is written.",
+)
+@click.option("--dry-run", is_flag=True, help="Print the verdict; write no report.")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["table", "markdown", "json"]),
+    default="table",
+    show_default=True,
+)
+def monitor_check(
+    path: Path,
+    once: bool,
+    inputs: Path | None,
+    report_file: Path,
+    dry_run: bool,
+    output_format: str,
+) -> None:
+    """Check the served inputs against monitoring.drift's reference profile, once.
+
+    Scores every feature by its test (psi, jensen_shannon, ks or wasserstein; per type
+    or per feature), the predictions when both sides have them, and the share of
+    features that drifted; writes report.json and prints a table, worst features first.
+    `kfops monitor baseline --help` tells how the reference profile is written.
+
+    \b
+    Exit codes: 0 ok, 1 breach (or an error, printed on stderr), 2 usage error,
+    3 a bug in kfops, 4 insufficient data (fewer inputs than min_samples: never ok).
+    """
+    import json
+    from datetime import datetime, timezone
+
+    from kfops.monitor import profile, report, samples
+
+    if not once:
+        raise click.UsageError(
+            "give --once: watching continuously (and --window over KServe's payload logs)"
+            " comes in a later version"
+        )
+    if inputs is None:
+        raise click.UsageError("give --inputs FILE.jsonl: the served inputs to check")
+    project = _load(path)
+    drift = _monitoring(project, "drift").drift
+    shown = display_path(drift.reference)
+    result = report.evaluate(
+        project.name,
+        drift,
+        profile.load(drift.reference),
+        shown,
+        samples.read_jsonl(inputs),
+        now=datetime.now(timezone.utc),
+    )
+    document = json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n"
+    if not dry_run:
+        _write_atomically(report_file, document)
+    if output_format == "json":
+        click.echo(document, nl=False)
+    elif output_format == "markdown":
+        click.echo(report.markdown(result), nl=False)
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        console = Console(highlight=False)
+        table = Table(show_edge=False)
+        for column in ("feature", "kind", "method", "score", "threshold", "drifted"):
+            table.add_column(
+                column, justify="right" if column in ("score", "threshold") else "left"
+            )
+        rows = list(result.features) + ([result.prediction] if result.prediction else [])
+        for f in rows:
+            table.add_row(
+                f.name,
+                f.kind,
+                f.method,
+                f"{f.score:.4f}",
+                f"{f.threshold:g}",
+                "[red]yes[/]" if f.drifted else "no",
+            )
+        console.print(table)
+        for reason in result.reasons:
+            console.print(f"- {reason}", soft_wrap=True)
+        console.print(
+            f"{project.name}: {result.verdict.replace('_', ' ')}: {result.samples} served"
+            f" inputs against {shown}"
+            + ("" if dry_run else f"; report in {display_path(report_file)}"),
+            soft_wrap=True,
+        )
+    sys.exit(result.exit_code)
+
+
+@monitor.command(name="baseline")
+@click.argument("path", type=_PATH, default=".")
+@click.option(
+    "--data",
+    "data",
+    type=_PATH,
+    required=True,
+    metavar="FILE",
+    help="The reference data: CSV with a header, JSON rows (as kfops predict reads them)"
+    " or JSON lines of served inputs.",
+)
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    type=_PATH,
+    help="[default: monitoring.drift.reference]",
+)
+@click.option(
+    "--prediction-column",
+    metavar="NAME",
+    help="A column of the data that holds the predictions (or labels): profiled as the"
+    " prediction, not as a feature.",
+)
+@click.option(
+    "--model",
+    "model_ref",
+    metavar="FILE|URI",
+    help="The model this profile describes: a file or folder (hashed by content) or a URI"
+    " or commit (hashed as text).",
+)
+def monitor_baseline(
+    path: Path,
+    data: Path,
+    output: Path | None,
+    prediction_column: str | None,
+    model_ref: str | None,
+) -> None:
+    """Write the reference profile the served inputs are compared with.
+
+    Per feature: bins cut at the deciles with their shares and 101 quantiles (numbers),
+    or the categories and their shares; the same for --prediction-column. A small
+    JSON file: commit it beside the model, whose SHA-256 it records (--model).
+    """
+    import hashlib
+
+    from kfops.monitor import profile
+
+    if output is None:
+        project = _load(path)
+        output = _monitoring(project, "drift").drift.reference
+    assert output is not None
+    found = _reference_samples(data, prediction_column)
+    built = profile.build(
+        found,
+        data_sha256=hashlib.sha256(data.read_bytes()).hexdigest(),
+        model=model_ref,
+        model_sha256=profile.model_sha256(model_ref) if model_ref else None,
+    )
+    _write_atomically(output, built.dumps())
+    kinds = ", ".join(f"{f.name} ({f.kind})" for f in built.features)
+    click.echo(
+        f"wrote {display_path(output)}: {built.rows} rows; features {kinds}"
+        + ("; and the predictions" if built.prediction else ""),
+        err=True,
+    )
+
+
+def _reference_samples(data: Path, prediction_column: str | None) -> Any:
+    from kfops.monitor import samples
+    from kfops.serving import predict as client
+
+    if data.suffix == ".jsonl":
+        found = samples.read_jsonl(data)
+    else:
+        rows = client.read_rows(data)
+        columns = rows.columns
+        numbered = [
+            (i + 1, dict(zip(columns, row, strict=True)) if columns else row)
+            for i, row in enumerate(rows.rows)
+        ]
+        found = samples.from_rows(display_path(data), numbered)
+    if prediction_column is None:
+        return found
+    if prediction_column not in found.values:
+        from kfops.errors import did_you_mean
+
+        raise KfopsError(
+            f"--prediction-column {prediction_column}: {display_path(data)} has no such column",
+            did_you_mean(prediction_column, found.columns, "columns: ", "check the name"),
+            exit_code=EXIT_USAGE,
+        )
+    values = dict(found.values)
+    predictions = values.pop(prediction_column)
+    columns = tuple(c for c in found.columns if c != prediction_column)
+    return samples.Samples(columns, values, predictions, found.count, found.named)
+
+
 @cli.command()
 @click.argument("path", type=_PATH, default=".")
 @click.option("--env", "env_name", metavar="NAME", required=True, help="The environment.")

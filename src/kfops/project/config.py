@@ -20,14 +20,22 @@ from kfops.errors import (
 from kfops.project import document, schema, source
 from kfops.project.document import Document, Mark
 from kfops.project.model import (
+    DRIFT_DEFAULTS,
+    Bound,
     Canary,
+    Drift,
+    DriftTest,
     Environment,
     GateRule,
     ImageRecipe,
     KfpTarget,
     KubeTarget,
+    Monitoring,
     NotebookRef,
+    OnBreach,
     PipelineRef,
+    ProbeRequest,
+    ProbeSet,
     Project,
     Resources,
     Schedule,
@@ -36,6 +44,7 @@ from kfops.project.model import (
     Trigger,
     Triggers,
 )
+from kfops.project.model import Gates as MonitorGates
 
 CONFIG_NAMES = ("mlops.yaml", "mlops.yml")
 
@@ -97,6 +106,7 @@ def check(path: Path) -> tuple[Project | None, list[Problem]]:
     problems += _check_source(doc, config_file, failed_paths)
     problems += _check_images(doc, config_file, failed_paths)
     problems += _check_serving(doc, config_file, failed_paths)
+    problems += _check_monitoring(doc, config_file, failed_paths)
     if any(p.severity == "error" for p in problems):
         return None, problems
     return _project(doc, config_file, shown, problems), problems
@@ -633,6 +643,7 @@ def _project(doc: Document, config_file: Path, shown: str, problems: list[Proble
             for name, spec in (data.get("environments") or {}).items()
         ),
         serving=_serving(doc, data["name"], config_file.parent) if "serving" in data else None,
+        monitoring=_monitoring(doc, config_file.parent) if "monitoring" in data else None,
     )
 
 
@@ -750,3 +761,225 @@ def _step(name: str, spec: dict[str, Any], mark: Mark) -> StepOverride:
         env=tuple(sorted((spec.get("env") or {}).items())),
         image=spec.get("image"),
     )
+
+
+# ---------------------------------------------------------------- monitoring
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)$")
+# KS and Wasserstein compare ordered values: they have no meaning for categories.
+_NUMERIC_ONLY = ("ks", "wasserstein")
+_MONITOR_FILES = {"body": "body file", "file": "probe set file", "reference": "reference profile"}
+
+
+def duration_seconds(text: str) -> float:
+    """``"250ms"``, ``"1.5s"``, ``"30m"``, ``"24h"``, ``"7d"`` in seconds (the schema has
+    checked the form)."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise ValueError(f"not a duration: {text!r}")
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def _check_monitoring(doc: Document, config_file: Path, failed_paths: set[str]) -> list[Problem]:
+    """What the schema cannot say about ``monitoring:``: files that must exist, unique
+    probe names, bounds that can never pass, the cron, tests that do not fit a type."""
+    monitoring = _mapping(doc.data.get("monitoring"))
+    problems: list[Problem] = []
+
+    def missing(where: tuple[str | int, ...], pattern: str) -> None:
+        value = _dig(doc.data, where)
+        if (
+            isinstance(value, str)
+            and document.format_path(where) not in failed_paths
+            and not (config_file.parent / value).is_file()
+        ):
+            problems.append(_missing_monitor_file(doc, config_file, where, value, pattern))
+
+    probes = _mapping(monitoring.get("probes"))
+    seen: dict[str, int] = {}
+    for kind in ("requests", "sets"):
+        items = probes.get(kind)
+        for index, item in enumerate(items if isinstance(items, list) else []):
+            if not isinstance(item, dict):
+                continue
+            base: tuple[str | int, ...] = ("monitoring", "probes", kind, index)
+            name = item.get("name")
+            if isinstance(name, str):
+                if name in seen:
+                    problems.append(
+                        doc.problem(
+                            (*base, "name"),
+                            f"a second probe named `{name}` (the first is at line {seen[name]})",
+                            "probe names are unique across requests and sets",
+                        )
+                    )
+                else:
+                    seen[name] = doc.mark_of((*base, "name")).line
+            if kind == "requests":
+                missing((*base, "body"), "*.json")
+            else:
+                missing((*base, "file"), "*.jsonl")
+                for metric, rule in _mapping(item.get("metrics")).items():
+                    low, high = _mapping(rule).get("min"), _mapping(rule).get("max")
+                    if (
+                        isinstance(low, int | float)
+                        and isinstance(high, int | float)
+                        and low > high
+                    ):
+                        problems.append(
+                            doc.problem(
+                                (*base, "metrics", metric, "max"),
+                                f"the threshold on `{metric}` can never pass: max {high} is"
+                                f" below min {low}",
+                                "swap them, or keep only the bound you mean",
+                            )
+                        )
+    drift = _mapping(monitoring.get("drift"))
+    missing(("monitoring", "drift", "reference"), "*.json")
+    tests: list[tuple[tuple[str | int, ...], Any]] = [
+        (("monitoring", "drift", "categorical"), drift.get("categorical"))
+    ]
+    for feature, spec in _mapping(drift.get("features")).items():
+        tests.append((("monitoring", "drift", "features", feature), spec))
+    for where, spec in tests:
+        method = _mapping(spec).get("method")
+        if method in _NUMERIC_ONLY and where[-1] == "categorical":
+            problems.append(
+                doc.problem(
+                    (*where, "method"),
+                    f"`{method}` compares ordered numbers; categorical features need another test",
+                    "use `psi` or `jensen_shannon` for categorical features",
+                )
+            )
+    schedule = monitoring.get("schedule")
+    where_cron = ("monitoring", "schedule")
+    if isinstance(schedule, str) and document.format_path(where_cron) not in failed_paths:
+        wrong = cron_problem(schedule)
+        if wrong:
+            problems.append(
+                doc.problem(
+                    where_cron,
+                    f"invalid cron: {wrong}",
+                    "e.g. `0 * * * *` (hourly), `*/15 * * * *`",
+                )
+            )
+    return problems
+
+
+def _missing_monitor_file(
+    doc: Document, config_file: Path, where: tuple[str | int, ...], value: str, pattern: str
+) -> Problem:
+    nearby = sorted(
+        str(p.relative_to(config_file.parent))
+        for p in config_file.parent.glob(f"**/{pattern}")
+        if not any(part.startswith(".") for part in p.relative_to(config_file.parent).parts)
+    )
+    close = difflib.get_close_matches(value, nearby[:200], n=1)
+    hint = f"did you mean `{close[0]}`?" if close else "paths are relative to mlops.yaml"
+    if str(where[-1]) == "reference" and not close:
+        hint += "; write the profile with `kfops monitor baseline --data FILE -o " + value + "`"
+    return doc.problem(where, f"{_MONITOR_FILES[str(where[-1])]} `{value}` not found", hint)
+
+
+def _dig(data: Any, path: tuple[str | int, ...]) -> Any:
+    for part in path:
+        if isinstance(part, int):
+            data = data[part] if isinstance(data, list) and part < len(data) else None
+        else:
+            data = data.get(part) if isinstance(data, dict) else None
+    return data
+
+
+def _monitoring(doc: Document, root: Path) -> Monitoring:
+    spec: dict[str, Any] = doc.data["monitoring"]
+    where = ("monitoring",)
+    probes: dict[str, Any] = spec.get("probes") or {}
+    gates: dict[str, Any] | None = spec.get("gates")
+    drift: dict[str, Any] | None = spec.get("drift")
+    on_breach: dict[str, Any] = spec.get("on_breach") or {}
+
+    def test(value: dict[str, Any] | None, default: DriftTest) -> DriftTest:
+        value = value or {}
+        method = value.get("method", default.method)
+        # A method given without a threshold takes its usual one.
+        threshold = value.get("threshold", _USUAL_THRESHOLDS[method])
+        return DriftTest(method, float(threshold))
+
+    requests = tuple(
+        ProbeRequest(
+            name=item["name"],
+            mark=doc.mark_of((*where, "probes", "requests", index)),
+            rows=tuple(item["rows"]) if "rows" in item else None,
+            body=(root / item["body"]).resolve() if "body" in item else None,
+            status=(item.get("expect") or {}).get("status", 200),
+            expect=tuple(
+                sorted((k, v) for k, v in (item.get("expect") or {}).items() if k != "status")
+            ),
+        )
+        for index, item in enumerate(probes.get("requests") or [])
+    )
+    sets = tuple(
+        ProbeSet(
+            name=item["name"],
+            mark=doc.mark_of((*where, "probes", "sets", index)),
+            file=(root / item["file"]).resolve(),
+            metrics=tuple(
+                Bound(
+                    metric=metric,
+                    mark=doc.mark_of((*where, "probes", "sets", index, "metrics", metric)),
+                    min=rule.get("min"),
+                    max=rule.get("max"),
+                )
+                for metric, rule in item["metrics"].items()
+            ),
+        )
+        for index, item in enumerate(probes.get("sets") or [])
+    )
+    return Monitoring(
+        mark=doc.mark_of(where, key=True),
+        requests=requests,
+        sets=sets,
+        gates=MonitorGates(
+            mark=doc.mark_of((*where, "gates"), key=True),
+            error_rate=gates.get("error_rate"),
+            latency_p95_ms=duration_seconds(gates["latency_p95"]) * 1000
+            if "latency_p95" in gates
+            else None,
+            availability=gates.get("availability"),
+        )
+        if gates is not None
+        else None,
+        drift=Drift(
+            mark=doc.mark_of((*where, "drift"), key=True),
+            reference=(root / drift["reference"]).resolve(),
+            source=drift.get("source", "probes"),
+            window=drift.get("window", "24h"),
+            window_seconds=duration_seconds(drift.get("window", "24h")),
+            min_samples=drift.get("min_samples", 100),
+            numeric=test(drift.get("numeric"), DRIFT_DEFAULTS["numeric"]),
+            categorical=test(drift.get("categorical"), DRIFT_DEFAULTS["categorical"]),
+            features=tuple(
+                (name, test(rule, DRIFT_DEFAULTS["numeric"]))
+                for name, rule in (drift.get("features") or {}).items()
+            ),
+            prediction=test(drift["prediction"], DRIFT_DEFAULTS["categorical"])
+            if "prediction" in drift
+            else None,
+            drift_share=float(drift.get("drift_share", 0.5)),
+        )
+        if drift is not None
+        else None,
+        schedule=spec.get("schedule"),
+        on_breach=OnBreach(
+            consecutive=on_breach.get("consecutive", 1),
+            cooldown=on_breach.get("cooldown", "24h"),
+            cooldown_seconds=duration_seconds(on_breach.get("cooldown", "24h")),
+            retrain=on_breach.get("retrain", "issue"),
+        ),
+    )
+
+
+# The thresholds commonly used with each method (PSI's 0.2 is the classic "significant
+# shift"; the others follow Evidently's defaults).
+_USUAL_THRESHOLDS = {"psi": 0.2, "jensen_shannon": 0.1, "ks": 0.1, "wasserstein": 0.1}

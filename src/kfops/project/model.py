@@ -186,6 +186,115 @@ class Serving:
 
 
 @dataclass(frozen=True)
+class Bound:
+    """A metric threshold: the value must be at least ``min`` and at most ``max``."""
+
+    metric: str
+    mark: Mark
+    min: float | None = None
+    max: float | None = None
+
+
+@dataclass(frozen=True)
+class ProbeRequest:
+    """``monitoring.probes.requests[]``: one request sent to the served model.
+
+    ``rows`` are sent as ``kfops predict`` sends them; ``body`` is a JSON file (a V1 or V2
+    body) sent as it is. ``expect`` holds the smoke-test expectations (predictions,
+    tolerance, count, min, max, max_latency_ms); ``status`` the HTTP status expected.
+    """
+
+    name: str
+    mark: Mark
+    rows: tuple[Any, ...] | None = None
+    body: Path | None = None  # absolute
+    status: int = 200
+    expect: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class ProbeSet:
+    """``monitoring.probes.sets[]``: JSON lines of ``{"inputs": ..., "label": ...}`` whose
+    predictions are scored against the labels."""
+
+    name: str
+    mark: Mark
+    file: Path  # absolute
+    metrics: tuple[Bound, ...] = ()
+
+
+@dataclass(frozen=True)
+class Gates:
+    """``monitoring.gates``: what the served model must keep up, over a probe run."""
+
+    mark: Mark
+    error_rate: float | None = None  # at most this share of requests may fail
+    latency_p95_ms: float | None = None  # the 95th percentile latency, at most
+    availability: float | None = None  # at least this share of checks must find it up
+
+
+@dataclass(frozen=True)
+class DriftTest:
+    """A drift test: the method and the score above which a feature has drifted."""
+
+    method: str  # "psi" | "jensen_shannon" | "ks" | "wasserstein"
+    threshold: float
+
+
+DRIFT_DEFAULTS = {
+    "numeric": DriftTest("psi", 0.2),
+    "categorical": DriftTest("jensen_shannon", 0.1),
+}
+
+
+@dataclass(frozen=True)
+class Drift:
+    """``monitoring.drift``: how served inputs are compared with the reference profile."""
+
+    mark: Mark
+    reference: Path  # absolute; a profile written by ``kfops monitor baseline``
+    source: str = "probes"  # "probes" | "logger"
+    window: str = "24h"
+    window_seconds: float = 86400.0
+    min_samples: int = 100
+    numeric: DriftTest = DRIFT_DEFAULTS["numeric"]
+    categorical: DriftTest = DRIFT_DEFAULTS["categorical"]
+    features: tuple[tuple[str, DriftTest], ...] = ()  # per-feature overrides
+    prediction: DriftTest | None = None  # None: predictions are not compared
+    drift_share: float = 0.5  # breach when at least this share of features drifted
+
+    def test_for(self, feature: str, kind: str) -> DriftTest:
+        """The test for ``feature`` of ``kind`` ("numeric" or "categorical")."""
+        override = dict(self.features).get(feature)
+        if override is not None:
+            return override
+        return self.numeric if kind == "numeric" else self.categorical
+
+
+@dataclass(frozen=True)
+class OnBreach:
+    """``monitoring.on_breach``: when a breach starts the next model cycle."""
+
+    consecutive: int = 1
+    cooldown: str = "24h"
+    cooldown_seconds: float = 86400.0
+    retrain: str = "issue"  # "issue" | "auto" | "off"
+
+
+@dataclass(frozen=True)
+class Monitoring:
+    """``monitoring:``: probes, gates, drift, schedule and what a breach does."""
+
+    mark: Mark
+    requests: tuple[ProbeRequest, ...] = ()
+    sets: tuple[ProbeSet, ...] = ()
+    gates: Gates | None = None
+    drift: Drift | None = None
+    schedule: str | None = None  # 5-field Unix cron
+    on_breach: OnBreach = OnBreach()
+
+
+@dataclass(frozen=True)
 class NotebookRef:
     """``pipeline.notebook``: a Jupyter notebook with Kale cell tags."""
 
@@ -213,6 +322,7 @@ class Project:
     environments: tuple[Environment, ...] = ()
     schedules: tuple[Schedule, ...] = ()
     serving: Serving | None = None
+    monitoring: Monitoring | None = None
 
     def environment(self, name: str) -> Environment:
         """The environment called ``name``.

@@ -1,0 +1,1 @@
+"""Watching a served model: probes and gates, reference profiles, drift."""
