@@ -5,10 +5,11 @@ and reports each step's start and end as one JSON line on stdout behind ``EVENT_
 everything else it prints is the steps' own output.
 
 Usage: python -m kfops.pipeline._worker PIPELINE_YAML ARGUMENTS_JSON PIPELINE_ROOT
-       CACHE_ROOT|- [RUNNER]
+       CACHE_ROOT|- [RUNNER [JOBS]]
 
 RUNNER is ``-`` (steps as subprocesses here) or a JSON object
-``{"kind": "docker", ...}``.
+``{"kind": "docker", ...}``. JOBS is how many independent tasks run at once (1, the
+default: one at a time, as kfp.local does).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from kfops.pipeline import _forkserver
+from kfops.pipeline import _dag, _forkserver
 
 EVENT_PREFIX = "\x1ekfops-event "
 
@@ -403,6 +404,7 @@ def _trace_pipeline_failures() -> None:
 def main(argv: list[str]) -> int:
     pipeline_yaml, arguments_json, pipeline_root, cache_root = argv[:4]
     runner = argv[4] if len(argv) > 4 else "-"
+    jobs = int(argv[5]) if len(argv) > 5 else 1
     # kfp warns once per task about settings the local runner ignores; kfops lists them
     # once itself.
     warnings.filterwarnings("ignore", category=UserWarning)
@@ -425,6 +427,7 @@ def main(argv: list[str]) -> int:
     logs = os.environ.get("KFOPS_STEP_LOGS")
     _trace_tasks(Path(logs) if logs else None)
     _trace_pipeline_failures()
+    _dag.install(jobs)
     _run_steps(
         fast_installs=os.environ.get("KFOPS_LOCAL_PIP") != "always" and runner == "-",
         forks=forks,

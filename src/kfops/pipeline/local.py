@@ -125,8 +125,13 @@ def run(
     runs_dir: Path | None = None,
     console: Console | None = None,
     docker: DockerRun | None = None,
+    jobs: int | None = None,
 ) -> RunResult:
     """Compile and run the project's pipeline locally; print progress and results.
+
+    ``jobs`` independent steps run at once (None: as many as this machine has cores;
+    1: one at a time, in kfp.local's order). With ``docker``, steps run one at a time:
+    kfp.local streams a container's output through its own, shared, log.
 
     Raises:
         KfopsError: a required parameter is missing, or the runner could not start.
@@ -183,7 +188,13 @@ def run(
     cache_root = str(cache_dir) if cache else "-"
     started = time.monotonic()
     runner = docker.worker_argument(project.workdir) if docker else "-"
-    _execute(project, run_dir, cache_root, result, console, runner)
+    if docker is not None:
+        jobs = 1
+    elif jobs is None:
+        from kfops.pipeline._dag import default_jobs
+
+        jobs = default_jobs()
+    _execute(project, run_dir, cache_root, result, console, runner, jobs)
     result.seconds = time.monotonic() - started
     # Steps keep the order they ran in.
     (run_dir / "result.json").write_text(
@@ -298,6 +309,7 @@ def _execute(
     result: RunResult,
     console: Console,
     runner: str = "-",
+    jobs: int = 1,
 ) -> None:
     command = [
         sys.executable,
@@ -308,6 +320,7 @@ def _execute(
         str(run_dir / "artifacts"),
         cache_root,
         runner,
+        str(jobs),
     ]
     env = {
         **os.environ,
