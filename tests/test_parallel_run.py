@@ -4,6 +4,11 @@ outputs, cache, and the first failure stopping what has not started."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -139,3 +144,58 @@ def test_jobs_is_for_local_runs(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["run", str(tmp_path), "--env", "prod", "--jobs", "2"])
     assert result.exit_code == 2
     assert "--jobs is for local runs" in result.output
+
+
+WAITS = """
+from kfp import dsl
+
+
+@dsl.component
+def waits(folder: str, name: str):
+    import os
+    import time
+
+    with open(os.path.join(folder, name), "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(120)
+
+
+@dsl.pipeline(name="waiting")
+def waiting(folder: str):
+    waits(folder=folder, name="a")
+    waits(folder=folder, name="b")
+"""
+
+
+def test_ctrl_c_stops_steps_running_side_by_side(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "waiting.py").write_text(WAITS, encoding="utf-8")
+    (project / "mlops.yaml").write_text(
+        "version: 1\nname: waiting\npipeline:\n  python: waiting.py:waiting\n"
+    )
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    kfops = Path(sys.executable).parent / "kfops"
+    command = [str(kfops), "run", str(project), "--runs-dir", str(tmp_path / "runs")]
+    process = subprocess.Popen(
+        [*command, "--no-cache", "-j", "2", "-p", f"folder={folder}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # a process group of its own, as a terminal gives
+    )
+    deadline = time.monotonic() + 120
+    pids = [folder / "a", folder / "b"]
+    while not all(p.exists() and p.read_text() for p in pids):
+        assert time.monotonic() < deadline and process.poll() is None, "the steps never started"
+        time.sleep(0.05)
+    steps = [int(p.read_text()) for p in pids]
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C sends
+    out, _ = process.communicate(timeout=60)
+    assert process.returncode == 130, out
+    assert b"interrupted" in out
+    for step in steps:
+        with pytest.raises(ProcessLookupError):
+            for _ in range(200):  # the step is gone once its parent has reaped it
+                os.kill(step, 0)
+                time.sleep(0.05)
