@@ -11,7 +11,8 @@ kfp.local's logging is not thread-safe: each task swaps the root logger's handle
 (``local_logger_context``) and ``builtins.print`` (``indented_print``) and puts back
 what it found, so two tasks at once can leave the wrong ones in place for good.
 ``install`` makes both reference-counted: the first task in sets them up, the last one
-out restores them. (kfp.local's own ParallelFor threads have the same race.)
+out restores them. (kfp.local's own ParallelFor threads have the same race.) And
+``sys.stdout`` takes whole lines from each thread (``_WholeLines``).
 
 With ``jobs`` 1 nothing is replaced: kfp's runner runs as it is.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import contextvars
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -36,6 +38,41 @@ def install(jobs: int) -> None:
     logging_utils.local_logger_context = _shared(logging_utils.local_logger_context)
     logging_utils.indented_print = _shared(logging_utils.indented_print)
     dag_orchestrator.run_dag = _run_dag(jobs)
+    sys.stdout = _WholeLines(sys.stdout)
+
+
+class _WholeLines:
+    """``sys.stdout`` shared by threads, written a whole line at a time.
+
+    ``print`` writes its arguments, separators and end one by one (``indented_print``
+    adds its indent as a write of its own), so another thread's line could land in the
+    middle of one, and an event line that does not start a line is lost to ``kfops
+    run``. Each thread's text is kept until it ends a line."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+        self._pending = threading.local()
+
+    def write(self, text: str) -> int:
+        pending = getattr(self._pending, "text", "") + text
+        lines, newline, rest = pending.rpartition("\n")
+        if newline:
+            with self._lock:
+                self._stream.write(lines + newline)
+        self._pending.text = rest
+        return len(text)
+
+    def flush(self) -> None:
+        rest = getattr(self._pending, "text", "")
+        self._pending.text = ""
+        with self._lock:
+            if rest:
+                self._stream.write(rest)
+            self._stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def _shared(
