@@ -8,9 +8,11 @@ It prints figures only (no asserts), every one a fresh subprocess timed from out
 cold against cold (caches off on both sides: `--no-cache`, a fresh kernel):
 
 1. a nine-step fan-out/fan-in notebook that imports pandas and scikit-learn:
-   `kfops run --no-cache` (steps forked from the fork server), the same with
-   `KFOPS_LOCAL_FORK=0` (a fresh Python process per step, as before the fork server),
-   and `jupyter nbconvert --to notebook --execute`;
+   `kfops run --no-cache` (steps forked from the fork server, independent steps side
+   by side, as many as there are cores), the same with `--jobs 1` (one at a time) and
+   with `KFOPS_LOCAL_FORK=0` (a fresh Python process per step, as before the fork
+   server), and `jupyter nbconvert --to notebook --execute`; and, warm against warm, a
+   `kfops run` whose every step is served from the cache;
 2. `kfops compile` against Kale 2.3's `kale --nb` on the same notebook;
 3. `kfops compile` of generated notebooks of 50 to 500 steps: the cost per step.
 
@@ -152,20 +154,30 @@ def main() -> int:
             "kfops run --no-cache (fork server)",
             [KFOPS, "run", str(notebook), "--no-cache", "--runs-dir", str(runs)],
         )
+        one_at_a_time = Measure(
+            "kfops run --no-cache --jobs 1 (fork server)",
+            [KFOPS, "run", str(notebook), "--no-cache", "--jobs", "1", "--runs-dir", str(runs)],
+        )
         no_fork = dict(os.environ, KFOPS_LOCAL_FORK="0")
         plain = Measure(
             "kfops run --no-cache (KFOPS_LOCAL_FORK=0)",
             [KFOPS, "run", str(notebook), "--no-cache", "--runs-dir", str(runs)],
             env=no_fork,
         )
+        # warm against warm: a re-run with nothing changed, served from kfp.local's cache
+        cached = Measure(
+            "kfops run (every step cached)",
+            [KFOPS, "run", str(notebook), "--runs-dir", str(work / "cached-runs")],
+        )
         jupyter = nbconvert_measure("nbconvert --execute", nb, notebook, work) if nb.ok else None
         log(f"[1/3] runs of the nine-step notebook, {args.run_repeat} rounds")
-        for measure in (forked, plain, jupyter):
+        rounds = (forked, one_at_a_time, plain, cached, jupyter)
+        for measure in rounds:
             if measure is not None:
-                measure.once(record=False)  # warm the page cache, check it works
+                measure.once(record=False)  # warm the page cache (and the cache), check it works
         for index in range(args.run_repeat):
             log(f"      round {index + 1}/{args.run_repeat}")
-            for measure in (forked, plain, jupyter):
+            for measure in rounds:
                 if measure is not None:
                     measure.once()
         log(f"[2/3] kfops compile vs kale --nb, {args.compile_repeat} rounds")
@@ -203,11 +215,15 @@ def main() -> int:
     print("\n1. a nine-step fan-out/fan-in notebook (pandas, scikit-learn)")
     for label, measure in (
         ("kfops run, fork server", forked),
+        ("kfops run --jobs 1, fork server", one_at_a_time),
         ("kfops run, a process per step", plain),
         ("jupyter nbconvert --execute", jupyter),
+        ("kfops run, every step cached (warm)", cached),
     ):
         print(show(label, measure))
     print(f"  kfops run (fork server) / nbconvert:        {ratio(forked, jupyter)}  (goal <= 1.0x)")
+    print(f"  kfops run --jobs 1 / nbconvert:             {ratio(one_at_a_time, jupyter)}")
+    print(f"  kfops run (fork server) / --jobs 1:         {ratio(forked, one_at_a_time)}")
     print(f"  kfops run (fork server) / process per step: {ratio(forked, plain)}")
     print(f"  kfops run (process per step) / nbconvert:   {ratio(plain, jupyter)}")
     print("\n2. compile, the same notebook")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -235,3 +236,73 @@ def test_compiling_leaves_no_pycache_in_the_project(
     assert result.exit_code == 0, result.output
     assert not (copy / "__pycache__").exists()
     assert sys.dont_write_bytecode is False
+
+
+# Cells whose code could fool a line-based cut: a trailing comment at the body's
+# indentation (inspect keeps it), a string with lines at column 0, triple quotes.
+_AWKWARD_CELLS = [
+    ("import math", "imports"),
+    ("x = [1, 2]\n# a comment that ends the cell", "step:make"),
+    ('text = """\n@dsl.component()\ndef not_a_step():\n"""\n\n\n', "step:text", "prev:make"),
+    ("y = x + [len(text)]  # trailing\n'''\"\"\"'''", "step:join", "prev:text"),
+    ('total = (1 +\n2)\nend = "\\\\"', "step:continued", "prev:join"),
+]
+
+
+@pytest.mark.parametrize(
+    "notebook",
+    [*sorted((DATA / "notebooks" / "corpus").glob("*.ipynb")), None],
+    ids=lambda p: "awkward" if p is None else p.stem,
+)
+def test_generated_sources_are_what_kfp_reads_with_inspect(
+    notebook: Path | None, tmp_path: Path
+) -> None:
+    """The component sources kfops hands KFP instead of inspect.getsource (a quarter of
+    a big notebook's compile) are what inspect gives, for every component."""
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    from kfops.notebook import codegen
+    from kfops.pipeline import compiler
+
+    if notebook is None:
+        cells = []
+        for source, *tags in _AWKWARD_CELLS:
+            made = new_code_cell(source)
+            made.metadata["tags"] = tags
+            cells.append(made)
+        notebook = tmp_path / "awkward.ipynb"
+        notebook.write_text(json.dumps(new_notebook(cells=cells)), encoding="utf-8")
+    module, nb = codegen.module_from_notebook(notebook, notebook.name, "p")
+    assert module is not None, nb.problems
+    file = tmp_path / "generated.py"
+    file.write_text(module.text, encoding="utf-8")
+    imported = compiler._import_user_module(file, tmp_path)
+    funcs = [c.python_func for c in vars(imported).values() if hasattr(c, "python_func")]
+    assert funcs
+    lines = {f.__code__.co_firstlineno: f for f in funcs}
+    assert sorted(lines) == sorted(module.sources)
+    for line, func in lines.items():
+        assert module.sources[line] == compiler._kfp_function_source(func), func.__name__
+
+
+def test_yaml_dumper_writes_what_pyyaml_writes(tmp_path: Path) -> None:
+    """kfops's Dumper (KFP's IR writer, faster) writes PyYAML's bytes: on a compiled
+    notebook's IR and on strings made of what changes quoting and folding."""
+    import random
+
+    from kfops.pipeline import _yaml_emitter
+
+    code, out, err = _compile(ROOT / "pipelines" / "wine-notebook")
+    assert code == 0, err
+    ir = list(yaml.safe_load_all(out))
+    assert yaml.dump_all(ir, sort_keys=True, Dumper=_yaml_emitter.Dumper) == yaml.dump_all(
+        ir, sort_keys=True
+    )
+    alphabet = [*" \n\t\r:#-?,[]{}'\"\\x\x85\u2028\u2029\x00\xe9\ufeff.", "---", "\U0001f600"]
+    rng = random.Random(10)
+    for _ in range(3000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 90)))
+        for document in (text, {"key": [text, {text or "k": text}]}):
+            for width in (12, 80):
+                expected = yaml.dump(document, width=width)
+                assert yaml.dump(document, width=width, Dumper=_yaml_emitter.Dumper) == expected

@@ -172,3 +172,72 @@ def test_ctrl_c_stops_a_forked_step(tmp_path: Path) -> None:
         for _ in range(200):  # the step is gone once its parent has reaped it
             os.kill(step, 0)
             time.sleep(0.05)
+
+
+CORPUS = sorted((DATA / "notebooks" / "corpus").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize(
+    "notebook",
+    [DATA.parent.parent / "pipelines" / "wine-notebook" / "train.ipynb", *CORPUS],
+    ids=lambda p: p.stem,
+)
+def test_the_early_fork_server_imports_what_the_workers_would(notebook: Path) -> None:
+    """`kfops run --no-cache` launches the fork server before compiling, from the
+    generated module; the worker adopts it only when it imports the same modules as the
+    server it would start from the IR, so this must hold for it to be of use."""
+    from kfops.pipeline import _worker, compiler, local
+    from kfops.project import config
+
+    project = config.load(notebook)
+    early = local.early_modules(project)
+    ir = compiler.compile_project(project).ir
+    assert early == _forkserver.preload_modules(_worker._sources(ir))
+
+
+@pytest.mark.slow
+def test_a_cold_notebook_run_forks_from_the_early_server(tmp_path: Path) -> None:
+    notebook = tmp_path / "nb" / "two.ipynb"
+    notebook.parent.mkdir()
+    cells = [
+        {
+            "cell_type": "code",
+            "source": s,
+            "metadata": {"tags": t},
+            "outputs": [],
+            "execution_count": None,
+        }
+        for s, t in (
+            ("import json", ["imports"]),
+            ("x = json.dumps([1])", ["step:make"]),
+            ("y = json.loads(x)\nprint(y)", ["step:use", "prev:make"]),
+        )
+    ]
+    notebook.write_text(
+        json.dumps({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5})
+    )
+    code, out, result = _run(notebook, tmp_path / "runs", "--no-cache")
+    assert code == 0, out
+    assert {s["runner"] for s in result["steps"].values()} == {"fork"}
+    run_dir = next(p for p in (tmp_path / "runs").iterdir() if p.name != ".cache")
+    assert (run_dir / "logs" / "use.log").read_text() == "[1]\n"
+
+
+def test_the_worker_adopts_an_early_server_only_with_the_same_modules(tmp_path: Path) -> None:
+    from kfops.pipeline import _worker
+
+    process = _forkserver.ForkServer.launch(["json"], tmp_path)
+    assert process is not None and process.stdout is not None
+    server = _forkserver.ForkServer(process, _forkserver.socket_path(tmp_path))
+    early = {"socket": str(server.path), "fd": process.stdout.fileno(), "modules": ["json"]}
+    try:
+        assert _worker._Forks(["json", "pickle"], early).early is None
+        forks = _worker._Forks(["json"], {**early, "fd": os.dup(early["fd"])})
+        adopted = forks.get()
+        assert adopted is not None and adopted.process is None  # not the worker's own
+        assert forks.folder is None
+        forks.stop()  # leaves the early server to the process that launched it
+        assert process.poll() is None
+    finally:
+        server.stop()
+    assert process.poll() is not None

@@ -278,6 +278,14 @@ def _write_atomically(target: Path, text: str) -> None:
     show_default=True,
     help="With --env --wait: seconds to wait; the run is left running after that.",
 )
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Run up to N independent steps at once (1: one at a time, in kfp.local's order;"
+    " --docker runs one at a time).  [default: the number of cores]",
+)
 def run(
     path: Path,
     params: tuple[str, ...],
@@ -289,6 +297,7 @@ def run(
     env_name: str | None,
     wait: bool,
     timeout: float,
+    jobs: int | None,
 ) -> None:
     """Run PATH's pipeline on this machine with kfp.local (no cluster needed).
 
@@ -306,11 +315,13 @@ def run(
         raise click.UsageError("--env runs on Kubeflow: --docker and --runs-dir are for local runs")
     if wait and env_name is None:
         raise click.UsageError("--wait goes with --env (a local run always waits)")
+    if jobs is not None and env_name is not None:
+        raise click.UsageError("--jobs is for local runs; --env runs on Kubeflow")
     project = _load(path)
     if env_name is not None:
         sys.exit(_run_on_kubeflow(project, env_name, params, wait, timeout))
     runner = local.DockerRun(network=network, build_network=build_network) if docker else None
-    result = local.run(project, params, cache=cache, runs_dir=runs_dir, docker=runner)
+    result = local.run(project, params, cache=cache, runs_dir=runs_dir, docker=runner, jobs=jobs)
     if not result.succeeded:
         sys.exit(EXIT_FAILED)
 

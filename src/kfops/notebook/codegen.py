@@ -21,6 +21,7 @@ later steps as artifacts, in a format chosen by type:
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from kfops.notebook.dataflow import Flow, function_name
@@ -127,8 +128,28 @@ _RUNTIME = """
 """
 
 
+@dataclass(frozen=True)
+class Module:
+    """A generated pipeline module.
+
+    Attributes:
+        text: its source text.
+        sources: each component function's source as KFP embeds it in the IR (what
+            ``inspect.getsource`` gives, less the decorator), by the line number of its
+            decorator (the function's ``co_firstlineno``).
+    """
+
+    text: str
+    sources: dict[int, str]
+
+
 def generate(nb: Notebook, flow: Flow, pipeline_name: str) -> str:
     """The pipeline module's source text for ``nb``."""
+    return generate_module(nb, flow, pipeline_name).text
+
+
+def generate_module(nb: Notebook, flow: Flow, pipeline_name: str) -> Module:
+    """The pipeline module for ``nb``, with its components' sources."""
     where = nb.path.name
     uses_kubernetes = bool(nb.volumes) or any(
         s.annotations or s.labels or s.secrets for s in nb.steps.values()
@@ -141,10 +162,18 @@ def generate(nb: Notebook, flow: Flow, pipeline_name: str) -> str:
     if uses_kubernetes:
         lines.append("from kfp import kubernetes")
     lines += ["from kfp.dsl import Artifact, Input, Metrics, Output", "", ""]
+    sources = {}
+    line = 1 + sum(1 + part.count("\n") for part in lines)
     for name in flow.order:
-        lines += [*_component(nb, flow, nb.steps[name]), "", ""]
+        component = _component(nb, flow, nb.steps[name])
+        # A component ends with a statement, never a comment, and two blank lines and a
+        # line at column 0 follow it, so inspect's block is exactly these lines; KFP
+        # drops the decorator line (dedent changes nothing: the decorator is at column 0).
+        sources[line] = "\n".join(component[1:]) + "\n"
+        lines += [*component, "", ""]
+        line += sum(1 + part.count("\n") for part in component) + 2
     lines += _pipeline(nb, flow, pipeline_name)
-    return "\n".join(lines) + "\n"
+    return Module("\n".join(lines) + "\n", sources)
 
 
 def _component(nb: Notebook, flow: Flow, step: Step) -> list[str]:
@@ -271,6 +300,14 @@ def _settings(nb: Notebook, step: Step, task: str) -> list[str]:
 
 def from_notebook(path: Path, shown: str, pipeline_name: str) -> tuple[str | None, Notebook]:
     """Read, analyse and generate: the module source (None if there are errors)."""
+    module, nb = module_from_notebook(path, shown, pipeline_name)
+    return (None if module is None else module.text), nb
+
+
+def module_from_notebook(
+    path: Path, shown: str, pipeline_name: str
+) -> tuple[Module | None, Notebook]:
+    """Read, analyse and generate: the module (None if there are errors)."""
     from kfops.notebook import dataflow, tags
 
     nb = tags.read(path, shown)
@@ -281,4 +318,4 @@ def from_notebook(path: Path, shown: str, pipeline_name: str) -> tuple[str | Non
     flow = dataflow.analyse(nb)
     if flow is None or any(p.severity == "error" for p in nb.problems):
         return None, nb
-    return generate(nb, flow, pipeline_name), nb
+    return generate_module(nb, flow, pipeline_name), nb

@@ -128,25 +128,51 @@ def _installed(module: str) -> bool:
     return any(Path(spec.origin).is_relative_to(root) for root in roots)
 
 
+def socket_path(folder: Path) -> Path:
+    """Where the server started for ``folder`` listens."""
+    return folder / "forkserver.sock"
+
+
 class ForkServer:
     """The worker's handle on a running server (see the module's docstring)."""
 
-    def __init__(self, process: subprocess.Popen[str], path: Path) -> None:
-        self.process = process
+    def __init__(self, process: subprocess.Popen[str] | None, path: Path) -> None:
+        self.process = process  # None: another process started it and stops it
         self.path = path
+
+    @staticmethod
+    def launch(
+        modules: list[str], folder: Path, stderr: Any = None
+    ) -> subprocess.Popen[str] | None:
+        """Start a server that imports ``modules``, without waiting for it: it says
+        ``_READY`` on its stdout when it takes steps, and stops at the end of its stdin.
+        None if it could not start."""
+        command = [sys.executable, "-m", "kfops.pipeline._forkserver", str(socket_path(folder))]
+        try:
+            return subprocess.Popen(
+                [*command, *modules],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+            )
+        except OSError:
+            return None
+
+    @classmethod
+    def adopt(cls, ready_fd: int, path: Path) -> ForkServer | None:
+        """A server that ``kfops run`` launched (before compiling), once it says on
+        ``ready_fd`` (its stdout) that it is ready; None if it never does."""
+        with os.fdopen(ready_fd, encoding="utf-8", errors="replace") as ready:
+            line = ready.readline()
+        return cls(None, path) if line.strip() == _READY else None
 
     @classmethod
     def start(cls, modules: list[str], folder: Path) -> ForkServer | None:
         """Start a server that imports ``modules``; None if it could not start."""
-        path = folder / "forkserver.sock"
-        try:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "kfops.pipeline._forkserver", str(path), *modules],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-        except OSError:
+        path = socket_path(folder)
+        process = cls.launch(modules, folder)
+        if process is None:
             return None
         assert process.stdout is not None
         if process.stdout.readline().strip() != _READY:
@@ -158,7 +184,7 @@ class ForkServer:
     def run(self, call: list[str], cwd: str, env: dict[str, str], out: Any) -> int | None:
         """Run a step: its output line by line to ``out(line)``, its exit code returned
         (negative: killed by that signal). None when the server cannot take it."""
-        if self.process.poll() is not None:
+        if self.process is not None and self.process.poll() is not None:
             return None
         read_end, write_end = os.pipe()
         try:
@@ -183,6 +209,8 @@ class ForkServer:
         return int(reply)
 
     def stop(self) -> None:
+        if self.process is None:
+            return
         for pipe in (self.process.stdin, self.process.stdout):
             with contextlib.suppress(OSError):
                 if pipe is not None:

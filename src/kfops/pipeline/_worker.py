@@ -5,10 +5,13 @@ and reports each step's start and end as one JSON line on stdout behind ``EVENT_
 everything else it prints is the steps' own output.
 
 Usage: python -m kfops.pipeline._worker PIPELINE_YAML ARGUMENTS_JSON PIPELINE_ROOT
-       CACHE_ROOT|- [RUNNER]
+       CACHE_ROOT|- [RUNNER [JOBS [EARLY]]]
 
 RUNNER is ``-`` (steps as subprocesses here) or a JSON object
-``{"kind": "docker", ...}``.
+``{"kind": "docker", ...}``. JOBS is how many independent tasks run at once (1, the
+default: one at a time, as kfp.local does). EARLY is ``-`` or a fork server that
+``kfops run`` launched before compiling, as ``{"socket": PATH, "fd": READY_FD,
+"modules": [...]}``.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from kfops.pipeline import _forkserver
+from kfops.pipeline import _dag, _forkserver
 
 EVENT_PREFIX = "\x1ekfops-event "
 
@@ -226,15 +229,21 @@ class _Forks:
     """The fork server, started when the first step actually runs (a fully cached
     re-run never starts it), and whether starting it failed."""
 
-    def __init__(self, modules: list[str]) -> None:
+    def __init__(self, modules: list[str], early: dict[str, Any] | None = None) -> None:
         self.modules = modules
         self.server: _forkserver.ForkServer | None = None
         self.failed = False
         self.lock = threading.Lock()
         self.folder: str | None = None
+        # a server that `kfops run --no-cache` launched before compiling, used when it
+        # imports exactly what this one would
+        self.early = early if early is not None and early["modules"] == modules else None
 
     def get(self) -> _forkserver.ForkServer | None:
         with self.lock:
+            if self.server is None and self.early is not None:
+                early, self.early = self.early, None
+                self.server = _forkserver.ForkServer.adopt(early["fd"], Path(early["socket"]))
             if self.server is None and not self.failed:
                 import tempfile
 
@@ -403,6 +412,8 @@ def _trace_pipeline_failures() -> None:
 def main(argv: list[str]) -> int:
     pipeline_yaml, arguments_json, pipeline_root, cache_root = argv[:4]
     runner = argv[4] if len(argv) > 4 else "-"
+    jobs = int(argv[5]) if len(argv) > 5 else 1
+    early = json.loads(argv[6]) if len(argv) > 6 and argv[6] != "-" else None
     # kfp warns once per task about settings the local runner ignores; kfops lists them
     # once itself.
     warnings.filterwarnings("ignore", category=UserWarning)
@@ -412,7 +423,7 @@ def main(argv: list[str]) -> int:
 
         text = Path(pipeline_yaml).read_text(encoding="utf-8")
         ir = next(yaml.load_all(text, Loader=_yaml_loader()))
-        forks = _Forks(_forkserver.preload_modules(_sources(ir)))
+        forks = _Forks(_forkserver.preload_modules(_sources(ir)), early)
         if cache_root == "-":
             # Every step will run: the server imports while this process imports kfp
             # and kfp.local sets up.
@@ -425,6 +436,7 @@ def main(argv: list[str]) -> int:
     logs = os.environ.get("KFOPS_STEP_LOGS")
     _trace_tasks(Path(logs) if logs else None)
     _trace_pipeline_failures()
+    _dag.install(jobs)
     _run_steps(
         fast_installs=os.environ.get("KFOPS_LOCAL_PIP") != "always" and runner == "-",
         forks=forks,

@@ -6,6 +6,7 @@ This module imports the user's pipeline file (it runs their code) and kfp, so on
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import importlib.util
@@ -14,10 +15,11 @@ import math
 import sys
 import tempfile
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kfops.errors import (
     EXIT_USAGE,
@@ -32,15 +34,43 @@ from kfops.project import document
 from kfops.project.model import NotebookRef, PipelineRef, Project, StepOverride
 from kfops.project.source import Parameter, parameter_problem
 
+if TYPE_CHECKING:
+    from kfops.notebook import codegen
+
 import_kfp()  # without kfp.client: half of kfp's import time, never used here
 from kfp import compiler as kfp_compiler  # noqa: E402
-from kfp.dsl import graph_component, pipeline_context, pipeline_task  # noqa: E402
+from kfp.compiler import pipeline_spec_builder  # noqa: E402
+from kfp.dsl import component_factory, graph_component, pipeline_context, pipeline_task  # noqa: E402
 from kfp.dsl import utils as kfp_utils  # noqa: E402
+
+from kfops.pipeline import _yaml_emitter  # noqa: E402
 
 # KFP's compiler sanitises every task name of a DAG again for each of its tasks (a
 # number of calls that grows with the square of the steps: half a million regex pairs
 # for a 500-step notebook); the function is pure, so its results are kept.
 kfp_utils.maybe_rename_for_k8s = functools.lru_cache(maxsize=None)(kfp_utils.maybe_rename_for_k8s)
+# KFP writes the IR with yaml.dump_all and PyYAML's pure-Python Dumper; kfops's Dumper
+# writes the same bytes in a third of the time (see _yaml_emitter).
+pipeline_spec_builder.yaml = _yaml_emitter.kfp_yaml()
+
+# KFP embeds each component's source, found with inspect.getsource, which tokenizes the
+# function again (a quarter of a 500-step notebook's compile). For the module kfops
+# generates from a notebook, the sources are cut from its text by the AST instead:
+# (file, first line) -> what _get_function_source_definition returns.
+_GENERATED_SOURCES: dict[tuple[str, int], str] = {}
+_kfp_function_source = component_factory._get_function_source_definition
+
+
+def _function_source(func: Any) -> str:
+    code = getattr(func, "__code__", None)
+    key = None if code is None else (code.co_filename, code.co_firstlineno)
+    known = None if key is None else _GENERATED_SOURCES.get(key)
+    if known is None:
+        return str(_kfp_function_source(func))
+    return known
+
+
+component_factory._get_function_source_definition = _function_source
 
 # KFP's names for parameter types, as they appear in component_spec.inputs.
 _PARAM_TYPES = {
@@ -99,8 +129,10 @@ def load_pipeline(project: Project) -> graph_component.GraphComponent:
     if isinstance(ref, NotebookRef):
         with tempfile.TemporaryDirectory(prefix="kfops-notebook-") as tmp:
             generated = Path(tmp) / f"{ref.file.stem.replace('-', '_')}_pipeline.py"
-            generated.write_text(notebook_source(project), encoding="utf-8")
-            module = _import_user_module(generated, project.root)
+            generated_module = _notebook_module(project)
+            generated.write_text(generated_module.text, encoding="utf-8")
+            with _known_sources(generated, generated_module.sources):
+                module = _import_user_module(generated, project.root)
         component: Any = module.pipeline
         return component
     module = _import_user_module(ref.file, project.root)
@@ -122,6 +154,22 @@ def load_pipeline(project: Project) -> graph_component.GraphComponent:
     return component
 
 
+@contextlib.contextmanager
+def _known_sources(file: Path, sources: dict[int, str]) -> Iterator[None]:
+    """While ``file`` is imported, KFP takes the sources of the functions that start at
+    these lines from here rather than from inspect."""
+    keys = []
+    for line, text in sources.items():
+        key = (str(file), line)
+        _GENERATED_SOURCES[key] = text
+        keys.append(key)
+    try:
+        yield
+    finally:
+        for key in keys:
+            _GENERATED_SOURCES.pop(key, None)
+
+
 def notebook_source(project: Project) -> str:
     """The KFP pipeline module generated from the project's notebook.
 
@@ -129,6 +177,10 @@ def notebook_source(project: Project) -> str:
         InvalidProject: the notebook has errors.
         KfopsError: the project's pipeline is not a notebook.
     """
+    return _notebook_module(project).text
+
+
+def _notebook_module(project: Project) -> codegen.Module:
     from kfops.notebook import codegen
 
     ref = project.pipeline
@@ -138,10 +190,10 @@ def notebook_source(project: Project) -> str:
             f" this project's pipeline is already Python ({ref.file.name})",
             exit_code=EXIT_USAGE,
         )
-    text, nb = codegen.from_notebook(ref.file, display_path(ref.file), project.name)
-    if text is None:
+    module, nb = codegen.module_from_notebook(ref.file, display_path(ref.file), project.name)
+    if module is None:
         raise InvalidProject.of(nb.problems)
-    return text
+    return module
 
 
 def parameter_types(component: graph_component.GraphComponent) -> dict[str, str]:
@@ -294,7 +346,6 @@ def _with_nested_overrides(text: str, project: Project, out: Path) -> str:
     if not nested:
         return text
     from google.protobuf import json_format
-    from kfp.compiler import pipeline_spec_builder
     from kfp.pipeline_spec import pipeline_spec_pb2
 
     from kfops.pipeline.diff import steps_of

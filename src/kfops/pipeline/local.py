@@ -112,6 +112,88 @@ class DockerRun:
         return json.dumps({"kind": "docker", "network": self.network, "workdir": str(workdir)})
 
 
+# What KFP puts before a lightweight component's function in the IR (the worker reads
+# the fork server's modules from there).
+_KFP_PREAMBLE = "\nimport kfp\nfrom kfp import dsl\nfrom kfp.dsl import *\nfrom typing import *\n\n"
+
+
+class _EarlyForkServer:
+    """A fork server launched before compiling a notebook whose every step will run
+    (``--no-cache``), so that it imports the steps' libraries while kfops compiles. The
+    worker uses it when it imports what the worker's own would (see ``early_modules``);
+    this process stops it."""
+
+    def __init__(self, modules: list[str], folder: Path, process: subprocess.Popen[str]) -> None:
+        from kfops.pipeline import _forkserver
+
+        self.modules = modules
+        self.folder = folder
+        self.server = _forkserver.ForkServer(process, _forkserver.socket_path(folder))
+
+    @classmethod
+    def launch(cls, project: Project) -> _EarlyForkServer | None:
+        from kfops.pipeline import _forkserver
+
+        if not _forkserver.supported():
+            return None
+        modules = early_modules(project)
+        if modules is None:
+            return None
+        import tempfile
+
+        folder = Path(tempfile.mkdtemp(prefix="kfops-fork-"))
+        with (folder / "server.log").open("w", encoding="utf-8") as log:
+            process = _forkserver.ForkServer.launch(modules, folder, stderr=log)
+        if process is None:
+            import shutil
+
+            shutil.rmtree(folder, ignore_errors=True)
+            return None
+        return cls(modules, folder, process)
+
+    def fds(self) -> tuple[int, ...]:
+        stdout = self.server.process.stdout if self.server.process is not None else None
+        return (stdout.fileno(),) if stdout is not None else ()
+
+    def worker_argument(self) -> str:
+        fds = self.fds()
+        return json.dumps(
+            {"socket": str(self.server.path), "fd": fds[0] if fds else -1, "modules": self.modules}
+        )
+
+    def log_to(self, run_log: Path) -> None:
+        """Add what the server printed (its errors) to the run's log."""
+        text = (self.folder / "server.log").read_text(encoding="utf-8", errors="replace")
+        if text:
+            with run_log.open("a", encoding="utf-8") as log:
+                log.write(text)
+
+    def stop(self) -> None:
+        import shutil
+
+        self.server.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def early_modules(project: Project) -> list[str] | None:
+    """What the worker's fork server would import for a notebook project, known before
+    compiling: the components' sources are the generated module's. None for a Python
+    pipeline (its components exist only once its module is imported) or a notebook
+    with errors."""
+    from kfops.pipeline import _forkserver
+    from kfops.project.model import NotebookRef
+
+    ref = project.pipeline
+    if not isinstance(ref, NotebookRef):
+        return None
+    from kfops.notebook import codegen
+
+    module, _ = codegen.module_from_notebook(ref.file, display_path(ref.file), project.name)
+    if module is None:
+        return None
+    return _forkserver.preload_modules(_KFP_PREAMBLE + s for s in module.sources.values())
+
+
 def new_run_id(now: datetime | None = None) -> str:
     stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%d-%H%M%S")
     return f"{stamp}-{secrets.token_hex(2)}"
@@ -125,14 +207,38 @@ def run(
     runs_dir: Path | None = None,
     console: Console | None = None,
     docker: DockerRun | None = None,
+    jobs: int | None = None,
 ) -> RunResult:
     """Compile and run the project's pipeline locally; print progress and results.
+
+    ``jobs`` independent steps run at once (None: as many as this machine has cores;
+    1: one at a time, in kfp.local's order). With ``docker``, steps run one at a time:
+    kfp.local streams a container's output through its own, shared, log.
 
     Raises:
         KfopsError: a required parameter is missing, or the runner could not start.
         InvalidProject, UserCodeError: from compiling.
     """
     console = console or _console()
+    # Every step will run: the fork server imports their libraries while kfops compiles.
+    early = _EarlyForkServer.launch(project) if not cache and docker is None else None
+    try:
+        return _run(project, cli_params, cache, runs_dir, console, docker, jobs, early)
+    finally:
+        if early is not None:
+            early.stop()
+
+
+def _run(
+    project: Project,
+    cli_params: tuple[str, ...],
+    cache: bool,
+    runs_dir: Path | None,
+    console: Console,
+    docker: DockerRun | None,
+    jobs: int | None,
+    early: _EarlyForkServer | None,
+) -> RunResult:
     compiled = compiler.compile_project(project, cli_params)
     component_inputs = compiled.ir.get("root", {}).get("inputDefinitions", {})
     missing = [
@@ -183,7 +289,15 @@ def run(
     cache_root = str(cache_dir) if cache else "-"
     started = time.monotonic()
     runner = docker.worker_argument(project.workdir) if docker else "-"
-    _execute(project, run_dir, cache_root, result, console, runner)
+    if docker is not None:
+        jobs = 1
+    elif jobs is None:
+        from kfops.pipeline._dag import default_jobs
+
+        jobs = default_jobs()
+    _execute(project, run_dir, cache_root, result, console, runner, jobs, early)
+    if early is not None:
+        early.log_to(run_dir / "run.log")
     result.seconds = time.monotonic() - started
     # Steps keep the order they ran in.
     (run_dir / "result.json").write_text(
@@ -298,6 +412,8 @@ def _execute(
     result: RunResult,
     console: Console,
     runner: str = "-",
+    jobs: int = 1,
+    early: _EarlyForkServer | None = None,
 ) -> None:
     command = [
         sys.executable,
@@ -308,6 +424,8 @@ def _execute(
         str(run_dir / "artifacts"),
         cache_root,
         runner,
+        str(jobs),
+        early.worker_argument() if early is not None else "-",
     ]
     env = {
         **os.environ,
@@ -330,6 +448,7 @@ def _execute(
                 stderr=subprocess.STDOUT,
                 text=True,
                 errors="replace",
+                pass_fds=early.fds() if early is not None else (),
             )
         except OSError as exc:
             raise KfopsError(f"cannot start the local runner: {exc}") from None
