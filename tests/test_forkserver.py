@@ -241,3 +241,30 @@ def test_the_worker_adopts_an_early_server_only_with_the_same_modules(tmp_path: 
     finally:
         server.stop()
     assert process.poll() is not None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fork", ["1", "0"])
+def test_steps_read_end_of_file_whatever_kfops_stdin_holds(tmp_path: Path, fork: str) -> None:
+    """A CI runner's stdin may be a pipe with data in it: neither a forked step nor a
+    subprocess step may read it."""
+    project = _project(tmp_path, "probes")
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    runs = str(tmp_path / "runs")
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "kfops", "run", str(project)),
+            "--runs-dir",
+            runs,
+            "--no-cache",
+            "-p",
+            f"folder={folder}",
+        ],
+        input="data a step must not see\n",
+        capture_output=True,
+        text=True,
+        env={**os.environ, "KFOPS_LOCAL_FORK": fork},
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr

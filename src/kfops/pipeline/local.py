@@ -444,6 +444,9 @@ def _execute(
                 command,
                 cwd=project.workdir,
                 env=env,
+                # steps never read the terminal (or whatever kfops's stdin is): end-of-file,
+                # as in a pipeline on a cluster, whether a step is forked or a subprocess
+                stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
