@@ -811,16 +811,75 @@ def serve(
     click.echo("stopped", err=True)
 
 
+def _served_model_options(function: Any) -> Any:
+    """Which model server a command talks to: ``--local``, ``--url`` or ``--env``."""
+    for option in reversed(
+        [
+            click.option(
+                "--local",
+                is_flag=True,
+                help="The server `kfops serve` runs: http://127.0.0.1:PORT.",
+            ),
+            click.option(
+                "--url", metavar="URL", help="A KServe endpoint's base URL (without /v1 or /v2)."
+            ),
+            click.option(
+                "--env",
+                "env_name",
+                metavar="NAME",
+                help="The model served in this environment (its kubernetes.url, else its"
+                " InferenceService's status.url).",
+            ),
+        ]
+    ):
+        function = option(function)
+    return function
+
+
+def _request_options(function: Any) -> Any:
+    """How a command talks to a model server: output, port, model name, protocol, timeout."""
+    for option in reversed(
+        [
+            click.option(
+                "--format",
+                "output_format",
+                type=click.Choice(["table", "json"]),
+                default="table",
+                show_default=True,
+            ),
+            click.option(
+                "--port",
+                type=click.IntRange(1, 65535),
+                default=8080,
+                show_default=True,
+                help="With --local.",
+            ),
+            click.option(
+                "--model-name",
+                metavar="NAME",
+                help="[default: serving.name, else the project's name]",
+            ),
+            click.option(
+                "--protocol",
+                type=click.Choice(["v1", "v2"]),
+                help="[default: serving.protocol, else v1]",
+            ),
+            click.option(
+                "--timeout",
+                type=click.FloatRange(min=0.001),
+                default=30.0,
+                show_default=True,
+                help="Seconds, per request.",
+            ),
+        ]
+    ):
+        function = option(function)
+    return function
+
+
 @cli.command()
 @click.argument("path", type=_PATH, default=".")
-@click.option("--local", is_flag=True, help="The server `kfops serve` runs: http://127.0.0.1:PORT.")
-@click.option("--url", metavar="URL", help="A KServe endpoint's base URL (without /v1 or /v2).")
-@click.option(
-    "--env",
-    "env_name",
-    metavar="NAME",
-    help="The model served in this environment (environments.NAME.kubernetes.url).",
-)
+@_served_model_options
 @click.option(
     "--data",
     "data",
@@ -829,27 +888,7 @@ def serve(
     help="Rows as JSON (a list of rows or objects, {instances}, or a V2 body) or CSV with a"
     " header; - reads stdin.",
 )
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-)
-@click.option(
-    "--port", type=click.IntRange(1, 65535), default=8080, show_default=True, help="With --local."
-)
-@click.option(
-    "--model-name", metavar="NAME", help="[default: serving.name, else the project's name]"
-)
-@click.option(
-    "--protocol",
-    type=click.Choice(["v1", "v2"]),
-    help="[default: serving.protocol, else v1]",
-)
-@click.option(
-    "--timeout", type=click.FloatRange(min=0.001), default=30.0, show_default=True, help="Seconds."
-)
+@_request_options
 def predict(
     path: Path,
     local: bool,
@@ -955,37 +994,8 @@ def _monitoring(project: Any, section: str = "") -> Any:
 
 @cli.command()
 @click.argument("path", type=_PATH, default=".")
-@click.option("--local", is_flag=True, help="The server `kfops serve` runs: http://127.0.0.1:PORT.")
-@click.option("--url", metavar="URL", help="A KServe endpoint's base URL (without /v1 or /v2).")
-@click.option(
-    "--env",
-    "env_name",
-    metavar="NAME",
-    help="The model served in this environment (environments.NAME.kubernetes.url).",
-)
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-)
-@click.option(
-    "--port", type=click.IntRange(1, 65535), default=8080, show_default=True, help="With --local."
-)
-@click.option(
-    "--model-name", metavar="NAME", help="[default: serving.name, else the project's name]"
-)
-@click.option(
-    "--protocol", type=click.Choice(["v1", "v2"]), help="[default: serving.protocol, else v1]"
-)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0.001),
-    default=30.0,
-    show_default=True,
-    help="Seconds, per request.",
-)
+@_served_model_options
+@_request_options
 def probe(
     path: Path,
     local: bool,
