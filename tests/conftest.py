@@ -64,3 +64,31 @@ def git(repo: Path, *args: str) -> str:
         check=True,
     )
     return done.stdout.strip()
+
+
+def _dev_null_is_a_device() -> bool:
+    import stat
+
+    try:
+        return stat.S_ISCHR(os.stat(os.devnull).st_mode)
+    except OSError:
+        return False
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not _dev_null_is_a_device():
+        pytest.exit(
+            f"{os.devnull} is not a character device on this machine (something deleted it),"
+            " so every process that reads it gets stale data: restore it with"
+            " `rm -f /dev/null && mknod -m 666 /dev/null c 1 3`",
+            returncode=3,
+        )
+
+
+@pytest.fixture(autouse=True)
+def _dev_null_stays(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fails the test that breaks /dev/null (as root, a stray `rm` of it is possible),
+    instead of a later test that happens to read it."""
+    yield
+    if not _dev_null_is_a_device():
+        pytest.fail(f"{request.node.nodeid} left {os.devnull} deleted or replaced by a file")
