@@ -70,7 +70,7 @@ def _dev_null_is_a_device() -> bool:
     import stat
 
     try:
-        return stat.S_ISCHR(os.stat(os.devnull).st_mode)
+        return stat.S_ISCHR(Path(os.devnull).stat().st_mode)
     except OSError:
         return False
 
