@@ -672,3 +672,17 @@ def test_a_release_record_kfops_did_not_create_is_left_alone(
         client.CustomObjectsApi(api).get_namespaced_custom_object(
             GROUP, VERSION, namespace, PLURAL, "iris"
         )
+
+
+def test_an_unknown_environment_hints_at_what_a_release_needs(tmp_path: Path) -> None:
+    folder = _project(tmp_path, "ns")
+    result = CliRunner().invoke(cli, ["deploy", str(folder), "--env", "staging", *V1, "x"])
+    assert result.exit_code == 2
+    assert f"environments in {folder / 'mlops.yaml'}: `prod`" in result.stderr
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("pipeline.py", "smoke.json", "mlops.yaml"):
+        (bare / name).write_text((IRIS / name).read_text())
+    result = CliRunner().invoke(cli, ["deploy", str(bare), "--env", "prod", *V1, "x"])
+    assert result.exit_code == 2
+    assert "add `environments: {prod: {kubernetes: {namespace: NAME}}}`" in result.stderr

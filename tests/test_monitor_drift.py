@@ -195,3 +195,16 @@ def test_ks_is_scipys_statistic() -> None:
 
     a, b = _normal(300, 0.0, 5), _normal(200, 0.3, 6)
     assert drift.ks(a, b) == pytest.approx(ks_2samp(a, b).statistic)
+
+
+def test_without_scipy_the_message_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from kfops.errors import KfopsError
+    from kfops.monitor import drift
+
+    monkeypatch.setitem(sys.modules, "scipy", None)  # as if not installed
+    with pytest.raises(KfopsError) as caught:
+        drift._numpy()
+    assert caught.value.message == "drift statistics need scipy, which is not installed"
+    assert caught.value.hint == "install the extra: pip install 'kfops[monitor]'"

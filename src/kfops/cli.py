@@ -7,7 +7,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -25,6 +25,8 @@ from kfops.errors import (
 from kfops.project.model import NotebookRef
 
 _PATH = click.Path(path_type=Path)
+# What an environment needs for commands that read both Kubeflow Pipelines and KServe.
+_KFP_AND_KUBE = "kfp: {host: https://...}, kubernetes: {namespace: NAME}"
 
 
 class _Cli(click.Group):
@@ -461,7 +463,7 @@ def _delivery(project: Any, env_name: str) -> tuple[Any, str, Any]:
     from kfops.kubeflow.client import connect
     from kfops.pipeline import compiler
 
-    environment = project.environment(env_name)
+    environment = project.environment(env_name, "kfp: {host: https://...}")
     kfp = connect(environment)
     compiled = compiler.compile_project(project)
     ir_text = compiled.ir_text
@@ -502,7 +504,7 @@ def plan(path: Path, env_name: str, output_format: str, model_uri: str | None) -
     import json
 
     project = _load(path)
-    environment = project.environment(env_name)
+    environment = project.environment(env_name, _KFP_AND_KUBE)
     serves = environment.kubernetes is not None and project.serving is not None
     document: dict[str, Any] = {}
     texts: list[str] = []
@@ -596,7 +598,7 @@ def _rollout(project: Any, env_name: str) -> Any:
     from kfops.serving.kube import Kube
     from kfops.serving.rollout import Rollout
 
-    environment = project.environment(env_name)
+    environment = project.environment(env_name, "kubernetes: {namespace: NAME}")
     if project.serving is None:
         raise KfopsError(
             f"{project.shown} has no `serving:` section, so there is no model to deploy",
@@ -634,6 +636,14 @@ def _report_release(outcome: Any, output_format: str, verb: str) -> None:
                 f"{where}: release {outcome.release.name} is serving"
                 + (f" at {outcome.url}" if outcome.url else "")
             )
+
+
+def _report_failed(exc: Any, output_format: str, verb: str) -> NoReturn:
+    """A release that did not go through: its outcome as JSON when asked, then the error
+    (what is serving now is in its message)."""
+    if output_format == "json":
+        _report_release(exc.outcome, output_format, verb)
+    raise exc
 
 
 @cli.command()
@@ -692,7 +702,7 @@ def deploy(
     rollout = _rollout(project, env_name)
     metrics = releases.read_metrics(metrics_file) if metrics_file else None
     kfp = None
-    environment = project.environment(env_name)
+    environment = project.environment(env_name, "kubernetes: {namespace: NAME}")
     if project.serving.from_step and environment.kfp is not None and not promote:
         from kfops.kubeflow.client import connect
 
@@ -717,9 +727,7 @@ def deploy(
             )
             outcome = rollout.deploy(release, dry_run=dry_run, force=force_conflicts)
     except Failed as exc:
-        if output_format == "json":
-            _report_release(exc.outcome, output_format, "deploy")
-        raise
+        _report_failed(exc, output_format, "deploy")
     _report_release(outcome, output_format, "deploy")
 
 
@@ -748,9 +756,7 @@ def rollback(
     try:
         outcome = rollout.rollback(dry_run=dry_run, force=force_conflicts)
     except Failed as exc:
-        if output_format == "json":
-            _report_release(exc.outcome, output_format, "roll back to")
-        raise
+        _report_failed(exc, output_format, "roll back to")
     _report_release(outcome, output_format, "roll back to")
 
 
@@ -1311,7 +1317,7 @@ def status(path: Path, env_name: str, output_format: str) -> None:
     from kfops.delivery import status as live
 
     project = _load(path)
-    environment = project.environment(env_name)
+    environment = project.environment(env_name, _KFP_AND_KUBE)
     if environment.kfp is None and (environment.kubernetes is None or project.serving is None):
         raise KfopsError(
             f"environment `{env_name}` has neither `kfp:` nor `kubernetes:` with a"

@@ -34,7 +34,7 @@ def _numpy() -> Any:
     try:
         import numpy
         import scipy  # type: ignore[import-untyped]  # noqa: F401
-    except ImportError:  # pragma: no cover - the dev environment has scipy
+    except ImportError:
         raise KfopsError(
             "drift statistics need scipy, which is not installed",
             "install the extra: pip install 'kfops[monitor]'",

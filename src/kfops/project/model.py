@@ -324,8 +324,9 @@ class Project:
     serving: Serving | None = None
     monitoring: Monitoring | None = None
 
-    def environment(self, name: str) -> Environment:
-        """The environment called ``name``.
+    def environment(self, name: str, needs: str = "registry: HOST/PATH") -> Environment:
+        """The environment called ``name``; ``needs`` is what the hint says to give a new
+        one (what the command uses).
 
         Raises:
             KfopsError: (exit 2) no such environment, with did-you-mean.
@@ -337,7 +338,7 @@ class Project:
             name,
             (e.name for e in self.environments),
             f"environments in {self.shown}: ",
-            f"add `environments: {{{name}: {{registry: HOST/PATH}}}}` to {self.shown}",
+            f"add `environments: {{{name}: {{{needs}}}}}` to {self.shown}",
         )
         raise KfopsError(
             f"--env {name}: {self.shown} has no environment `{name}`", hint, exit_code=EXIT_USAGE

@@ -492,7 +492,7 @@ def _env_url(project: Any, env_name: str) -> str:
         KfopsError: no such environment (did-you-mean), no ``kubernetes:``, or no
             InferenceService with a URL there.
     """
-    environment = project.environment(env_name)
+    environment = project.environment(env_name, "kubernetes: {namespace: NAME}")
     target = environment.kubernetes
     if target is not None and target.url:
         url: str = target.url
