@@ -197,18 +197,17 @@ def test_a_logger_is_rendered_only_when_serving_logger_asks_for_it() -> None:
 
 
 def test_serving_logger_is_read_from_mlops_yaml(tmp_path: Path) -> None:
-    text = (IRIS / "mlops.yaml").read_text().replace(
-        "  format: sklearn\n",
-        "  format: sklearn\n  logger: {url: 'http://sink.monitoring:8099', mode: all}\n",
-    )
+    line = "  logger: {url: 'http://sink.monitoring:8099', mode: all}"
+    text = (IRIS / "mlops.yaml").read_text()
+    text = text.replace("  format: sklearn\n", f"  format: sklearn\n{line}\n")
     for name in ("pipeline.py", "smoke.json"):
         (tmp_path / name).write_text((IRIS / name).read_text())
     (tmp_path / "mlops.yaml").write_text(text)
     project = config.load(tmp_path)
     assert project.serving is not None and project.serving.logger is not None
     obj = render.render("iris", project.serving, "ml", NEW, mode=KNATIVE)
-    line = text.splitlines().index("  logger: {url: 'http://sink.monitoring:8099', mode: all}")
-    assert obj.marks[".spec.predictor.logger"] == f"{line + 1}:3"
+    number = text.splitlines().index(line) + 1
+    assert obj.marks[".spec.predictor.logger"] == f"{number}:3"
     assert obj["spec"]["predictor"]["logger"] == {
         "mode": "all",
         "url": "http://sink.monitoring:8099",
