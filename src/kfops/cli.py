@@ -1110,6 +1110,13 @@ def monitor() -> None:
 )
 @click.option("--dry-run", is_flag=True, help="Print the verdict; write no report.")
 @click.option(
+    "--window",
+    "window",
+    metavar="DURATION",
+    help="With drift.source logger: how far back the payload logs are read, e.g. 6h"
+    " [default: monitoring.drift.window].",
+)
+@click.option(
     "--format",
     "output_format",
     type=click.Choice(["table", "markdown", "json"]),
@@ -1123,6 +1130,7 @@ def monitor_check(
     report_file: Path,
     dry_run: bool,
     output_format: str,
+    window: str | None = None,
 ) -> None:
     """Check the served inputs against monitoring.drift's reference profile, once.
 
@@ -1145,17 +1153,22 @@ def monitor_check(
             "give --once: watching continuously (and --window over KServe's payload logs)"
             " comes in a later version"
         )
-    if inputs is None:
-        raise click.UsageError("give --inputs FILE.jsonl: the served inputs to check")
     project = _load(path)
     drift = _monitoring(project, "drift").drift
     shown = display_path(drift.reference)
+    reference = profile.load(drift.reference)
+    if drift.source == "logger" and inputs is None:
+        drift, served = _logged_samples(project, drift, reference, window)
+    elif inputs is None:
+        raise click.UsageError("give --inputs FILE.jsonl: the served inputs to check")
+    else:
+        served = samples.read_jsonl(inputs)
     result = report.evaluate(
         project.name,
         drift,
-        profile.load(drift.reference),
+        reference,
         shown,
-        samples.read_jsonl(inputs),
+        served,
         now=datetime.now(timezone.utc),
     )
     document = json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n"
@@ -1293,6 +1306,104 @@ def _reference_samples(data: Path, prediction_column: str | None) -> Any:
     predictions = values.pop(prediction_column)
     columns = tuple(c for c in found.columns if c != prediction_column)
     return samples.Samples(columns, values, predictions, found.count, found.named)
+
+
+def _logged_samples(project: Any, drift: Any, reference: Any, window: str | None) -> Any:
+    """The window of served inputs in the payload logs (drift.source logger), and the
+    drift settings with that window."""
+    import dataclasses
+    from datetime import datetime, timezone
+
+    from kfops.monitor import logger, sink
+    from kfops.project.config import duration_seconds
+
+    if window is not None:
+        try:
+            drift = dataclasses.replace(
+                drift, window=window, window_seconds=duration_seconds(window)
+            )
+        except ValueError:
+            raise click.BadParameter(
+                f"{window!r} is not a duration: give e.g. 30m, 6h or 7d", param_hint="--window"
+            ) from None
+    if not drift.logs:
+        raise KfopsError(
+            f"{project.shown}: monitoring.drift has `source: logger` and no `logs`",
+            "add `logs: s3://BUCKET/PREFIX` (or a folder) under monitoring.drift: where"
+            " `kfops monitor sink` stores the logger's events",
+            exit_code=EXIT_USAGE,
+        )
+    found = logger.window_samples(
+        sink.open_store(drift.logs),
+        until=datetime.now(timezone.utc),
+        seconds=drift.window_seconds,
+        signature=drift.signature,
+        reference_columns=tuple(f.name for f in reference.features),
+        service=project.serving.name if project.serving else None,
+    )
+    click.echo(found.summary(drift.logs), err=True)
+    return drift, found.samples
+
+
+@monitor.command(name="sink")
+@click.argument("path", type=_PATH, default=".")
+@click.option("--port", type=int, default=8099, show_default=True, help="The port to listen on.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="The address to listen on (0.0.0.0 inside a cluster, where the logger reaches it).",
+)
+@click.option(
+    "--store",
+    metavar="DIR|s3://BUCKET/PREFIX",
+    help="Where the events are kept [default: monitoring.drift.logs].",
+)
+@click.option(
+    "--flush-seconds",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    help="How often buffered events are written (S3 stores; a folder is written at once).",
+)
+def monitor_sink(path: Path, port: int, host: str, store: str | None, flush_seconds: float) -> None:
+    """Receive KServe's payload logger and keep its events for `kfops monitor`.
+
+    An HTTP server for `serving.logger.url`: it takes the logger's CloudEvents
+    (binary or structured), answers 202 at once, and appends each as one JSON line to
+    STORE/YYYY/MM/DD/HH/<id>.jsonl; an event it cannot read is answered 400 with the
+    reason. With `monitoring.drift.source: logger`, `kfops monitor --once` reads
+    the window back. Ctrl-C stops it.
+    """
+    from kfops.monitor import sink
+
+    if store is None:
+        project = _load(path)
+        drift = _monitoring(project, "drift").drift
+        if not drift.logs:
+            raise KfopsError(
+                f"{project.shown}: monitoring.drift has no `logs`: the sink does not know"
+                " where to keep the events",
+                "give --store DIR|s3://BUCKET/PREFIX, or add `logs:` under monitoring.drift",
+                exit_code=EXIT_USAGE,
+            )
+        store = drift.logs
+    receiver = sink.Sink(sink.open_store(store, create=True))
+
+    def ready(url: str) -> None:
+        click.echo(
+            f"kfops monitor sink: listening on {url}; keeping events in {store}\n"
+            f"  set serving.logger.url to {url} (as the cluster reaches this address)"
+            "; Ctrl-C stops",
+            err=True,
+        )
+
+    sink.serve(receiver, host, port, flush_seconds=flush_seconds, ready=ready)
+    click.echo(
+        f"kfops monitor sink: stopped; {receiver.received} events kept,"
+        f" {receiver.rejected} rejected",
+        err=True,
+    )
 
 
 @cli.command()
