@@ -94,14 +94,11 @@ def window_samples(
 
     low, high = stamp(since), stamp(until)
     for key, blob in read_segments(store, keys):
-        for number, raw in enumerate(blob.split(b"\n"), start=1):
-            if not raw.strip():
-                continue
+        for number, event in _events(blob):
             where = f"{key}:{number}"
             try:
-                event = json.loads(raw)
                 kind, when, ident = event["type"], event["time"], event["id"]
-            except (ValueError, TypeError, KeyError):
+            except (TypeError, KeyError):
                 skip(where, "not an event line")
                 continue
             if not isinstance(when, str) or not isinstance(ident, str):
@@ -164,6 +161,29 @@ def window_samples(
         skipped=skipped,
         skips=tuple(skips),
     )
+
+
+_BAD = object()  # a line that is not JSON
+
+
+def _events(blob: bytes) -> list[tuple[int, Any]]:
+    """The JSON values of a segment's lines, numbered from 1 (``_BAD`` for a line that is
+    not JSON). One parse of the whole segment as an array is many times faster than one a
+    line; a segment with a bad line is parsed again line by line."""
+    numbered = [(n, raw) for n, raw in enumerate(blob.split(b"\n"), start=1) if raw.strip()]
+    try:
+        values = json.loads(b"[" + b",".join(raw for _, raw in numbered) + b"]")
+    except ValueError:
+        values = None
+    if isinstance(values, list) and len(values) == len(numbered):
+        return [(n, value) for (n, _), value in zip(numbered, values, strict=True)]
+    found: list[tuple[int, Any]] = []
+    for n, raw in numbered:
+        try:
+            found.append((n, json.loads(raw)))
+        except ValueError:
+            found.append((n, _BAD))
+    return found
 
 
 class _Unreadable(Exception):
