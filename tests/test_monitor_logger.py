@@ -315,6 +315,35 @@ def test_malformed_events_are_answered_400_with_the_reason_and_not_stored(
     assert [e["id"] for e in _stored(logs)] == ["1"]
 
 
+def test_a_request_without_a_valid_content_length_is_answered_400(tmp_path: Path) -> None:
+    import http.client
+
+    with _sink(sink.open_store(str(tmp_path), create=True)) as (url, receiver):
+        connection = http.client.HTTPConnection(url.removeprefix("http://"), timeout=10)
+        connection.putrequest("POST", "/")
+        for name, value in _GOOD.items():
+            connection.putheader(name, value)
+        connection.putheader("Content-Length", "lots")
+        connection.endheaders()
+        answer = connection.getresponse()
+        text = answer.read().decode()
+        connection.close()
+    assert answer.status == 400
+    assert "the request has no valid Content-Length" in text
+    assert receiver.received == 0
+
+
+def test_an_event_the_store_cannot_keep_is_answered_503(tmp_path: Path) -> None:
+    store = sink.open_store(str(tmp_path / "logs"), create=True)
+    (tmp_path / "logs").rmdir()
+    (tmp_path / "logs").write_text("a file where the store was")
+    with _sink(store) as (url, receiver):
+        answer = httpx.post(url, headers=_GOOD, content=b'{"instances": [[1, 2, 3, 4]]}')
+    assert answer.status_code == 503
+    assert f"cannot keep the event in {tmp_path / 'logs'}: " in answer.text
+    assert receiver.received == 0
+
+
 def test_the_window_excludes_old_segments(servers: dict[str, str], tmp_path: Path) -> None:
     logs = tmp_path / "logs"
     folder = _project(tmp_path, str(logs))
@@ -515,6 +544,25 @@ def test_a_body_that_cannot_be_read_is_skipped_and_counted(
     assert found.samples.predictions == []
 
 
+def test_a_client_ce_id_used_twice_pairs_answers_in_order(tmp_path: Path) -> None:
+    # KServe takes the id from the client's Ce-Id header when there is one.
+    store = _store_of(
+        tmp_path,
+        [
+            _event("same", sink.REQUEST, {"instances": [[1, 2, 3, 4]]}),
+            _event("same", sink.RESPONSE, {"predictions": [0]}),
+            _event("same", sink.REQUEST, {"instances": "unreadable"}),
+            _event("same", sink.RESPONSE, {"predictions": [9]}),
+            _event("same", sink.REQUEST, {"instances": [[5, 6, 7, 8]]}),
+            _event("same", sink.RESPONSE, {"predictions": [2]}),
+        ],
+    )
+    found = logger.window_samples(store, until=NOW, seconds=3600, reference_columns=FEATURES)
+    assert (found.requests, found.answered, found.skipped) == (3, 2, 1)
+    assert found.samples.values["sepal_length"] == [1, 5]
+    assert found.samples.predictions == [0, 2]
+
+
 def test_rows_of_another_shape_than_the_first_are_skipped(tmp_path: Path) -> None:
     found = logger.window_samples(
         _store_of(
@@ -638,6 +686,66 @@ def test_the_s3_store_works_on_a_local_s3_stand_in(
     assert "30 logged requests (30 answered" in result.stderr
     assert "of s3://logs/iris/payloads" in result.stderr
     assert json.loads((folder / "report.json").read_text())["verdict"] == "breach"
+
+
+def test_a_failed_s3_flush_warns_keeps_the_events_and_fails_the_last_flush(
+    tmp_path: Path, s3: str
+) -> None:
+    import boto3
+
+    store = sink.open_store("s3://late-bucket/logs")
+    receiver = sink.Sink(store)
+    stop, ready, warned = threading.Event(), threading.Event(), threading.Event()
+    urls: list[str] = []
+    warnings: list[str] = []
+    errors: list[KfopsError] = []
+
+    def started(url: str) -> None:
+        urls.append(url)
+        ready.set()
+
+    def warn(message: str) -> None:
+        warnings.append(message)
+        warned.set()
+
+    def run() -> None:
+        try:
+            sink.serve(
+                receiver,
+                "127.0.0.1",
+                0,
+                flush_seconds=0.1,
+                ready=started,
+                stop=stop,
+                warn=warn,
+            )
+        except KfopsError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        assert ready.wait(30)
+        assert httpx.post(urls[0], headers=_GOOD, content=b"{}").status_code == 202
+        assert warned.wait(30), "no flush failed"
+        assert warnings[0].startswith("log store s3://late-bucket/logs: S3 answered NoSuchBucket")
+        assert warnings[0].endswith("the events are kept and written at the next flush")
+        # once the bucket exists, the kept events are written
+        boto3.client("s3").create_bucket(Bucket="late-bucket")
+    finally:
+        stop.set()
+        thread.join()
+    assert errors == []
+    [item] = boto3.client("s3").list_objects_v2(Bucket="late-bucket")["Contents"]
+    body = boto3.client("s3").get_object(Bucket="late-bucket", Key=item["Key"])["Body"].read()
+    assert [json.loads(line)["id"] for line in body.splitlines()] == ["1"]
+    # and a flush that fails on the way out is an error
+    store = sink.open_store("s3://gone/logs")
+    store.append(NOW, b"{}\n")
+    with pytest.raises(KfopsError, match="log store s3://gone/logs: S3 answered NoSuchBucket"):
+        store.flush()
+    with pytest.raises(KfopsError, match="NoSuchBucket"):
+        store.flush()  # the line was kept for another try
 
 
 def test_an_s3_bucket_that_does_not_exist_is_explained(tmp_path: Path, s3: str) -> None:

@@ -1398,7 +1398,10 @@ def monitor_sink(path: Path, port: int, host: str, store: str | None, flush_seco
             err=True,
         )
 
-    sink.serve(receiver, host, port, flush_seconds=flush_seconds, ready=ready)
+    def warn(message: str) -> None:
+        click.echo(f"kfops monitor sink: {message}", err=True)
+
+    sink.serve(receiver, host, port, flush_seconds=flush_seconds, ready=ready, warn=warn)
     click.echo(
         f"kfops monitor sink: stopped; {receiver.received} events kept,"
         f" {receiver.rejected} rejected",

@@ -81,8 +81,10 @@ def window_samples(
     since = until - timedelta(seconds=seconds)
     names = signature or reference_columns
     keys = [key for hour in hours(since, until) for key in store.segments(hour)]
-    requests: dict[str, tuple[str, Any]] = {}  # id -> (where, body)
-    responses: dict[str, Any] = {}
+    # (where, body) in the order logged. KServe takes the id from a client's Ce-Id header
+    # when there is one, so an id may come back: the n-th response answers the n-th request.
+    requests: list[tuple[str, str, Any]] = []  # (id, where, body)
+    responses: dict[str, list[tuple[str, Any]]] = {}
     skips: list[str] = []
     skipped = 0
 
@@ -110,12 +112,13 @@ def window_samples(
             if service is not None and event.get("inferenceservicename") != service:
                 continue
             if kind == REQUEST:
-                requests[ident] = (where, event.get("data"))
+                requests.append((ident, where, event.get("data")))
             elif kind == RESPONSE:
-                responses[ident] = (where, event.get("data"))
+                responses.setdefault(ident, []).append((where, event.get("data")))
     if responses and not requests:
         raise KfopsError(
-            f"the payload logs of {store.shown} hold {len(responses)} responses and no"
+            f"the payload logs of {store.shown} hold"
+            f" {sum(len(r) for r in responses.values())} responses and no"
             f" request between {_iso(since)} and {_iso(until)}: the logger logs no inputs",
             "set serving.logger.mode to `all` (or `request`) in mlops.yaml and deploy",
         )
@@ -123,7 +126,10 @@ def window_samples(
     predictions: list[Any] = []
     answered = 0
     shape: Any = None  # the first row's columns (objects) or width (lists)
-    for ident, (where, body) in requests.items():
+    asked = {ident for ident, _, _ in requests}
+    answers = {ident: iter(found) for ident, found in responses.items()}
+    for ident, where, body in requests:
+        answer = next(answers[ident], None) if ident in answers else None
         try:
             found = _rows(body, names)
             for row in found:
@@ -135,7 +141,6 @@ def window_samples(
         except _Unreadable as exc:
             skip(where, str(exc))
             continue
-        answer = responses.get(ident)
         predicted: list[Any] | None = None
         if answer is not None:
             answered += 1
@@ -157,7 +162,7 @@ def window_samples(
         segments=len(keys),
         requests=len(requests),
         answered=answered,
-        responses_only=sum(1 for ident in responses if ident not in requests),
+        responses_only=sum(len(r) for ident, r in responses.items() if ident not in asked),
         skipped=skipped,
         skips=tuple(skips),
     )

@@ -161,7 +161,15 @@ class S3Store:
             buffers, self._buffers = self._buffers, {}
         for part, lines in sorted(buffers.items()):
             key = self._key(f"{part}/{uuid.uuid4().hex}.jsonl")
-            self._s3(self.client.put_object, Bucket=self.bucket, Key=key, Body=b"".join(lines))
+            try:
+                self._s3(self.client.put_object, Bucket=self.bucket, Key=key, Body=b"".join(lines))
+            except KfopsError:
+                # Keep what was not written, for the next flush.
+                with self._lock:
+                    for later, kept in buffers.items():
+                        if later >= part:
+                            self._buffers[later] = kept + self._buffers.get(later, [])
+                raise
 
     def segments(self, hour: datetime) -> list[str]:
         prefix = self._key(partition(hour)) + "/"
@@ -287,7 +295,10 @@ class Sink:
                 self.rejected += 1
             return 400, str(exc)
         encoded = json.dumps(line, separators=(",", ":"), ensure_ascii=False) + "\n"
-        self.store.append(when, encoded.encode())
+        try:
+            self.store.append(when, encoded.encode())
+        except OSError as exc:
+            return 503, f"cannot keep the event in {self.store.shown}: {exc.strerror or exc}"
         with self._lock:
             self.received += 1
         return 202, "stored"
@@ -301,12 +312,14 @@ def serve(
     flush_seconds: float = 10.0,
     ready: Callable[[str], None] | None = None,
     stop: threading.Event | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> None:
     """Answer the logger's POSTs on ``host:port`` until ``stop`` is set (or Ctrl-C);
-    flush the store every ``flush_seconds`` and on the way out.
+    flush the store every ``flush_seconds`` (a failure is passed to ``warn`` and the
+    events are kept for the next flush) and on the way out.
 
     Raises:
-        KfopsError: the port cannot be bound.
+        KfopsError: the port cannot be bound; or the last flush failed.
     """
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -317,9 +330,16 @@ def serve(
         disable_nagle_algorithm = True
 
         def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
-            status, text = sink.accept(dict(self.headers.items()), body)
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = -1
+            if length < 0:
+                status, text = 400, "the request has no valid Content-Length"
+                self.close_connection = True
+            else:
+                body = self.rfile.read(length) if length else b""
+                status, text = sink.accept(dict(self.headers.items()), body)
             payload = (text + "\n").encode()
             self.send_response(status)
             self.send_header("Content-Type", "text/plain; charset=utf-8")
@@ -355,7 +375,11 @@ def serve(
         if ready is not None:
             ready(address)
         while not stop.wait(flush_seconds):
-            sink.store.flush()
+            try:
+                sink.store.flush()
+            except KfopsError as exc:
+                if warn is not None:
+                    warn(f"{exc.message}; the events are kept and written at the next flush")
     except KeyboardInterrupt:
         pass
     finally:
