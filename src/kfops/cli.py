@@ -1510,7 +1510,11 @@ def init(
         written = scaffold.github_workflow(
             github_project, action=action, ref=action_ref, force=force
         )
-        click.echo(f"wrote {display_path(written)}; commit it and open a pull request", err=True)
+        more = scaffold.monitor_workflows(
+            github_project, action=action, ref=action_ref, force=force
+        )
+        names = ", ".join(display_path(p) for p in [written, *more])
+        click.echo(f"wrote {names}; commit them and open a pull request", err=True)
         return
     if pipeline_file is None:
         raise click.UsageError("give PIPELINE_FILE, or --github for a workflow")

@@ -45,9 +45,10 @@ def project_key(root: Path) -> str:
 
 
 def context(env: Mapping[str, str]) -> GitHubContext | None:
-    """The repository to report to: GITHUB_REPOSITORY and a token (GITHUB_TOKEN, as the
-    action passes its `github-token` input), or None to report locally only."""
-    repository, token = env.get("GITHUB_REPOSITORY"), env.get("GITHUB_TOKEN")
+    """The repository to report to: GITHUB_REPOSITORY and a token (the action's
+    `github-token` input, else GITHUB_TOKEN), or None to report locally only."""
+    repository = env.get("GITHUB_REPOSITORY")
+    token = env.get("KFOPS_GITHUB_TOKEN") or env.get("GITHUB_TOKEN")
     if not repository or not token:
         return None
     server = env.get("GITHUB_SERVER_URL") or "https://github.com"
