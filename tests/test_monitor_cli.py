@@ -396,3 +396,24 @@ def test_without_once_or_a_schedule(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "give --once, or set monitoring.schedule" in result.output
+
+
+def test_status_shows_the_last_verdict_from_the_state(tmp_path: Path, _state: Path) -> None:
+    from kfops.delivery import status as live
+    from kfops.project import config
+    from kfops.project.model import Environment
+
+    inputs = str(_inputs(tmp_path, _shifted()))
+    for _ in range(3):
+        _monitor("--inputs", inputs, "--report", str(tmp_path / "r.json"))
+    project = config.load(PROJECT)
+    environment = Environment(name="local", mark=project.monitoring.mark)  # type: ignore[union-attr]
+    found = live.collect(project, environment, {"KFOPS_MONITOR_STATE": str(_state)})
+    assert found.monitor is not None
+    assert (found.monitor["verdict"], found.monitor["breaches"]) == ("breach", 3)
+    assert found.monitor["breach"] == json.loads(_state.read_text())["episode"]
+    assert found.monitor["source"] == str(_state)
+    text = found.text()
+    assert "monitor breach at " in text and "breaching runs in a row: 3" in text
+    fresh = live.collect(project, environment, {"KFOPS_MONITOR_STATE": str(tmp_path / "none")})
+    assert "monitor: no verdict recorded yet (run `kfops monitor --once`)" in fresh.text()

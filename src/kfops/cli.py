@@ -1213,7 +1213,6 @@ def _served_samples(drift: Any, inputs: Path | None) -> Any:
 
 def _monitor_once(watch: Any, report_file: Path, output_format: str) -> int:
     import json
-    import os
     from datetime import datetime, timezone
 
     from kfops.delivery import monitor as watching
@@ -1234,7 +1233,6 @@ def _monitor_once(watch: Any, report_file: Path, output_format: str) -> int:
 
 def _job_summary(text: str) -> None:
     """Append to the GitHub job summary, when there is one."""
-    import os
 
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
@@ -1439,9 +1437,10 @@ def status(path: Path, env_name: str, output_format: str) -> None:
 
     The pipeline's latest versions and their commits, the last runs and their states,
     the schedules kfops keeps, and the served model: URL, release, model URI, commit,
-    stage, readiness, traffic split and the releases before it; with links to the KFP
-    UI and the Kubeflow dashboard. A part that cannot be read says why, the others
-    still show; the exit code is then 1.
+    stage, readiness, traffic split and the releases before it; the monitor's last
+    verdict, its issue and the last retraining dispatched; with links to the KFP UI and
+    the Kubeflow dashboard. A part that cannot be read says why, the others still
+    show; the exit code is then 1.
     """
     from kfops.delivery import status as live
 
@@ -1455,7 +1454,7 @@ def status(path: Path, env_name: str, output_format: str) -> None:
             f" environments.{env_name}",
             exit_code=EXIT_USAGE,
         )
-    found = live.collect(project, environment)
+    found = live.collect(project, environment, os.environ)
     if output_format == "json":
         click.echo(live.render_json(found))
     elif output_format == "markdown":
