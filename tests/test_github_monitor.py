@@ -192,6 +192,17 @@ def test_comments_are_posted_once(github_api: GitHubTestServer, repo: Repository
     assert second == github_api.comments("acme", "ml", opened.number)[-1]["html_url"]
 
 
+def test_a_comment_lost_before_it_was_stored_is_posted_again(
+    github_api: GitHubTestServer, repo: Repository
+) -> None:
+    opened = repo.open_issue(MARK, "breach", "window 1")
+    repo.comment(opened.number, "window 2 breached too")
+    github_api.fail_next("POST", rf"/repos/acme/ml/issues/{opened.number}/comments", 502)
+    repo.comment(opened.number, "window 2 breached too")  # the same text, a new window
+    bodies = [c["body"] for c in github_api.comments("acme", "ml", opened.number)]
+    assert bodies == ["window 2 breached too"] * 2
+
+
 def test_an_issues_read_token_cannot_open_the_issue(
     github_api: GitHubTestServer, repo: Repository
 ) -> None:
@@ -306,6 +317,21 @@ def test_a_dispatch_whose_answer_was_lost_is_not_sent_again(
     )
     assert len(github_api.dispatches("acme", "ml")) == 1
     assert [(m, s) for m, _, s in _writes(github_api)] == [("POST", 502)]
+
+
+def test_a_rate_limited_dispatch_is_sent_again(
+    github_api: GitHubTestServer, repo: Repository
+) -> None:
+    github_api.add_workflow("acme", "ml", "kfops-retrain.yml")
+    github_api.fail_next(
+        "POST",
+        r"/repos/acme/ml/actions/workflows/[^/]+/dispatches",
+        429,
+        headers={"Retry-After": "1"},
+    )
+    repo.dispatch("kfops-retrain.yml", "main", {})
+    assert len(github_api.dispatches("acme", "ml")) == 1
+    assert [(m, s) for m, _, s in _writes(github_api)] == [("POST", 429), ("POST", 204)]
 
 
 # -- the pull request -------------------------------------------------------------------------
@@ -452,6 +478,15 @@ def test_a_commit_whose_answer_was_lost_is_not_repeated(
         ("PUT", 502),
         ("POST", 201),
     ]
+
+
+def test_a_pull_request_whose_answer_was_lost_is_not_opened_twice(
+    github_api: GitHubTestServer, repo: Repository
+) -> None:
+    github_api.fail_next("POST", r"/repos/acme/ml/pulls", 502, commit=True)
+    pull = _open(repo)
+    assert [p["number"] for p in github_api.pulls("acme", "ml")] == [pull.number]
+    assert [s for m, p, s in _writes(github_api) if p.endswith("/pulls")] == [502]
 
 
 def test_a_failed_commit_says_what_was_done(github_api: GitHubTestServer, repo: Repository) -> None:

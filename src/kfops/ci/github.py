@@ -375,13 +375,16 @@ class Repository:
     def comment(self, number: int, body: str) -> str:
         """Comment on issue (or pull request) ``number``; returns the comment's html_url.
 
-        After a server error, the comment is taken as stored when the issue's last
-        comment is ours with this very body."""
+        After a server error, the comment is taken as stored when the issue has gained
+        comments since and the newest is ours with this very body."""
         with self._session(f"comment on issue #{number}", "issues: write") as (client, repo):
             issue = repo.get_issue(number)
+            before = issue.comments  # completes the lazy issue: one GET
             login = self._login(client)
 
             def lookup() -> Any:
+                if repo.get_issue(number).comments <= before:
+                    return None
                 comments = list(issue.get_comments())
                 last = comments[-1] if comments else None
                 if last is not None and _ours(last.user, login) and last.body == body:
