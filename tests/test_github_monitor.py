@@ -450,6 +450,22 @@ def test_no_pull_requests_write_leaves_the_branch(
     assert github_api.commits("acme", "ml", BRANCH) == commits
 
 
+def test_a_repository_that_forbids_actions_to_open_pull_requests(
+    github_api: GitHubTestServer, repo: Repository
+) -> None:
+    github_api.actions_may_open_pulls = False
+    with pytest.raises(KfopsError) as raised:
+        _open(repo, {"deploy/prod.yaml": "model: v2\n"})
+    assert raised.value.message == (
+        f"could not open the pull request from {BRANCH}: the GitHub API at {github_api.url}"
+        " does not let GitHub Actions open pull requests (403 GitHub Actions is not permitted"
+        f" to create or approve pull requests.); branch {BRANCH} was created from main and"
+        " holds the commit of deploy/prod.yaml; no pull request was opened"
+    )
+    assert "Allow GitHub Actions to create and approve pull requests" in raised.value.hint
+    assert github_api.pulls("acme", "ml") == []
+
+
 def test_no_contents_write_changes_nothing(github_api: GitHubTestServer, repo: Repository) -> None:
     github_api.token_permissions = {"contents": "read", "pull-requests": "write"}
     with pytest.raises(KfopsError) as raised:

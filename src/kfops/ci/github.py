@@ -672,6 +672,14 @@ class Repository:
                 f" {left}",
                 "run again after the limit resets, or less often",
             )
+        if status == 403 and "not permitted to create or approve pull requests" in message:
+            return KfopsError(
+                f"could not {doing}: {where} does not let GitHub Actions open pull requests"
+                f" (403 {message}); {left}",
+                "allow it in the repository's Settings > Actions > General > Workflow"
+                " permissions (`Allow GitHub Actions to create and approve pull requests`), or"
+                " pass a personal token with `pull-requests: write` as `github-token`",
+            )
         if status == 403:
             return KfopsError(
                 f"could not {doing}: {where} refused {CREDENTIAL} (403 {message}): it needs"
