@@ -729,6 +729,11 @@ class GitHubTestServer:
                 return None
             return self._tree(repository, branch).get(path)
 
+    def branch_head(self, owner: str, repo: str, branch: str) -> str | None:
+        """The sha of the commit at the head of ``branch``, or None if there is no such branch."""
+        with self._lock:
+            return self._repo(owner, repo).branches.get(branch)
+
     def commits(self, owner: str, repo: str, branch: str) -> list[str]:
         """The messages of the commits on ``branch``, newest first ([] if no such branch)."""
         with self._lock:

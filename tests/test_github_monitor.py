@@ -67,7 +67,7 @@ def test_the_sticky_issue_is_found_only_when_we_wrote_it(
     )
     # GitHub lists pull requests among issues: a bot's pull request is not the issue either
     pull = github_api.add_pull_request("acme", "ml", author=BOT_LOGIN)
-    assert github_api._repos[("acme", "ml")].issues[pull].is_pull
+    assert [p["number"] for p in github_api.pulls("acme", "ml")] == [pull]
     assert repo.sticky_issue(MARK) is None
 
     opened = repo.open_issue(MARK, "iris: drift in production", "| feature | psi |")
