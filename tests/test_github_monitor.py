@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import socket
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -575,6 +578,38 @@ def test_an_unreachable_server(github_api: GitHubTestServer) -> None:
         " (ConnectionError); nothing was changed"
     )
     assert "GITHUB_API_URL" in raised.value.hint
+
+
+def test_nothing_but_kfops_writes_to_stderr(github_api: GitHubTestServer) -> None:
+    # PyGithub logs every 403 to stderr by default, the workflow token's expected one on
+    # GET /user included; a fresh interpreter shows what a CI log would.
+    github_api.add_repo("acme", "ml")
+    github_api.token_permissions = {"issues": "read"}
+    script = (
+        "import sys\n"
+        "from kfops.ci.event import GitHubContext\n"
+        "from kfops.ci.github import Repository\n"
+        "from kfops.errors import KfopsError\n"
+        f"ctx = GitHubContext('schedule', {{}}, '', '', 'acme/ml', {github_api.url!r}, '', '',"
+        f" None, None, {github_api.token!r})\n"
+        "repo = Repository(ctx, backoff=0)\n"
+        f"print(repo.sticky_issue({MARK!r}))\n"
+        "try:\n"
+        f"    repo.open_issue({MARK!r}, 't', 'b')\n"
+        "except KfopsError as exc:\n"
+        "    print(exc.message)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("None\ncould not open the monitoring issue: ")
+    assert done.stderr == ""
+    assert ("GET", "/user", 403) in github_api.requests
 
 
 def test_the_token_never_appears(

@@ -97,7 +97,16 @@ def publish(
 
 
 def _client(token: str, api_url: str, backoff: float, methods: set[str]) -> Any:
+    import logging
+
     from github import Auth, Github, GithubRetry
+
+    # PyGithub logs to stderr at INFO on import (a line per 403, such as the workflow
+    # token's expected one on GET /user): kfops reports failures itself. A level someone
+    # chose on purpose is left alone.
+    logger = logging.getLogger("github")
+    if logger.level == logging.INFO:
+        logger.setLevel(logging.WARNING)
 
     retry = GithubRetry(total=4, backoff_factor=backoff, allowed_methods=frozenset(methods))
     return Github(
