@@ -149,7 +149,7 @@ def carry_out(
             " `kfops init --github` writes does).",
         )
     if repository is None:
-        from kfops.ci.github import Repository  # type: ignore[attr-defined]
+        from kfops.ci.github import Repository
 
         repository = Repository(ctx)
     done: list[str] = []
@@ -247,7 +247,7 @@ def _describe(action: trigger.Action, workflow: str) -> str:
 def state_from_issue(ctx: GitHubContext, mark: str, repository: Any = None) -> Any:
     """The sticky issue (or None) and the state its body keeps (or None)."""
     if repository is None:
-        from kfops.ci.github import Repository  # type: ignore[attr-defined]
+        from kfops.ci.github import Repository
 
         repository = Repository(ctx)
     issue = repository.sticky_issue(mark, LABEL)
