@@ -843,6 +843,15 @@ def test_a_window_that_is_not_a_duration_is_a_usage_error(tmp_path: Path) -> Non
     assert "'six hours' is not a duration: give e.g. 30m, 6h or 7d" in result.stderr
 
 
+def test_a_window_with_source_probes_is_a_usage_error(tmp_path: Path) -> None:
+    folder = _project(tmp_path, None, source="probes")
+    result = _monitor(folder, "--window", "6h")
+    assert result.exit_code == 2
+    assert "--window reads KServe's payload logs: monitoring.drift.source is probes" in (
+        result.stderr
+    )
+
+
 def test_source_probes_still_reads_inputs(tmp_path: Path) -> None:
     folder = _project(tmp_path, None, source="probes")
     result = _monitor(folder)
