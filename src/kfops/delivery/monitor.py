@@ -235,7 +235,8 @@ def _ref(env: Mapping[str, str]) -> str:
 
 def _newer(kept: trigger.State, local: trigger.State) -> bool:
     last_kept, last_local = kept.last_verdict, local.last_verdict
-    return last_local is None or (last_kept is not None and last_kept[0] >= last_local[0])
+    # On a tie (the same second) the file wins: it is written last, after the issue.
+    return last_local is None or (last_kept is not None and last_kept[0] > last_local[0])
 
 
 def _save(path: Path, state: trigger.State) -> None:
