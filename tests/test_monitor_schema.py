@@ -91,3 +91,76 @@ def test_validate_of_a_monitored_project_imports_no_statistics() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout == "[]\n"
+
+
+CYCLE = """\
+environments:
+  prod:
+    kubernetes: {namespace: models}
+    kfp: {host: "http://kfp.example:8888"}
+serving:
+  model: {from_step: train-model, run: run-42}
+  format: sklearn
+  logger: {url: "http://kfops-sink.monitoring.svc:8099", mode: request}
+monitoring:
+  gates:
+    canary: {latency_ratio: 1.5, agreement: 0.95, metric_delta: {accuracy: 0.02, mae: 0.5}}
+  drift:
+    source: logger
+    logs: monitor/logs
+    reference: ref.json
+    signature: [sepal_length, sepal_width, petal_length, petal_width]
+  schedule: {cron: "*/30 * * * *", runner: kfp, environment: prod, image: "reg.example/kfops:1"}
+  on_breach: {close_after: 4, workflow: retrain.yaml, retrain: auto}
+"""
+
+
+def test_the_cycle_keys_become_the_model(tmp_path: Path) -> None:
+    (tmp_path / "pipeline.py").write_text((PROJECT / "pipeline.py").read_text())
+    (tmp_path / "ref.json").write_text("{}")
+    (tmp_path / "mlops.yaml").write_text(MINIMAL + CYCLE)
+    project = config.load(tmp_path)
+    serving, monitoring = project.serving, project.monitoring
+    assert serving is not None and monitoring is not None
+    assert (serving.from_step, serving.run) == ("train-model", "run-42")
+    assert serving.logger is not None
+    assert (serving.logger.url, serving.logger.mode) == (
+        "http://kfops-sink.monitoring.svc:8099",
+        "request",
+    )
+    assert serving.logger.mark.line == 12
+    assert monitoring.gates is not None and monitoring.gates.canary is not None
+    canary = monitoring.gates.canary
+    assert (canary.latency_ratio, canary.agreement) == (1.5, 0.95)
+    assert canary.metric_delta == (("accuracy", 0.02), ("mae", 0.5))
+    drift = monitoring.drift
+    assert drift is not None
+    assert drift.logs == str((tmp_path / "monitor" / "logs").resolve())
+    assert drift.signature == ("sepal_length", "sepal_width", "petal_length", "petal_width")
+    assert (monitoring.schedule, monitoring.runner) == ("*/30 * * * *", "kfp")
+    assert (monitoring.schedule_environment, monitoring.image) == ("prod", "reg.example/kfops:1")
+    assert (monitoring.on_breach.close_after, monitoring.on_breach.workflow) == (4, "retrain.yaml")
+
+
+def test_cycle_defaults_and_an_s3_store(tmp_path: Path) -> None:
+    (tmp_path / "pipeline.py").write_text((PROJECT / "pipeline.py").read_text())
+    (tmp_path / "ref.json").write_text("{}")
+    (tmp_path / "mlops.yaml").write_text(
+        MINIMAL
+        + "monitoring:\n  drift: {source: logger, logs: 's3://mon/iris', reference: ref.json}\n"
+        + "  schedule: '0 * * * *'\n"
+    )
+    monitoring = config.load(tmp_path).monitoring
+    assert monitoring is not None and monitoring.drift is not None
+    assert monitoring.drift.logs == "s3://mon/iris"
+    assert monitoring.drift.signature == ()
+    assert (monitoring.schedule, monitoring.runner, monitoring.schedule_environment) == (
+        "0 * * * *",
+        "github",
+        None,
+    )
+    assert (monitoring.on_breach.close_after, monitoring.on_breach.workflow) == (
+        2,
+        "kfops-retrain.yml",
+    )
+    assert monitoring.gates is None

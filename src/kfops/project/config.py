@@ -23,6 +23,7 @@ from kfops.project.model import (
     DRIFT_DEFAULTS,
     Bound,
     Canary,
+    CanaryGates,
     Drift,
     DriftTest,
     Environment,
@@ -33,6 +34,7 @@ from kfops.project.model import (
     Monitoring,
     NotebookRef,
     OnBreach,
+    PayloadLogger,
     PipelineRef,
     ProbeRequest,
     ProbeSet,
@@ -393,6 +395,15 @@ def _check_serving(doc: Document, config_file: Path, failed_paths: set[str]) -> 
                     "swap them, or keep only the bound you mean",
                 )
             )
+    model = _mapping(serving.get("model"))
+    if "run" in model and "uri" in model and "from_step" not in model:
+        problems.append(
+            doc.problem(
+                ("serving", "model", "run"),
+                "`run` pins the run whose step output is served, but `uri` names a fixed model",
+                "keep `uri`, or replace it with `from_step: STEP` and keep `run`",
+            )
+        )
     tag = _mapping(_mapping(data.get("on")).get("tag"))
     if tag.get("deploy") is True:
         target = tag.get("environment")
@@ -668,6 +679,7 @@ def _serving(doc: Document, project_name: str, root: Path) -> Serving:
         from_step=model.get("from_step"),
         artifact=model.get("artifact"),
         uri=model.get("uri"),
+        run=model.get("run"),
         runtime=spec.get("runtime"),
         protocol=spec.get("protocol", "v1"),
         resources=_resources(spec.get("resources")),
@@ -693,6 +705,13 @@ def _serving(doc: Document, project_name: str, root: Path) -> Serving:
             )
             for metric, rule in (spec.get("gate") or {}).items()
         ),
+        logger=PayloadLogger(
+            mark=doc.mark_of(("serving", "logger"), key=True),
+            url=spec["logger"]["url"],
+            mode=spec["logger"].get("mode", "all"),
+        )
+        if "logger" in spec
+        else None,
         marks=tuple((key, doc.mark_of(("serving", key), key=True)) for key in spec),
     )
 
@@ -837,6 +856,14 @@ def _check_monitoring(doc: Document, config_file: Path, failed_paths: set[str]) 
                         )
     drift = _mapping(monitoring.get("drift"))
     missing(("monitoring", "drift", "reference"), "*.json")
+    if drift.get("source") == "logger" and "logs" not in drift:
+        problems.append(
+            doc.problem(
+                ("monitoring", "drift", "source"),
+                "`source: logger` needs `logs`: where `kfops monitor sink` stores the events",
+                "add `logs: s3://BUCKET/PREFIX` (or a folder, e.g. `logs: monitor/logs`)",
+            )
+        )
     tests: list[tuple[tuple[str | int, ...], Any]] = [
         (("monitoring", "drift", "categorical"), drift.get("categorical"))
     ]
@@ -853,7 +880,11 @@ def _check_monitoring(doc: Document, config_file: Path, failed_paths: set[str]) 
                 )
             )
     schedule = monitoring.get("schedule")
-    where_cron = ("monitoring", "schedule")
+    where_cron: tuple[str, ...] = ("monitoring", "schedule")
+    if isinstance(schedule, dict):
+        problems += _check_monitor_runner(doc, schedule, failed_paths)
+        schedule = schedule.get("cron")
+        where_cron = ("monitoring", "schedule", "cron")
     if isinstance(schedule, str) and document.format_path(where_cron) not in failed_paths:
         wrong = cron_problem(schedule)
         if wrong:
@@ -865,6 +896,53 @@ def _check_monitoring(doc: Document, config_file: Path, failed_paths: set[str]) 
                 )
             )
     return problems
+
+
+def _check_monitor_runner(
+    doc: Document, schedule: dict[str, Any], failed_paths: set[str]
+) -> list[Problem]:
+    """``monitoring.schedule.environment`` must exist; ``runner: kfp`` needs its ``kfp:``."""
+    environments = _mapping(doc.data.get("environments"))
+    name = schedule.get("environment")
+    where = ("monitoring", "schedule", "environment")
+    if schedule.get("runner") == "kfp":
+        lacking = [key for key in ("environment", "image") if key not in schedule]
+        if lacking:
+            return [
+                doc.problem(
+                    ("monitoring", "schedule", "runner"),
+                    "`runner: kfp` needs "
+                    + " and ".join(f"`{k}`" for k in lacking)
+                    + ": which cluster runs the monitor, and an image with kfops in it",
+                    "add `environment: NAME` (an environment with `kfp:`) and"
+                    " `image: REGISTRY/kfops:TAG` (with `pip install 'kfops[monitor]'`)",
+                )
+            ]
+    if not isinstance(name, str) or document.format_path(where) in failed_paths:
+        return []
+    if name not in environments:
+        return [
+            doc.problem(
+                where,
+                f"no environment `{name}` under `environments:`",
+                did_you_mean(
+                    name,
+                    environments,
+                    "environments: ",
+                    f"add `environments: {{{name}: {{kubernetes: {{namespace: NAME}}}}}}`",
+                ),
+            )
+        ]
+    if schedule.get("runner") == "kfp" and "kfp" not in _mapping(environments[name]):
+        return [
+            doc.problem(
+                ("monitoring", "schedule", "runner"),
+                f"`runner: kfp` runs the monitor in environment `{name}`'s Kubeflow Pipelines,"
+                " but it has no `kfp:`",
+                f"add `kfp: {{host: URL}}` under environments.{name}, or use `runner: github`",
+            )
+        ]
+    return []
 
 
 def _missing_monitor_file(
@@ -898,6 +976,10 @@ def _monitoring(doc: Document, root: Path) -> Monitoring:
     gates: dict[str, Any] | None = spec.get("gates")
     drift: dict[str, Any] | None = spec.get("drift")
     on_breach: dict[str, Any] = spec.get("on_breach") or {}
+    canary: dict[str, Any] | None = (gates or {}).get("canary")
+    schedule: Any = spec.get("schedule")
+    timing: dict[str, Any] = schedule if isinstance(schedule, dict) else {"cron": schedule}
+    logs = (drift or {}).get("logs")
 
     def test(value: dict[str, Any] | None, default: DriftTest) -> DriftTest:
         value = value or {}
@@ -947,6 +1029,17 @@ def _monitoring(doc: Document, root: Path) -> Monitoring:
             if "latency_p95" in gates
             else None,
             availability=gates.get("availability"),
+            canary=CanaryGates(
+                mark=doc.mark_of((*where, "gates", "canary"), key=True),
+                latency_ratio=canary.get("latency_ratio"),
+                agreement=canary.get("agreement"),
+                metric_delta=tuple(
+                    (metric, float(delta))
+                    for metric, delta in (canary.get("metric_delta") or {}).items()
+                ),
+            )
+            if canary is not None
+            else None,
         )
         if gates is not None
         else None,
@@ -954,6 +1047,8 @@ def _monitoring(doc: Document, root: Path) -> Monitoring:
             mark=doc.mark_of((*where, "drift"), key=True),
             reference=(root / drift["reference"]).resolve(),
             source=drift.get("source", "probes"),
+            logs=logs if logs is None or logs.startswith("s3://") else str((root / logs).resolve()),
+            signature=tuple(drift.get("signature") or ()),
             window=drift.get("window", "24h"),
             window_seconds=duration_seconds(drift.get("window", "24h")),
             min_samples=drift.get("min_samples", 100),
@@ -970,12 +1065,17 @@ def _monitoring(doc: Document, root: Path) -> Monitoring:
         )
         if drift is not None
         else None,
-        schedule=spec.get("schedule"),
+        schedule=timing.get("cron"),
+        runner=timing.get("runner", "github"),
+        schedule_environment=timing.get("environment"),
+        image=timing.get("image"),
         on_breach=OnBreach(
             consecutive=on_breach.get("consecutive", 1),
             cooldown=on_breach.get("cooldown", "24h"),
             cooldown_seconds=duration_seconds(on_breach.get("cooldown", "24h")),
             retrain=on_breach.get("retrain", "issue"),
+            close_after=on_breach.get("close_after", 2),
+            workflow=on_breach.get("workflow", "kfops-retrain.yml"),
         ),
     )
 

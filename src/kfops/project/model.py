@@ -160,6 +160,16 @@ class Canary:
 
 
 @dataclass(frozen=True)
+class PayloadLogger:
+    """``serving.logger``: KServe's payload logger, sending requests and responses as
+    CloudEvents to ``url``."""
+
+    mark: Mark
+    url: str
+    mode: str = "all"  # "all" | "request" | "response"
+
+
+@dataclass(frozen=True)
 class Serving:
     """``serving:``: how the model is served locally and by KServe."""
 
@@ -169,6 +179,7 @@ class Serving:
     from_step: str | None = None
     artifact: str | None = None  # None: the step's only Model output
     uri: str | None = None
+    run: str | None = None  # ``serving.model.run``: the run whose model is served
     runtime: str | None = None
     protocol: str = "v1"
     resources: Resources | None = None
@@ -178,6 +189,7 @@ class Serving:
     timeout: int = 600
     canary: Canary | None = None
     gate: tuple[GateRule, ...] = ()
+    logger: PayloadLogger | None = None
     marks: tuple[tuple[str, Mark], ...] = ()  # where each key under serving: is written
 
     def mark_of(self, key: str) -> Mark:
@@ -224,6 +236,16 @@ class ProbeSet:
 
 
 @dataclass(frozen=True)
+class CanaryGates:
+    """``monitoring.gates.canary``: how a canary must compare with the stable model."""
+
+    mark: Mark
+    latency_ratio: float | None = None  # canary p95 / stable p95, at most
+    agreement: float | None = None  # share of equal predictions, at least
+    metric_delta: tuple[tuple[str, float], ...] = ()  # per metric: how much worse, at most
+
+
+@dataclass(frozen=True)
 class Gates:
     """``monitoring.gates``: what the served model must keep up, over a probe run."""
 
@@ -231,6 +253,7 @@ class Gates:
     error_rate: float | None = None  # at most this share of requests may fail
     latency_p95_ms: float | None = None  # the 95th percentile latency, at most
     availability: float | None = None  # at least this share of checks must find it up
+    canary: CanaryGates | None = None
 
 
 @dataclass(frozen=True)
@@ -254,6 +277,8 @@ class Drift:
     mark: Mark
     reference: Path  # absolute; a profile written by ``kfops monitor baseline``
     source: str = "probes"  # "probes" | "logger"
+    logs: str | None = None  # the sink's store: an absolute folder, or s3://bucket/prefix
+    signature: tuple[str, ...] = ()  # feature names in a row's order; () when not given
     window: str = "24h"
     window_seconds: float = 86400.0
     min_samples: int = 100
@@ -279,6 +304,8 @@ class OnBreach:
     cooldown: str = "24h"
     cooldown_seconds: float = 86400.0
     retrain: str = "issue"  # "issue" | "auto" | "off"
+    close_after: int = 2  # clean runs in a row that close the issue
+    workflow: str = "kfops-retrain.yml"  # the retrain workflow dispatched by ``auto``
 
 
 @dataclass(frozen=True)
@@ -291,6 +318,9 @@ class Monitoring:
     gates: Gates | None = None
     drift: Drift | None = None
     schedule: str | None = None  # 5-field Unix cron
+    runner: str = "github"  # "github" (a scheduled workflow) | "kfp" (a recurring run)
+    schedule_environment: str | None = None  # the environment watched (and running it)
+    image: str | None = None  # runner kfp: an image with kfops installed
     on_breach: OnBreach = OnBreach()
 
 
