@@ -47,14 +47,19 @@ def _reference(path: Path) -> None:
     path.write_text(profile.build(from_rows("r", rows), data_sha256="0" * 64).dumps())
 
 
-def _monitoring(project: Path, schedule: str | None, extra: str = "") -> None:
-    """Rewrite mlops.yaml's tail: the environment, `monitoring:` with this schedule, and
-    ``extra`` (e.g. `schedules:`)."""
+LOGGER = 'source: logger, logs: "s3://models/iris-logs"'
+
+
+def _monitoring(project: Path, schedule: str | None, extra: str = "", source: str = LOGGER) -> None:
+    """Rewrite mlops.yaml's tail: the environment, `monitoring:` with this schedule and
+    drift source, and ``extra`` (e.g. `schedules:`)."""
     mlops = project / "mlops.yaml"
     head = mlops.read_text().split("\nenvironments:", 1)[0].rstrip() + "\n"
     url = (project.parent / "kfp-url").read_text()
     text = head + f"environments:\n  staging:\n    kfp: {{host: '{url}', token_env: KFP_TOKEN}}\n"
-    text += "monitoring:\n  drift: {reference: monitor/reference.json, min_samples: 50}\n"
+    text += (
+        f"monitoring:\n  drift: {{{source}, reference: monitor/reference.json, min_samples: 50}}\n"
+    )
     if schedule is not None:
         text += f"  schedule: {schedule}\n"
     mlops.write_text(text + extra)
@@ -339,21 +344,22 @@ def test_the_monitor_pipeline_is_one_uncached_task_the_kfp_compiler_reads_back(
     kubernetes = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     [secret] = kubernetes["exec-kfops-monitor"]["secretAsEnv"]
     assert secret["secretName"] == "iris-monitor" and secret["optional"] is True
-    assert {k["envVar"]: k["secretKey"] for k in secret["keyToEnv"]} == {
-        "GITHUB_TOKEN": "GITHUB_TOKEN",
-        "GITHUB_REPOSITORY": "GITHUB_REPOSITORY",
-    }
+    keys = ["GITHUB_TOKEN", "GITHUB_REPOSITORY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
+    keys += ["AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL"]
+    assert [(k["envVar"], k["secretKey"]) for k in secret["keyToEnv"]] == [(k, k) for k in keys]
 
     assert schedule.wanted_in(loaded, "staging")
     assert not schedule.wanted_in(loaded, "production")
 
 
 def test_files_named_outside_the_project_and_a_notebook_without_outputs(tmp_path: Path) -> None:
+    from kfops.ci import monitor as github_side
     from kfops.monitor import schedule
     from kfops.project import config
 
     root = tmp_path / "repo" / "wine"
     shutil.copytree(ROOT / "pipelines" / "wine-notebook", root)
+    git(tmp_path / "repo", "init", "-q")
     _reference(tmp_path / "repo" / "shared" / "reference.json")
     notebook = json.loads((root / "train.ipynb").read_text())
     code = next(c for c in notebook["cells"] if c["cell_type"] == "code")
@@ -364,17 +370,24 @@ def test_files_named_outside_the_project_and_a_notebook_without_outputs(tmp_path
         f.write(
             "environments:\n  prod: {kfp: {host: 'http://127.0.0.1:9'}}\n"
             "monitoring:\n  drift: {reference: ../shared/reference.json}\n"
+            "  probes: {sets: [{name: holdout, file: ../../holdout.jsonl,"
+            " metrics: {accuracy: {min: 0.5}}}]}\n"
             f'  schedule: {{cron: "0 * * * *", runner: kfp, environment: prod, image: "{IMAGE}"}}\n'
         )
+    (tmp_path / "holdout.jsonl").write_text('{"inputs": [1, 2], "label": 0}\n')
     files, folder = schedule.files(config.load(root))
-    assert folder == "wine"
+    # Laid out from the repository's top (the project is where it is there: its issue's
+    # marker comes from that path), and a file beyond the repository beside it.
+    assert folder == "repo/wine"
+    assert github_side.project_key(root) == "wine"
     assert sorted(files) == [
-        "shared/reference.json",
-        "wine/mlops.yaml",
-        "wine/requirements.txt",  # validation checks that an image's requirements exist
-        "wine/train.ipynb",
+        "holdout.jsonl",
+        "repo/shared/reference.json",
+        "repo/wine/mlops.yaml",
+        "repo/wine/requirements.txt",  # validation checks that an image's requirements exist
+        "repo/wine/train.ipynb",
     ]
-    kind, text = files["wine/train.ipynb"]  # type: ignore[misc]
+    kind, text = files["repo/wine/train.ipynb"]  # type: ignore[misc]
     carried = json.loads(text)
     cells = [c for c in carried["cells"] if c["cell_type"] == "code"]
     assert all(c["outputs"] == [] and c["execution_count"] is None for c in cells)
@@ -398,8 +411,10 @@ def _pod_command(project: Path, report: Path, served: Path) -> list[str]:
     """The container's command and arguments as the KFP launcher would run them: the
     report artifact's placeholder resolved, and `python3` this interpreter.
 
-    One change: `--env staging` (the served inputs of the environment, which needs the
-    cluster) becomes `--inputs FILE`; everything else runs exactly as compiled."""
+    One change: in the cluster, `--env staging` finds the model and its payload logs in a
+    bucket; here drift.source is probes and `--env staging` becomes `--inputs FILE`.
+    Everything else runs exactly as compiled."""
+    _monitoring(project, HOURLY, source="source: probes")
     spec, _ = _compiled(project)
     container = spec["deploymentSpec"]["executors"]["exec-kfops-monitor"]["container"]
     args = [str(report) if a == ARTIFACT else a for a in container["args"]]
@@ -445,6 +460,67 @@ def test_the_pods_command_runs_kfops_monitor_once_against_the_committed_referenc
     )
     assert list(pod.iterdir()) == []
     assert list(scratch.iterdir()) == []  # the files it wrote are gone
+
+
+def test_runs_in_the_pod_share_one_issue_found_by_the_checkouts_marker(
+    project: Path, tmp_path: Path, github_api: Any
+) -> None:
+    """Two breaching runs in pods (GitHub's token and repository from the Secret, as
+    environment variables): one issue, opened then updated, under the marker a checkout
+    of the repository computes, so `kfops status` there finds it too."""
+    from kfops.ci import monitor as github_side
+
+    github_api.add_repo("acme", "ml")
+    served = tmp_path / "served.jsonl"
+    served.write_text("".join(json.dumps({"inputs": r}) + "\n" for r in _rows(300, 2.0, 2)))
+    secret = {
+        "GITHUB_REPOSITORY": "acme/ml",
+        "GITHUB_TOKEN": github_api.token,
+        "GITHUB_API_URL": github_api.url,
+    }
+    environment = {**os.environ, "PYTHONPATH": str(ROOT / "src"), **secret}
+    for name in ("KFOPS_MONITOR_STATE", "KFOPS_GITHUB_TOKEN", "GITHUB_STEP_SUMMARY"):
+        environment.pop(name, None)
+    outputs = []
+    for attempt in range(2):
+        pod = tmp_path / f"pod-{attempt}"
+        pod.mkdir()
+        done = subprocess.run(
+            _pod_command(project, pod / "report", served),
+            cwd=pod,
+            env={**environment, "TMPDIR": str(pod)},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        outputs.append(done.stdout)
+    assert "opened issue #" in outputs[0] and "updated issue #" in outputs[1]
+    [issue] = [i for i in github_api.issues("acme", "ml") if "kfops-monitor" in str(i["labels"])]
+    mark = github_side.marker(github_side.project_key(project), "local")
+    assert issue["body"].startswith(mark)
+    assert github_api.token not in "".join(outputs)
+
+
+def test_a_pod_needs_the_payload_logs_in_a_bucket(project: Path, kfp_api: KfpTestServer) -> None:
+    _monitoring(project, HOURLY, source="source: probes")
+    code, _, err = _kfops("plan", str(project), "--env", "staging")
+    assert code == 1
+    assert (
+        "error: monitoring.schedule.runner kfp runs `kfops monitor --once --env staging` in a"
+        " pod, but drift.source `probes` reads the served inputs from --inputs FILE, which a"
+        " pod has not" in err
+    )
+    assert "hint: keep KServe's payload logs in a bucket: `source: logger` and" in err
+    _monitoring(project, HOURLY, source="source: logger, logs: monitor/logs")
+    code, _, err = _kfops("plan", str(project), "--env", "staging")
+    assert code == 1
+    logs = project / "monitor" / "logs"
+    assert (
+        "error: monitoring.schedule.runner kfp runs the monitor in a pod, which cannot read"
+        f" drift.logs `{logs}` (a folder of this machine)" in err
+    )
+    assert kfp_api.mutating_requests() == []
 
 
 def test_an_error_in_the_pod_fails_the_task(project: Path, tmp_path: Path) -> None:

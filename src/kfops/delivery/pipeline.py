@@ -185,10 +185,11 @@ def _plan_monitor(project: Project, kfp: Kfp, origin: Origin) -> MonitorPlan:
     """The monitor pipeline: compiled, and looked up (read calls only).
 
     Raises:
-        KfopsError: a pipeline of that name is there, but kfops did not make it for
-            this project.
+        KfopsError: the monitor cannot run in a pod (``monitor.schedule.check``), or a
+            pipeline of that name is there, but kfops did not make it for this project.
     """
     assert project.monitoring is not None and project.monitoring.schedule is not None
+    monitor_schedule.check(project)
     ir_text = monitor_schedule.compile_ir(project)
     name = monitor_schedule.pipeline_name(project)
     marker = monitor_schedule.description(project)

@@ -6,16 +6,19 @@ compiled here with the KFP SDK: one container task, from ``IMAGE`` (which has kf
 installed), that runs ``kfops monitor --once --env ENV``. The pod needs no checkout: the
 command carries the project's mlops.yaml and the files it names (the reference profile,
 probe bodies and sets, the pipeline source that validation reads, ...), which a short
-Python preamble writes to a temporary folder first. The report is the task's output
+Python preamble writes first, each at its place in the repository (the monitor's issue
+is found by the project's path in its repository). The report is the task's output
 artifact ``report`` (report.json). A breach or too little data is the monitor's answer,
 not a failure of the run: the task succeeds when report.json holds the verdict the exit
 code gave, and fails on any other exit (an error).
 
-The task never hits KFP's cache (each trigger must look again), and takes
-``GITHUB_TOKEN`` and ``GITHUB_REPOSITORY`` from the Kubernetes Secret ``NAME-monitor``
-in the run's namespace (through kfp-kubernetes), so the sticky issue and the retrain
-dispatch work from the cluster. The Secret is optional: without it the monitor still
-checks and reports.
+The served inputs must come from KServe's payload logger through a bucket
+(``drift.source: logger``, ``drift.logs: s3://...``): a pod has no ``--inputs`` file and
+none of this machine's folders (``check``). The task never hits KFP's cache (each
+trigger must look again), and takes ``SECRET_KEYS`` (GitHub's token and repository, the
+bucket's credentials) from the Kubernetes Secret ``NAME-monitor`` in the run's namespace
+through kfp-kubernetes. The Secret is optional: without it the monitor still checks and
+reports, and opens no issue.
 
 ``delivery.pipeline`` uploads the compiled spec as a version named by the commit and
 keeps the recurring run pinned to it (``kubeflow.schedules``).
@@ -26,6 +29,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -37,6 +41,17 @@ from kfops.project.model import NotebookRef, Project
 # database and the Argo Workflow (an etcd object of at most 1.5 MB).
 MAX_EMBEDDED_BYTES = 512 * 1024
 TASK = "kfops-monitor"
+# What the pod takes from the Secret NAME-monitor when it has them: GitHub for the issue
+# and the dispatch, and the bucket that holds KServe's payload logs (drift.logs).
+SECRET_KEYS = (
+    "GITHUB_TOKEN",
+    "GITHUB_REPOSITORY",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL",
+)
 
 # Runs in the image before kfops: writes the files, runs `kfops monitor`, and turns its
 # answer (0 ok, 1 breach, 4 insufficient data) into a successful task when report.json
@@ -44,7 +59,13 @@ TASK = "kfops-monitor"
 _PREAMBLE = """\
 import base64, json, os, shutil, subprocess, sys, tempfile
 files, project, report = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
-root = tempfile.mkdtemp(prefix="kfops-monitor-")
+# The files keep their places in the repository, and the folder is a repository when git
+# is there: kfops finds the monitor's issue by the project's path in its repository.
+root = os.path.join(tempfile.gettempdir(), "kfops-monitor")
+shutil.rmtree(root, ignore_errors=True)
+os.makedirs(root)
+if shutil.which("git"):
+    subprocess.call(["git", "init", "-q", root])
 for name, data in sorted(files.items()):
     path = os.path.join(root, *name.split("/"))
     os.makedirs(path if data is None else os.path.dirname(path), exist_ok=True)
@@ -76,7 +97,7 @@ def pipeline_name(project: Project) -> str:
 
 
 def secret_name(project: Project) -> str:
-    """The Kubernetes Secret the monitor's pod reads GITHUB_TOKEN and GITHUB_REPOSITORY from."""
+    """The Kubernetes Secret the monitor's pod reads ``SECRET_KEYS`` from."""
     return f"{project.name}-monitor"
 
 
@@ -128,7 +149,8 @@ def files(project: Project) -> tuple[dict[str, tuple[str, str] | None], str]:
             wanted[monitoring.drift.reference] = False
     paths = {p.resolve(): folder for p, folder in wanted.items()}
     root = project.root.resolve()
-    base = Path(os.path.commonpath([root, *(p if f else p.parent for p, f in paths.items())]))
+    top = _repository(root) or root
+    base = Path(os.path.commonpath([top, *(p if f else p.parent for p, f in paths.items())]))
     embedded: dict[str, tuple[str, str] | None] = {}
     size = 0
     for path, folder in sorted(paths.items()):
@@ -159,6 +181,52 @@ def files(project: Project) -> tuple[dict[str, tuple[str, str] | None], str]:
             " GitHub (`runner: github` under monitoring.schedule)",
         )
     return embedded, root.relative_to(base).as_posix()
+
+
+def _repository(folder: Path) -> Path | None:
+    """The top of the git repository holding ``folder``, if any."""
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except OSError:  # no git here: the project is laid out on its own
+        return None
+    return Path(done.stdout.strip()).resolve() if done.returncode == 0 else None
+
+
+def check(project: Project) -> None:
+    """What the monitor needs to run in a pod, which has only the files it carries.
+
+    Raises:
+        KfopsError: the served inputs come from ``--inputs`` (drift.source probes), or
+            from a folder of this machine: the pod has neither.
+    """
+    monitoring = project.monitoring
+    if monitoring is None or monitoring.drift is None:
+        return
+    drift = monitoring.drift
+    hint = (
+        "keep KServe's payload logs in a bucket: `source: logger` and"
+        " `logs: s3://BUCKET/PREFIX` under monitoring.drift; or run the monitor from"
+        " GitHub (`runner: github` under monitoring.schedule)"
+    )
+    if drift.source != "logger":
+        raise KfopsError(
+            "monitoring.schedule.runner kfp runs `kfops monitor --once --env"
+            f" {monitoring.schedule_environment}` in a pod, but drift.source"
+            f" `{drift.source}` reads the served inputs from --inputs FILE, which a pod has not",
+            hint,
+        )
+    if not (drift.logs or "").startswith("s3://"):
+        raise KfopsError(
+            "monitoring.schedule.runner kfp runs the monitor in a pod, which cannot read"
+            f" drift.logs `{drift.logs}` (a folder of this machine)",
+            hint,
+        )
 
 
 def _without_outputs(data: bytes) -> bytes:
@@ -224,10 +292,7 @@ def compile_ir(project: Project) -> str:
         kubernetes.use_secret_as_env(
             task,
             secret_name=secret_name(project),
-            secret_key_to_env={
-                "GITHUB_TOKEN": "GITHUB_TOKEN",
-                "GITHUB_REPOSITORY": "GITHUB_REPOSITORY",
-            },
+            secret_key_to_env={key: key for key in SECRET_KEYS},
             optional=True,
         )
 
