@@ -198,3 +198,31 @@ def test_a_person_quoting_the_marker_is_not_our_issue(
     bodies = [i["body"] for i in github.issues(OWNER, REPO)]
     assert sum(b.startswith(mark) for b in bodies) == 2
     assert any(b == mark + "\nI pasted this" for b in bodies)  # left as it was
+
+
+def test_status_reads_the_verdict_from_the_issue(
+    project: Path, github: GitHubTestServer, tmp_path: Path
+) -> None:
+    import os
+
+    from kfops.delivery import status as live
+    from kfops.project import config
+    from kfops.project.model import Environment
+
+    shifted = _inputs(tmp_path, _shifted())
+    for _ in range(3):
+        _monitor(project, shifted, tmp_path)
+    loaded = config.load(project)
+    environment = Environment(name="local", mark=loaded.monitoring.mark)  # type: ignore[union-attr]
+    env = {**os.environ, "KFOPS_MONITOR_STATE": str(tmp_path / "elsewhere.json")}
+    found = live.collect(loaded, environment, env)
+    (issue,) = _ours(github)
+    assert found.monitor is not None
+    assert found.monitor["source"] == f"issue #{issue['number']}"
+    assert found.monitor["issue"] == {
+        "number": issue["number"],
+        "url": issue["html_url"],
+        "state": "open",
+    }
+    assert found.monitor["verdict"] == "breach" and found.monitor["last_dispatch"]
+    assert f"[issue #{issue['number']}]({issue['html_url']}) open" in found.markdown()

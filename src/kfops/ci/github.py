@@ -97,7 +97,16 @@ def publish(
 
 
 def _client(token: str, api_url: str, backoff: float, methods: set[str]) -> Any:
+    import logging
+
     from github import Auth, Github, GithubRetry
+
+    # PyGithub logs to stderr at INFO on import (a line per 403, such as the workflow
+    # token's expected one on GET /user): kfops reports failures itself. A level someone
+    # chose on purpose is left alone.
+    logger = logging.getLogger("github")
+    if logger.level == logging.INFO:
+        logger.setLevel(logging.WARNING)
 
     retry = GithubRetry(total=4, backoff_factor=backoff, allowed_methods=frozenset(methods))
     return Github(
@@ -671,6 +680,14 @@ class Repository:
                 f"could not {doing}: {where} rate-limited {CREDENTIAL} ({status} {message});"
                 f" {left}",
                 "run again after the limit resets, or less often",
+            )
+        if status == 403 and "not permitted to create or approve pull requests" in message:
+            return KfopsError(
+                f"could not {doing}: {where} does not let GitHub Actions open pull requests"
+                f" (403 {message}); {left}",
+                "allow it in the repository's Settings > Actions > General > Workflow"
+                " permissions (`Allow GitHub Actions to create and approve pull requests`), or"
+                " pass a personal token with `pull-requests: write` as `github-token`",
             )
         if status == 403:
             return KfopsError(

@@ -150,7 +150,7 @@ def _breach(
         left = policy.consecutive - state.breaches
         note = (
             f"breaching run {state.breaches} of {policy.consecutive}: {left} more in a row"
-            " make a breach"
+            f" make{'s' * (left == 1)} a breach"
         )
         return Decision(state, (), (note,))
     notes: list[str] = []
