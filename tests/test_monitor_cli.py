@@ -417,3 +417,17 @@ def test_status_shows_the_last_verdict_from_the_state(tmp_path: Path, _state: Pa
     assert "monitor breach at " in text and "breaching runs in a row: 3" in text
     fresh = live.collect(project, environment, {"KFOPS_MONITOR_STATE": str(tmp_path / "none")})
     assert "monitor: no verdict recorded yet (run `kfops monitor --once`)" in fresh.text()
+
+
+def test_plot_draws_one_panel_per_feature(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "drift.png"
+    inputs = str(_inputs(tmp_path, _shifted()))
+    result = _monitor("--inputs", inputs, "--plot", str(png), "--report", str(tmp_path / "r.json"))
+    assert result.exit_code == 1, result.output
+    assert f"drew the drift in {png}" in result.output
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    # four features and the predictions: five panels, three to a row
+    assert (width, height) == (1200, 660)

@@ -547,6 +547,12 @@ def _render_plan(planned: Any, markdown: bool) -> str:
         return f"**{head}**: {line}" if markdown else f"{head}: {line}"
     verbs = {"create-pipeline": "create pipeline", "upload-version": "upload version"}
     rows = [f"{verbs[a.kind]} {a.name}" for a in planned.actions]
+    if planned.monitor is not None:
+        rows += [
+            f"{verbs[a.kind]} {a.name}"
+            + (f" of {planned.monitor.pipeline}" if a.kind == "upload-version" else "")
+            for a in planned.monitor.actions
+        ]
     rows += [
         f"{a.kind} schedule {a.name}" + (f" ({a.detail})" if a.detail else "")
         for a in planned.schedules
@@ -585,6 +591,12 @@ def apply(path: Path, env_name: str, dry_run: bool) -> None:
         click.echo(
             f"uploaded {project.name} version {done.version} to {env_name}:"
             f" {kfp.pipeline_url(done.pipeline_id, done.version_id)}"
+        )
+    monitor = done.monitor
+    if monitor is not None and monitor.actions and monitor.pipeline_id is not None:
+        click.echo(
+            f"uploaded {monitor.pipeline} version {monitor.version} to {env_name}:"
+            f" {kfp.pipeline_url(monitor.pipeline_id, monitor.version_id)}"
         )
     for action in done.schedules:
         detail = f" ({action.detail})" if action.detail else ""
@@ -1125,6 +1137,13 @@ def monitor() -> None:
     " KFOPS_MONITOR_STATE]",
 )
 @click.option(
+    "--plot",
+    "plot_file",
+    type=_PATH,
+    metavar="FILE.png",
+    help="Also draw the drift: one panel per feature, worst first (needs matplotlib).",
+)
+@click.option(
     "--dry-run",
     is_flag=True,
     help="Print the verdict and what it would set off; write, open and dispatch nothing.",
@@ -1153,6 +1172,7 @@ def monitor_check(
     inputs: Path | None,
     report_file: Path,
     state_file: Path | None,
+    plot_file: Path | None,
     dry_run: bool,
     output_format: str,
     port: int,
@@ -1208,8 +1228,8 @@ def monitor_check(
         timeout=timeout,
     )
     if once:
-        sys.exit(_monitor_once(watch, report_file, output_format))
-    _monitor_forever(watch, report_file, output_format, monitoring.schedule)
+        sys.exit(_monitor_once(watch, report_file, output_format, plot_file))
+    _monitor_forever(watch, report_file, output_format, monitoring.schedule, plot_file)
 
 
 def _served_samples(project: Any, drift: Any, inputs: Path | None) -> Any:
@@ -1221,7 +1241,9 @@ def _served_samples(project: Any, drift: Any, inputs: Path | None) -> Any:
     return samples.read_jsonl(inputs)
 
 
-def _monitor_once(watch: Any, report_file: Path, output_format: str) -> int:
+def _monitor_once(
+    watch: Any, report_file: Path, output_format: str, plot_file: Path | None = None
+) -> int:
     import json
     from datetime import datetime, timezone
 
@@ -1232,6 +1254,11 @@ def _monitor_once(watch: Any, report_file: Path, output_format: str) -> int:
     if not watch.dry_run:
         _write_atomically(report_file, document)
         _job_summary(watching.markdown(result.document, result.drift, result.probes))
+        if plot_file is not None:
+            from kfops.monitor import plot
+
+            plot.write_png(result.document, result.reference, result.samples, plot_file)
+            click.echo(f"drew the drift in {display_path(plot_file)}", err=True)
     if output_format == "json":
         click.echo(document, nl=False)
     elif output_format == "markdown":
@@ -1303,7 +1330,13 @@ def _monitor_table(result: Any, watch: Any, report_file: Path) -> None:
     )
 
 
-def _monitor_forever(watch: Any, report_file: Path, output_format: str, cron: str | None) -> None:
+def _monitor_forever(
+    watch: Any,
+    report_file: Path,
+    output_format: str,
+    cron: str | None,
+    plot_file: Path | None = None,
+) -> None:
     """Check at every tick of monitoring.schedule until Ctrl-C; a failed run is printed and
     the next one still happens."""
     import time
@@ -1329,7 +1362,7 @@ def _monitor_forever(watch: Any, report_file: Path, output_format: str, cron: st
         due = ticks.get_next(datetime)
         time.sleep(max(0.0, (due - datetime.now(timezone.utc)).total_seconds()))
         try:
-            _monitor_once(watch, report_file, output_format)
+            _monitor_once(watch, report_file, output_format, plot_file)
         except KfopsError as exc:
             _print_error(exc)
 

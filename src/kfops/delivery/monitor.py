@@ -50,6 +50,8 @@ class Result:
     done: tuple[str, ...]
     notice: str
     issue_url: str
+    reference: Any = None  # monitor.profile.Profile the inputs were scored against
+    samples: Any = None  # monitor.samples.Samples: the served inputs scored
 
     @property
     def exit_code(self) -> int:
@@ -82,14 +84,9 @@ def run_once(
             state = kept
     try:
         shown = display_path(drift.reference)
-        found = report.evaluate(
-            project.name,
-            drift,
-            profile.load(drift.reference),
-            shown,
-            watch.samples(),
-            now=now,
-        )
+        reference = profile.load(drift.reference)
+        served = watch.samples()
+        found = report.evaluate(project.name, drift, reference, shown, served, now=now)
         probed = None
         if watch.base_url is not None and (monitoring.requests or monitoring.sets):
             probed = probing.run(
@@ -175,6 +172,8 @@ def run_once(
         done,
         notice,
         issue_url,
+        reference,
+        served,
     )
 
 
@@ -235,7 +234,8 @@ def _ref(env: Mapping[str, str]) -> str:
 
 def _newer(kept: trigger.State, local: trigger.State) -> bool:
     last_kept, last_local = kept.last_verdict, local.last_verdict
-    return last_local is None or (last_kept is not None and last_kept[0] >= last_local[0])
+    # On a tie (the same second) the file wins: it is written last, after the issue.
+    return last_local is None or (last_kept is not None and last_kept[0] > last_local[0])
 
 
 def _save(path: Path, state: trigger.State) -> None:
