@@ -1130,7 +1130,7 @@ def monitor() -> None:
 @click.option(
     "--state",
     "state_file",
-    type=_PATH,
+    metavar="FILE|s3://BUCKET/KEY",
     envvar="KFOPS_MONITOR_STATE",
     help="The monitor's memory between runs (breaches in a row, the breach in progress, the"
     " last dispatch). [default: .kfops/monitor/ENV.json in the project; env"
@@ -1171,7 +1171,7 @@ def monitor_check(
     once: bool,
     inputs: Path | None,
     report_file: Path,
-    state_file: Path | None,
+    state_file: str | None,
     plot_file: Path | None,
     dry_run: bool,
     output_format: str,

@@ -209,6 +209,35 @@ class S3Store:
             ) from None
 
 
+def read_object(url: str, client: Any = None) -> bytes | None:
+    """The bytes of the object at ``s3://bucket/key``, or None when there is none."""
+    from botocore.exceptions import ClientError
+
+    store = S3Store(url.rsplit("/", 1)[0], client)
+    key = url[len("s3://") :].partition("/")[2]
+
+    def get() -> Any:
+        try:
+            return store.client.get_object(Bucket=store.bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise
+
+    found = store._s3(get)
+    if found is None:
+        return None
+    body: bytes = store._s3(found["Body"].read)
+    return body
+
+
+def write_object(url: str, data: bytes, client: Any = None) -> None:
+    """Write ``data`` to ``s3://bucket/key``."""
+    store = S3Store(url.rsplit("/", 1)[0], client)
+    key = url[len("s3://") :].partition("/")[2]
+    store._s3(store.client.put_object, Bucket=store.bucket, Key=key, Body=data)
+
+
 def open_store(spec: str, *, create: bool = False, client: Any = None) -> Store:
     """The store named by ``spec``: ``s3://bucket/prefix`` or a folder.
 
