@@ -137,7 +137,7 @@ def carry_out(
     state = decision.state
     notes = list(decision.notes)
     if ctx is None:
-        wanted = [_describe(a, workflow) for a in decision.actions]
+        wanted = [describe(a, workflow) for a in decision.actions]
         if not wanted:
             return Outcome(state, ())
         return Outcome(
@@ -235,7 +235,7 @@ def _write_issue(
     return issue, state
 
 
-def _describe(action: trigger.Action, workflow: str) -> str:
+def describe(action: trigger.Action, workflow: str) -> str:
     return {
         trigger.OPEN_ISSUE: "opened an issue",
         trigger.UPDATE_ISSUE: "updated the issue",

@@ -127,7 +127,7 @@ def run_once(
     final = decision.state
     if watch.dry_run:
         wanted = ", ".join(
-            github_side._describe(a, monitoring.on_breach.workflow) for a in decision.actions
+            github_side.describe(a, monitoring.on_breach.workflow) for a in decision.actions
         )
         notice = "dry run: " + (f"kfops would have {wanted}" if wanted else "nothing to do")
     else:
