@@ -7,7 +7,8 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
-bash scripts/venv.sh
+# KFOPS_NO_INSTALL=1 uses the kfops already installed in KFOPS_VENV as it is.
+if [ "${KFOPS_NO_INSTALL:-}" != 1 ]; then bash scripts/venv.sh; fi
 bin="${KFOPS_VENV:-$root/.venv}/bin"
 port="${PORT:-8080}"
 project=pipelines/iris-watch

@@ -240,7 +240,8 @@ def test_the_state_can_live_in_a_bucket(
 
     for name in ("GITHUB_TOKEN", "GITHUB_REPOSITORY"):
         monkeypatch.delenv(name, raising=False)
-    where = "s3://logs/iris/.kfops-monitor/prod.json"
+    boto3.client("s3").create_bucket(Bucket="state")  # moto's buckets outlive its server
+    where = "s3://state/iris/.kfops-monitor/prod.json"
     monkeypatch.setenv("KFOPS_MONITOR_STATE", where)
     shifted = _inputs(tmp_path, _shifted())
     runs = [_monitor(project, shifted, tmp_path) for _ in range(3)]
@@ -248,7 +249,7 @@ def test_the_state_can_live_in_a_bucket(
     assert "kfops would have: opened an issue; dispatched" in runs[2].output.replace("\n", " ")
     kept = json.loads(
         boto3.client("s3")
-        .get_object(Bucket="logs", Key="iris/.kfops-monitor/prod.json")["Body"]
+        .get_object(Bucket="state", Key="iris/.kfops-monitor/prod.json")["Body"]
         .read()
     )
     assert kept["breaches"] == 3 and kept["episode"]
