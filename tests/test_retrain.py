@@ -25,8 +25,9 @@ from hypothesis import strategies as st
 
 from kfops.errors import KfopsError
 from kfops.monitor import retrain
-from kfops.project import document
+from kfops.project import config, document
 from tests.conftest import DATA, ROOT, git
+from tests.github_api import BOT_LOGIN, GitHubTestServer
 from tests.model_servers import servers
 from tests.test_serve import start_serve
 
@@ -325,10 +326,31 @@ def test_local_retrain_runs_at_the_deployed_commit_and_proposes_the_pointer(repo
 
 
 @pytest.mark.slow
-def test_a_worse_candidate_fails_the_gate_and_nothing_is_proposed(
-    repo: Repo, servers: dict[str, str]
+def test_a_worse_candidate_fails_the_gate_and_the_monitor_issue_gets_a_comment(
+    repo: Repo, servers: dict[str, str], github_api: GitHubTestServer
 ) -> None:
-    done = _retrain(repo, "--url", servers["good"], "--commit", repo.worse[:10], "--format", "json")
+    mark = retrain.issue_mark(config.load(repo.project), "url")
+    number = github_api.add_issue(
+        "acme",
+        "ml",
+        title="iris: breach",
+        body=f"{mark}\ndrift",
+        author=BOT_LOGIN,
+        author_type="Bot",
+        labels=("kfops-monitor",),
+    )
+    done = _retrain(
+        repo,
+        "--url",
+        servers["good"],
+        "--commit",
+        repo.worse[:10],
+        "--key",
+        "k1",
+        "--format",
+        "json",
+        env=_github(github_api),
+    )
     assert done.returncode == 1, done.stdout + done.stderr
     assert done.stdout, done.stderr
     result = json.loads(done.stdout)
@@ -350,6 +372,12 @@ def test_a_worse_candidate_fails_the_gate_and_nothing_is_proposed(
         _markdown(result)
     )
     assert "diff" not in result and not (repo.project / ".kfops" / "retrain").exists()
+    assert result["comment"] == {"issue": number}
+    [comment] = github_api.comments("acme", "ml", number)
+    assert comment["body"].startswith("### kfops retrain: the candidate failed the gate\n")
+    assert "| holdout | accuracy | 0.3333 | 1.0000 | worse |" in comment["body"]
+    assert github_api.pulls("acme", "ml") == []
+    assert github_api.token not in done.stdout + done.stderr + comment["body"]
     assert _worktrees(repo) == [f"worktree {repo.root}"]
     assert _result_of(repo, result["candidate_run"])["commit"] == repo.worse
 
@@ -381,3 +409,165 @@ def test_a_failed_run_is_an_error_and_the_worktree_is_removed(
     assert "Traceback" not in done.stderr
     assert _worktrees(repo) == [f"worktree {repo.root}"]
     assert not list(Path(tempfile.gettempdir()).glob("kfops-retrain-*/checkout"))
+
+
+def _github(server: GitHubTestServer) -> dict[str, str]:
+    server.add_repo("acme", "ml")
+    return {
+        "GITHUB_TOKEN": server.token,
+        "GITHUB_REPOSITORY": "acme/ml",
+        "GITHUB_API_URL": server.url,
+        "KFOPS_RETRY_SECONDS": "0",
+    }
+
+
+@pytest.mark.slow
+def test_a_pass_opens_the_pull_request_once_per_key(
+    repo: Repo, servers: dict[str, str], github_api: GitHubTestServer
+) -> None:
+    env = _github(github_api)
+    args = ("--url", servers["wrong"], "--commit", repo.deployed, "--key", "ab12")
+    done = _retrain(repo, *args, "--format", "json", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(done.stdout)
+    assert result["passed"] is True
+    candidate = result["candidate_run"]
+    [pull] = github_api.pulls("acme", "ml")
+    assert result["pull"] == {
+        "number": pull["number"],
+        "url": pull["html_url"],
+        "branch": "kfops/retrain/url-ab12",
+    }
+    assert pull["head"]["ref"] == "kfops/retrain/url-ab12" and pull["base"]["ref"] == "main"
+    assert pull["title"] == f"kfops retrain: serve run {candidate} (url)"
+    assert "| holdout | accuracy | 1.0000 | 0.3333 |  |" in pull["body"]
+    edited = github_api.file_at("acme", "ml", "kfops/retrain/url-ab12", "iris/mlops.yaml")
+    assert edited == retrain.pointer_edit((repo.project / "mlops.yaml").read_text(), candidate)
+    assert f"opened pull request #{pull['number']}: {pull['html_url']}" in done.stderr
+    # the same key again: nothing runs, nothing is opened
+    runs = sorted(p.name for p in repo.runs.iterdir())
+    again = _retrain(repo, *args, env=env)
+    assert again.returncode == 0, again.stderr
+    assert again.stderr.strip() == (
+        f"a retrain pull request for key ab12 is already open: #{pull['number']}"
+        f" {pull['html_url']} (branch kfops/retrain/url-ab12); nothing to do"
+    )
+    assert sorted(p.name for p in repo.runs.iterdir()) == runs
+    assert len(github_api.pulls("acme", "ml")) == 1
+    assert github_api.token not in done.stdout + done.stderr + pull["body"]
+
+
+# ------------------------------------------------------------------ what cannot go on
+
+
+def _error(done: Any) -> tuple[str, str]:
+    lines = done.stderr.splitlines()
+    message = next(line for line in lines if line.startswith("error: "))
+    hint = next((line for line in lines if line.startswith("  hint: ")), "")
+    return message.removeprefix("error: "), hint.removeprefix("  hint: ")
+
+
+def _cli(*args: str) -> Any:
+    from click.testing import CliRunner
+
+    from kfops.cli import cli
+
+    return CliRunner().invoke(cli, ["retrain", *args])
+
+
+def test_dry_run_says_what_it_would_do_and_changes_nothing(repo: Repo) -> None:
+    runs = sorted(p.name for p in repo.runs.iterdir())
+    done = _cli(str(repo.project), "--local", "--dry-run")
+    assert done.exit_code == 0, done.output
+    assert done.stdout.splitlines() == [
+        f"deployed commit {repo.deployed[:12]} (local run {repo.deployed_run})",
+        f"would run iris at commit {repo.deployed[:12]} locally, in a temporary worktree",
+        "would gate the candidate against http://127.0.0.1:8080 on probe sets holdout",
+        f"on a pass, would set serving.model.run in {repo.project / 'mlops.yaml'} and print"
+        " the diff (no GITHUB_TOKEN/GITHUB_REPOSITORY)",
+        "dry run: nothing ran, nothing changed",
+    ]
+    assert sorted(p.name for p in repo.runs.iterdir()) == runs
+    assert git(repo.root, "status", "--porcelain") == ""
+    assert _worktrees(repo) == [f"worktree {repo.root}"]
+
+
+def test_the_deployed_commit_of_a_local_run_and_the_pinned_run(repo: Repo) -> None:
+    project = config.load(repo.project)
+    found = retrain.deployed_local(project)
+    assert (found.commit, found.source) == (repo.deployed, f"local run {repo.deployed_run}")
+    assert found.metrics["accuracy"] == pytest.approx(0.8889)
+    # serving.model.run pins what `kfops serve` serves (and so the deployed commit)
+    from kfops.serving import server
+
+    other = repo.runs / "20000101-000000-0000"
+    shutil.copytree(repo.runs / repo.deployed_run, other)
+    record = json.loads((other / "result.json").read_text())
+    (other / "result.json").write_text(json.dumps({**record, "commit": repo.worse}))
+    assert server.find_model(config.load(repo.project)).run_id == repo.deployed_run  # latest
+    text = (repo.project / "mlops.yaml").read_text()
+    (repo.project / "mlops.yaml").write_text(retrain.pointer_edit(text, other.name))
+    pinned = config.load(repo.project)
+    assert server.find_model(pinned).run_id == other.name
+    assert retrain.deployed_local(pinned).commit == repo.worse
+
+
+def test_errors_before_anything_runs(repo: Repo, made: Repo, tmp_path: Path) -> None:
+    project = str(repo.project)
+    # --url gives no commit
+    done = _cli(project, "--url", "http://127.0.0.1:9")
+    assert done.exit_code == 2
+    assert _error(done) == (
+        "--url names a model server, not the commit its model came from",
+        "pass --commit SHA (or use --env NAME or --local, where kfops reads it)",
+    )
+    # a commit that is not in the repository
+    done = _cli(project, "--url", "http://127.0.0.1:9", "--commit", "0badc0de")
+    assert done.exit_code == 1
+    assert _error(done) == (
+        f"commit 0badc0de is not in the repository at {repo.root}",
+        "fetch it first (`git fetch origin`, or `actions/checkout` with `fetch-depth: 0`),"
+        " or pass --commit with a commit of this repository",
+    )
+    # one of --local, --url, --env
+    done = _cli(project)
+    assert done.exit_code == 2 and "give one of --local, --url URL or --env NAME" in done.output
+    # no local run: no deployed model
+    shutil.rmtree(repo.runs)
+    done = _cli(project, "--local")
+    assert done.exit_code == 1
+    message, hint = _error(done)
+    assert hint == "run `kfops run " + project + "` first"
+    assert message.startswith("no local run of iris in ")
+    assert message.endswith(", so there is no model to serve")
+    # a run made before runs recorded their commit
+    run = repo.runs / "20000101-000000-0000"
+    shutil.copytree(made.runs / repo.deployed_run, run)
+    record = json.loads((run / "result.json").read_text())
+    del record["commit"]
+    (run / "result.json").write_text(json.dumps(record))
+    done = _cli(project, "--local")
+    assert done.exit_code == 1
+    assert _error(done) == (
+        "local run 20000101-000000-0000 records no commit (it was made outside git, or by"
+        " kfops before 0.9), so kfops cannot tell which code made the served model",
+        "pass --commit SHA, or run the pipeline again and serve that run",
+    )
+    # no probe sets: no gate
+    mlops = repo.project / "mlops.yaml"
+    mlops.write_text(mlops.read_text().split("monitoring:")[0])
+    done = _cli(project, "--url", "http://127.0.0.1:9", "--commit", repo.deployed)
+    assert done.exit_code == 2
+    assert _error(done)[0] == (
+        "mlops.yaml has no labelled probe sets (`monitoring.probes.sets`), so a candidate"
+        " cannot be gated against the serving model"
+    ).replace("mlops.yaml", str(mlops))
+    # not a git repository
+    outside = tmp_path / "outside"
+    shutil.copytree(repo.project, outside, ignore=shutil.ignore_patterns(".kfops"))
+    (outside / "mlops.yaml").write_text((outside / "mlops.yaml").read_text() + SETS)
+    done = _cli(str(outside), "--url", "http://127.0.0.1:9", "--commit", "HEAD")
+    assert done.exit_code == 2
+    assert _error(done)[0] == (
+        f"{outside / 'mlops.yaml'} is not in a git repository, so there is no commit to retrain at"
+    )

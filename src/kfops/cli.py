@@ -1364,12 +1364,29 @@ def retrain_command(
     target = core.Target(label, base, environment, local)
     repository = None
     if os.environ.get("GITHUB_TOKEN") and os.environ.get("GITHUB_REPOSITORY"):
-        from kfops.ci import github
+        from kfops.ci.event import GitHubContext
+        from kfops.ci.github import Repository
 
-        repository = github.Repository.from_env(os.environ)
+        environ = os.environ
+        repository = Repository(
+            GitHubContext(
+                event_name=environ.get("GITHUB_EVENT_NAME", "workflow_dispatch"),
+                event={},
+                ref=environ.get("GITHUB_REF", ""),
+                sha=environ.get("GITHUB_SHA", ""),
+                repository=environ["GITHUB_REPOSITORY"],
+                api_url=environ.get("GITHUB_API_URL", "https://api.github.com"),
+                server_url=environ.get("GITHUB_SERVER_URL", "https://github.com"),
+                run_id=environ.get("GITHUB_RUN_ID", ""),
+                summary=None,
+                output=None,
+                token=environ.get("KFOPS_GITHUB_TOKEN") or environ["GITHUB_TOKEN"],
+            ),
+            backoff=float(environ.get("KFOPS_RETRY_SECONDS") or 1),
+        )
     branch = core.branch_name(label, key) if key else None
     if repository is not None and branch is not None:
-        existing = repository.pull_for(branch)
+        existing = repository.find_pull(branch, state="open")
         if existing is not None:
             click.echo(
                 f"a retrain pull request for key {key} is already open: #{existing.number}"
@@ -1377,11 +1394,11 @@ def retrain_command(
                 err=True,
             )
             if output_format == "json":
-                document = {
+                skipped = {
                     "skipped": True,
                     "pull": {"number": existing.number, "url": existing.url},
                 }
-                click.echo(json.dumps(document, indent=2, sort_keys=True))
+                click.echo(json.dumps(skipped, indent=2, sort_keys=True))
             return
 
     def log(line: str) -> None:
@@ -1406,8 +1423,8 @@ def retrain_command(
             "dry run: nothing ran, nothing changed",
         ]
         if output_format == "json":
-            document = {"dry_run": True, "deployed_commit": deployed.commit, "plan": lines}
-            click.echo(json.dumps(document, indent=2, sort_keys=True))
+            planned = {"dry_run": True, "deployed_commit": deployed.commit, "plan": lines}
+            click.echo(json.dumps(planned, indent=2, sort_keys=True))
         else:
             click.echo("\n".join(lines))
         return
@@ -1430,7 +1447,7 @@ def retrain_command(
         document["diff"] = diff
         if repository is not None:
             pull = repository.open_pull(
-                base=repository.default_branch(),
+                base=core.base_branch(project, dict(os.environ)),
                 branch=branch,
                 title=f"kfops retrain: serve run {result.candidate_run} ({label})",
                 body=result.markdown(),

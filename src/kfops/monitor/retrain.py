@@ -863,5 +863,21 @@ def _git(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def issue_mark(project: Project, label: str) -> str:
-    """The hidden marker of the monitor's sticky issue for ``project`` in ``label``."""
-    return f"<!-- kfops-monitor {project.name} {label} -->"
+    """The hidden marker of the monitor's sticky issue for ``project`` in environment
+    ``label``: the project's path in its repository and the environment, hashed."""
+    import hashlib
+
+    try:
+        where = project.root.resolve().relative_to(repo_root(project)).as_posix()
+    except (KfopsError, ValueError):
+        where = project.name
+    key = hashlib.sha256(f"{where}\n{label}".encode()).hexdigest()[:16]
+    return f"<!-- kfops-monitor {key} -->"
+
+
+def base_branch(project: Project, env: dict[str, str]) -> str:
+    """The branch a pull request goes into: the workflow's branch, else the checkout's."""
+    if env.get("GITHUB_REF_NAME") and env.get("GITHUB_REF", "").startswith("refs/heads/"):
+        return env["GITHUB_REF_NAME"]
+    done = _git(project.root, "symbolic-ref", "--quiet", "--short", "HEAD")
+    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "main"
