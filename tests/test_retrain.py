@@ -28,6 +28,7 @@ from kfops.monitor import retrain
 from kfops.project import config, document
 from tests.conftest import DATA, ROOT, git
 from tests.github_api import BOT_LOGIN, GitHubTestServer
+from tests.kube_env import KubeEnv
 from tests.model_servers import servers
 from tests.test_serve import start_serve
 
@@ -571,3 +572,76 @@ def test_errors_before_anything_runs(repo: Repo, made: Repo, tmp_path: Path) -> 
     assert _error(done)[0] == (
         f"{outside / 'mlops.yaml'} is not in a git repository, so there is no commit to retrain at"
     )
+
+
+# ------------------------------------------------------------------ a live InferenceService
+
+
+@pytest.mark.kube
+@pytest.mark.slow
+def test_the_deployed_commit_comes_from_the_live_inference_service(
+    repo: Repo, kube_env: KubeEnv, servers: dict[str, str]
+) -> None:
+    from kubernetes import client
+
+    from kfops.serving import render
+    from kfops.serving.render import Release
+
+    namespace = kube_env.namespace("retrain")
+    mlops = repo.project / "mlops.yaml"
+    mlops.write_text(
+        mlops.read_text()
+        + "environments:\n  prod:\n"
+        + f"    kubernetes: {{namespace: {namespace}, url: '{servers['wrong']}'}}\n"
+    )
+    head = _commit(repo.root, "the prod environment")
+    env = {"KUBECONFIG": str(kube_env.kubeconfig)}
+    where = f"namespace {namespace} of environment `prod`"
+    done = _retrain(repo, "--env", "prod", env=env)
+    assert done.returncode == 1, done.stderr
+    assert _error(done) == (
+        f"no InferenceService `iris` in {where}: no model is deployed there, so there is"
+        " nothing to retrain",
+        "deploy one first (`kfops deploy --env prod`), or pass --commit SHA",
+    )
+    # what `kfops deploy` applies, for the release of commit `deployed`
+    project = config.load(repo.project)
+    assert project.serving is not None
+    release = Release(
+        model_uri="s3://models/iris/v1", commit=repo.deployed, metrics={"accuracy": 0.85}
+    )
+    obj = render.render("iris", project.serving, namespace, release, mode=render.STANDARD)
+    annotations = dict(obj["metadata"]["annotations"])
+    del obj["metadata"]["annotations"][render.COMMIT]
+    api = client.CustomObjectsApi(kube_env.api_client())
+    api.create_namespaced_custom_object(
+        "serving.kserve.io", "v1beta1", namespace, "inferenceservices", obj
+    )
+    done = _retrain(repo, "--env", "prod", env=env)
+    assert done.returncode == 1, done.stderr
+    assert _error(done) == (
+        f"InferenceService `iris` in {where} has no `kfops.dev/commit` annotation (kfops did"
+        " not deploy it), so its commit is not known",
+        "pass --commit SHA",
+    )
+    api.patch_namespaced_custom_object(
+        "serving.kserve.io",
+        "v1beta1",
+        namespace,
+        "inferenceservices",
+        "iris",
+        {"metadata": {"annotations": annotations}},
+    )
+    done = _retrain(repo, "--env", "prod", "--key", "k9", "--format", "json", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(done.stdout)
+    assert result["passed"] is True and result["environment"] == "prod"
+    assert result["deployed_commit"] == repo.deployed != head
+    assert result["deployed_from"] == f"InferenceService iris in {where}"
+    record = _result_of(repo, result["candidate_run"])
+    assert record["commit"] == repo.deployed and record["parameters"]["n_estimators"] == 50
+    # the serving model (at environments.prod.kubernetes.url) answers wrongly
+    assert result["metrics"]["holdout"]["accuracy"] == {"candidate": 1.0, "serving": 0.333333}
+    # serving.gate against the metrics the release recorded
+    assert result["metrics"]["serving.gate"]["accuracy"]["serving"] == 0.85
+    assert "git switch -c kfops/retrain/prod-k9" in done.stderr
