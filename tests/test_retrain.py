@@ -28,6 +28,7 @@ from kfops.monitor import retrain
 from kfops.project import config, document
 from tests.conftest import DATA, ROOT, git
 from tests.github_api import BOT_LOGIN, GitHubTestServer
+from tests.kfp_api import KfpTestServer
 from tests.kube_env import KubeEnv
 from tests.model_servers import servers
 from tests.test_serve import start_serve
@@ -511,6 +512,19 @@ def test_the_deployed_commit_of_a_local_run_and_the_pinned_run(repo: Repo) -> No
     pinned = config.load(repo.project)
     assert server.find_model(pinned).run_id == other.name
     assert retrain.deployed_local(pinned).commit == repo.worse
+    # a pointer at a run this machine does not have (one on Kubeflow)
+    (repo.project / "mlops.yaml").write_text(retrain.pointer_edit(text, "kfp-run-1"))
+    with pytest.raises(KfopsError) as caught:
+        server.find_model(config.load(repo.project))
+    line = text.splitlines().index("  model: {from_step: train-model, artifact: model}") + 1
+    assert caught.value.message == (
+        f"serving.model.run is kfp-run-1 ({repo.project / 'mlops.yaml'}:{line}), but"
+        f" {repo.runs} has no such local run (a run on Kubeflow, or one made on another"
+        " machine?)"
+    )
+    assert caught.value.hint.startswith(
+        "serve a local run with --run ID, or a model file with --model FILE; "
+    )
 
 
 def test_errors_before_anything_runs(repo: Repo, made: Repo, tmp_path: Path) -> None:
@@ -645,3 +659,113 @@ def test_the_deployed_commit_comes_from_the_live_inference_service(
     # serving.gate against the metrics the release recorded
     assert result["metrics"]["serving.gate"]["accuracy"]["serving"] == 0.85
     assert "git switch -c kfops/retrain/prod-k9" in done.stderr
+
+
+# ------------------------------------------------------------------ on Kubeflow Pipelines
+
+
+@pytest.fixture
+def on_kfp(repo: Repo, kfp_api: KfpTestServer, monkeypatch: pytest.MonkeyPatch) -> tuple[Repo, str]:
+    """The repository with environment `staging` on the KFP API test server, applied at HEAD."""
+    mlops = repo.project / "mlops.yaml"
+    mlops.write_text(
+        mlops.read_text()
+        + f"environments:\n  staging:\n    kfp: {{host: '{kfp_api.url}', token_env: KFP_TOKEN}}\n"
+    )
+    head = _commit(repo.root, "the staging environment")
+    monkeypatch.setenv("KFP_TOKEN", kfp_api.token)
+    monkeypatch.setenv("KFOPS_POLL_SECONDS", "0")
+    monkeypatch.setenv("KFOPS_RETRY_SECONDS", "0")
+    for name in ("GITHUB_SHA", "GITHUB_REF"):
+        monkeypatch.delenv(name, raising=False)
+    applied = _cli_command("apply", str(repo.project), "--env", "staging")
+    assert applied.exit_code == 0, applied.output
+    return repo, head
+
+
+def _cli_command(*args: str) -> Any:
+    from click.testing import CliRunner
+
+    from kfops.cli import cli
+
+    return CliRunner().invoke(cli, list(args))
+
+
+def test_on_kubeflow_the_candidate_is_a_run_of_that_commits_version_gated_on_its_metrics(
+    on_kfp: tuple[Repo, str], kfp_api: KfpTestServer
+) -> None:
+    repo, head = on_kfp
+    kfp_api.script_run(
+        "RUNNING",
+        "SUCCEEDED",
+        outputs={"train-model": ["model"]},
+        metrics={"evaluate": {"accuracy": 0.93, "f1_macro": 0.91}},
+    )
+    done = _cli(str(repo.project), "--env", "staging", "--commit", head, "--format", "json")
+    assert done.exit_code == 0, done.output
+    result = json.loads(done.stdout)
+    [run_id] = kfp_api.runs
+    assert result["passed"] is True and result["candidate_run"] == run_id
+    assert result["deployed_commit"] == head
+    assert result["candidate_model"].startswith(f"s3://mlpipeline/v2/artifacts/iris/{run_id}/")
+    assert result["metrics"] == {"serving.gate": {"accuracy": {"candidate": 0.93, "serving": None}}}
+    assert result["notes"][0].endswith(
+        "gated on its run's metrics (ML Metadata), the probe sets were not scored"
+    )
+    assert (
+        f"+  model: {{from_step: train-model, artifact: model, run: {run_id}}}" in (result["diff"])
+    )
+    [version] = kfp_api.versions.values()
+    assert version["name"].startswith(head[:12] + "-")
+    assert (
+        kfp_api.runs[run_id]["pipeline_version_reference"]["pipeline_version_id"]
+        == (version["pipeline_version_id"])
+    )
+    # the pointer, merged: `kfops deploy` takes the model of that run, not this commit's
+    from kfops.kubeflow.client import connect
+    from kfops.serving import release as releases
+
+    (repo.project / "mlops.yaml").write_text(
+        retrain.pointer_edit((repo.project / "mlops.yaml").read_text(), run_id)
+    )
+    _commit(repo.root, "serve the retrained run")  # a commit with no version on KFP
+    pinned = config.load(repo.project)
+    environment = pinned.environment("staging")
+    chosen = releases.resolve(pinned, environment, kfp=connect(environment))
+    assert chosen.run_id == run_id
+    assert chosen.model_uri == result["candidate_model"]
+    assert chosen.source == f"run {run_id} on Kubeflow (serving.model.run)"
+    assert chosen.pipeline_version == version["name"]
+    assert chosen.metrics == {"accuracy": 0.93, "f1_macro": 0.91}
+    # a pointer at a run the server does not know
+    (repo.project / "mlops.yaml").write_text(
+        retrain.pointer_edit((repo.project / "mlops.yaml").read_text(), "no-such-run")
+    )
+    unknown = config.load(repo.project)
+    with pytest.raises(KfopsError) as caught:
+        releases.resolve(unknown, unknown.environment("staging"), kfp=connect(environment))
+    assert caught.value.message.startswith(
+        f"serving.model.run is no-such-run, but {kfp_api.url} has no such run: "
+    )
+
+
+def test_on_kubeflow_a_commit_with_no_version_and_a_failed_run_are_errors(
+    on_kfp: tuple[Repo, str], kfp_api: KfpTestServer
+) -> None:
+    repo, head = on_kfp
+    done = _cli(str(repo.project), "--env", "staging", "--commit", repo.deployed)
+    assert done.exit_code == 1
+    assert _error(done) == (
+        f"no pipeline version of the deployed commit {repo.deployed[:12]} on {kfp_api.url},"
+        " so it cannot run there again",
+        f"apply that commit first (`git checkout {repo.deployed[:12]} && kfops apply --env"
+        " staging`), or retrain it locally with --local",
+    )
+    kfp_api.script_run("FAILED", failed_tasks={"train-model": "OOMKilled"})
+    done = _cli(str(repo.project), "--env", "staging", "--commit", head)
+    assert done.exit_code == 1
+    [run_id] = kfp_api.runs
+    message, hint = _error(done)
+    assert message == (f"the retraining run {run_id} at commit {head[:12]} failed (at train-model)")
+    assert hint.endswith("; nothing was proposed")
+    assert kfp_api.token not in done.output
