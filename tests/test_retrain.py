@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -769,3 +770,52 @@ def test_on_kubeflow_a_commit_with_no_version_and_a_failed_run_are_errors(
     assert message == (f"the retraining run {run_id} at commit {head[:12]} failed (at train-model)")
     assert hint.endswith("; nothing was proposed")
     assert kfp_api.token not in done.output
+
+
+# ------------------------------------------------------------------ the worktree goes
+
+
+def test_the_worktree_is_removed_when_the_block_is_interrupted(tmp_path: Path) -> None:
+    root = tmp_path / "r"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    (root / "a.txt").write_text("one\n")
+    first = _commit(root, "one")
+    (root / "a.txt").write_text("two\n")
+    _commit(root, "two")
+    seen: list[str] = []
+    with pytest.raises(KeyboardInterrupt), retrain.checkout(root, first, seen.append) as there:
+        assert (there / "a.txt").read_text() == "one\n"  # the commit, not HEAD
+        assert len(git(root, "worktree", "list").splitlines()) == 2
+        raise KeyboardInterrupt
+    assert not there.exists() and not there.parent.exists()
+    assert git(root, "worktree", "list", "--porcelain").count("worktree ") == 1
+    assert seen == [f"checked out commit {first[:12]} in a temporary worktree"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_the_run_removes_the_worktree(repo: Repo) -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")}
+    command = [*KFOPS, "retrain", str(repo.project), "--url", "http://127.0.0.1:9"]
+    process = subprocess.Popen(
+        [*command, "--commit", repo.deployed],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=clean,
+    )
+    assert process.stderr is not None
+    lines = []
+    for line in process.stderr:
+        lines.append(line)
+        if line.startswith("checked out commit"):
+            worktree = [w for w in _worktrees(repo) if w != f"worktree {repo.root}"]
+            assert len(worktree) == 1
+            process.send_signal(signal.SIGINT)
+            break
+    rest = process.stderr.read()
+    process.stderr.close()
+    assert process.wait(timeout=60) == 130, "".join(lines) + rest
+    assert "interrupted" in rest
+    assert _worktrees(repo) == [f"worktree {repo.root}"]
+    assert not Path(worktree[0].removeprefix("worktree ")).exists()
