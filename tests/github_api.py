@@ -16,7 +16,9 @@ asserts to be empty at teardown, so neither can pass unnoticed.
 Knobs for tests: ``read_only`` (a pull request from a fork: comment and deployment writes
 answer 403), ``deployments_denied`` (a token without ``deployments: write``),
 ``token_permissions`` (the job's ``permissions:``, e.g. ``{"issues": "read"}``: anything
-not granted answers 403 as GitHub does for the workflow's token), ``add_token`` (a
+not granted answers 403 as GitHub does for the workflow's token),
+``actions_may_open_pulls`` (the repository setting that lets the workflow's token open
+pull requests), ``add_token`` (a
 personal token of a user), ``fail_next`` (inject 5xx or rate-limit answers),
 ``requests`` (what was asked and answered), ``comments``, ``issues``, ``pulls``,
 ``deployments``, ``dispatches``, ``file_at`` and ``commits`` (what is stored),
@@ -490,6 +492,9 @@ class GitHubTestServer:
         # The job's `permissions:` (scope -> "read" | "write"; a scope left out is "none"),
         # or None for a token that may do everything these endpoints do.
         self.token_permissions: dict[str, str] | None = None
+        # The repository setting "Allow GitHub Actions to create and approve pull requests"
+        # (off by default on new repositories and organisations).
+        self.actions_may_open_pulls = True
         self.requests: list[tuple[str, str, int]] = []  # (method, path with query, status)
         self.validation_errors: list[str] = []
         self._lock = threading.RLock()
@@ -723,6 +728,11 @@ class GitHubTestServer:
             if branch not in repository.branches:
                 return None
             return self._tree(repository, branch).get(path)
+
+    def branch_head(self, owner: str, repo: str, branch: str) -> str | None:
+        """The sha of the commit at the head of ``branch``, or None if there is no such branch."""
+        with self._lock:
+            return self._repo(owner, repo).branches.get(branch)
 
     def commits(self, owner: str, repo: str, branch: str) -> list[str]:
         """The messages of the commits on ``branch``, newest first ([] if no such branch)."""
@@ -1626,6 +1636,10 @@ class GitHubTestServer:
         repository = self._repo(owner, repo)
         self._check_writable(docs)
         self._require("pull-requests", "write", docs)
+        if not self.actions_may_open_pulls and self._actor.type == "Bot":
+            raise _GitHubError(
+                403, "GitHub Actions is not permitted to create or approve pull requests.", docs
+            )
         head_owner, _, branch = str(body.get("head", "")).rpartition(":")
         head_owner = head_owner or owner
         base = str(body.get("base", ""))

@@ -745,7 +745,7 @@ def test_pull_requests(github_api: GitHubTestServer) -> None:
             "kfops/retrain/prod",
             "main",
         )
-        assert pull.head.sha == github_api._repos[("acme", "models")].branches["kfops/retrain/prod"]
+        assert pull.head.sha == github_api.branch_head("acme", "models", "kfops/retrain/prod")
         assert [p.number for p in repo.get_pulls(head="acme:kfops/retrain/prod")] == [1]
         assert list(repo.get_pulls(head="kfops/retrain/prod")) == []  # GitHub wants owner:
         assert list(repo.get_pulls(base="release")) == []

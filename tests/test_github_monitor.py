@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import socket
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -67,7 +70,7 @@ def test_the_sticky_issue_is_found_only_when_we_wrote_it(
     )
     # GitHub lists pull requests among issues: a bot's pull request is not the issue either
     pull = github_api.add_pull_request("acme", "ml", author=BOT_LOGIN)
-    assert github_api._repos[("acme", "ml")].issues[pull].is_pull
+    assert [p["number"] for p in github_api.pulls("acme", "ml")] == [pull]
     assert repo.sticky_issue(MARK) is None
 
     opened = repo.open_issue(MARK, "iris: drift in production", "| feature | psi |")
@@ -192,6 +195,17 @@ def test_comments_are_posted_once(github_api: GitHubTestServer, repo: Repository
     assert second == github_api.comments("acme", "ml", opened.number)[-1]["html_url"]
 
 
+def test_a_comment_lost_before_it_was_stored_is_posted_again(
+    github_api: GitHubTestServer, repo: Repository
+) -> None:
+    opened = repo.open_issue(MARK, "breach", "window 1")
+    repo.comment(opened.number, "window 2 breached too")
+    github_api.fail_next("POST", rf"/repos/acme/ml/issues/{opened.number}/comments", 502)
+    repo.comment(opened.number, "window 2 breached too")  # the same text, a new window
+    bodies = [c["body"] for c in github_api.comments("acme", "ml", opened.number)]
+    assert bodies == ["window 2 breached too"] * 2
+
+
 def test_an_issues_read_token_cannot_open_the_issue(
     github_api: GitHubTestServer, repo: Repository
 ) -> None:
@@ -306,6 +320,21 @@ def test_a_dispatch_whose_answer_was_lost_is_not_sent_again(
     )
     assert len(github_api.dispatches("acme", "ml")) == 1
     assert [(m, s) for m, _, s in _writes(github_api)] == [("POST", 502)]
+
+
+def test_a_rate_limited_dispatch_is_sent_again(
+    github_api: GitHubTestServer, repo: Repository
+) -> None:
+    github_api.add_workflow("acme", "ml", "kfops-retrain.yml")
+    github_api.fail_next(
+        "POST",
+        r"/repos/acme/ml/actions/workflows/[^/]+/dispatches",
+        429,
+        headers={"Retry-After": "1"},
+    )
+    repo.dispatch("kfops-retrain.yml", "main", {})
+    assert len(github_api.dispatches("acme", "ml")) == 1
+    assert [(m, s) for m, _, s in _writes(github_api)] == [("POST", 429), ("POST", 204)]
 
 
 # -- the pull request -------------------------------------------------------------------------
@@ -424,6 +453,22 @@ def test_no_pull_requests_write_leaves_the_branch(
     assert github_api.commits("acme", "ml", BRANCH) == commits
 
 
+def test_a_repository_that_forbids_actions_to_open_pull_requests(
+    github_api: GitHubTestServer, repo: Repository
+) -> None:
+    github_api.actions_may_open_pulls = False
+    with pytest.raises(KfopsError) as raised:
+        _open(repo, {"deploy/prod.yaml": "model: v2\n"})
+    assert raised.value.message == (
+        f"could not open the pull request from {BRANCH}: the GitHub API at {github_api.url}"
+        " does not let GitHub Actions open pull requests (403 GitHub Actions is not permitted"
+        f" to create or approve pull requests.); branch {BRANCH} was created from main and"
+        " holds the commit of deploy/prod.yaml; no pull request was opened"
+    )
+    assert "Allow GitHub Actions to create and approve pull requests" in raised.value.hint
+    assert github_api.pulls("acme", "ml") == []
+
+
 def test_no_contents_write_changes_nothing(github_api: GitHubTestServer, repo: Repository) -> None:
     github_api.token_permissions = {"contents": "read", "pull-requests": "write"}
     with pytest.raises(KfopsError) as raised:
@@ -452,6 +497,15 @@ def test_a_commit_whose_answer_was_lost_is_not_repeated(
         ("PUT", 502),
         ("POST", 201),
     ]
+
+
+def test_a_pull_request_whose_answer_was_lost_is_not_opened_twice(
+    github_api: GitHubTestServer, repo: Repository
+) -> None:
+    github_api.fail_next("POST", r"/repos/acme/ml/pulls", 502, commit=True)
+    pull = _open(repo)
+    assert [p["number"] for p in github_api.pulls("acme", "ml")] == [pull.number]
+    assert [s for m, p, s in _writes(github_api) if p.endswith("/pulls")] == [502]
 
 
 def test_a_failed_commit_says_what_was_done(github_api: GitHubTestServer, repo: Repository) -> None:
@@ -524,6 +578,38 @@ def test_an_unreachable_server(github_api: GitHubTestServer) -> None:
         " (ConnectionError); nothing was changed"
     )
     assert "GITHUB_API_URL" in raised.value.hint
+
+
+def test_nothing_but_kfops_writes_to_stderr(github_api: GitHubTestServer) -> None:
+    # PyGithub logs every 403 to stderr by default, the workflow token's expected one on
+    # GET /user included; a fresh interpreter shows what a CI log would.
+    github_api.add_repo("acme", "ml")
+    github_api.token_permissions = {"issues": "read"}
+    script = (
+        "import sys\n"
+        "from kfops.ci.event import GitHubContext\n"
+        "from kfops.ci.github import Repository\n"
+        "from kfops.errors import KfopsError\n"
+        f"ctx = GitHubContext('schedule', {{}}, '', '', 'acme/ml', {github_api.url!r}, '', '',"
+        f" None, None, {github_api.token!r})\n"
+        "repo = Repository(ctx, backoff=0)\n"
+        f"print(repo.sticky_issue({MARK!r}))\n"
+        "try:\n"
+        f"    repo.open_issue({MARK!r}, 't', 'b')\n"
+        "except KfopsError as exc:\n"
+        "    print(exc.message)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("None\ncould not open the monitoring issue: ")
+    assert done.stderr == ""
+    assert ("GET", "/user", 403) in github_api.requests
 
 
 def test_the_token_never_appears(

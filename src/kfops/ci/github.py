@@ -97,7 +97,16 @@ def publish(
 
 
 def _client(token: str, api_url: str, backoff: float, methods: set[str]) -> Any:
+    import logging
+
     from github import Auth, Github, GithubRetry
+
+    # PyGithub logs to stderr at INFO on import (a line per 403, such as the workflow
+    # token's expected one on GET /user): kfops reports failures itself. A level someone
+    # chose on purpose is left alone.
+    logger = logging.getLogger("github")
+    if logger.level == logging.INFO:
+        logger.setLevel(logging.WARNING)
 
     retry = GithubRetry(total=4, backoff_factor=backoff, allowed_methods=frozenset(methods))
     return Github(
@@ -375,13 +384,16 @@ class Repository:
     def comment(self, number: int, body: str) -> str:
         """Comment on issue (or pull request) ``number``; returns the comment's html_url.
 
-        After a server error, the comment is taken as stored when the issue's last
-        comment is ours with this very body."""
+        After a server error, the comment is taken as stored when the issue has gained
+        comments since and the newest is ours with this very body."""
         with self._session(f"comment on issue #{number}", "issues: write") as (client, repo):
             issue = repo.get_issue(number)
+            before = issue.comments  # completes the lazy issue: one GET
             login = self._login(client)
 
             def lookup() -> Any:
+                if repo.get_issue(number).comments <= before:
+                    return None
                 comments = list(issue.get_comments())
                 last = comments[-1] if comments else None
                 if last is not None and _ours(last.user, login) and last.body == body:
@@ -668,6 +680,14 @@ class Repository:
                 f"could not {doing}: {where} rate-limited {CREDENTIAL} ({status} {message});"
                 f" {left}",
                 "run again after the limit resets, or less often",
+            )
+        if status == 403 and "not permitted to create or approve pull requests" in message:
+            return KfopsError(
+                f"could not {doing}: {where} does not let GitHub Actions open pull requests"
+                f" (403 {message}); {left}",
+                "allow it in the repository's Settings > Actions > General > Workflow"
+                " permissions (`Allow GitHub Actions to create and approve pull requests`), or"
+                " pass a personal token with `pull-requests: write` as `github-token`",
             )
         if status == 403:
             return KfopsError(
