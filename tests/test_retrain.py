@@ -332,7 +332,9 @@ def test_local_retrain_runs_at_the_deployed_commit_and_proposes_the_pointer(repo
 def test_a_worse_candidate_fails_the_gate_and_the_monitor_issue_gets_a_comment(
     repo: Repo, servers: dict[str, str], github_api: GitHubTestServer
 ) -> None:
-    mark = retrain.issue_mark(config.load(repo.project), "url")
+    from kfops.ci import monitor as github_side
+
+    mark = github_side.marker(github_side.project_key(repo.project), "local")
     number = github_api.add_issue(
         "acme",
         "ml",
@@ -439,12 +441,12 @@ def test_a_pass_opens_the_pull_request_once_per_key(
     assert result["pull"] == {
         "number": pull["number"],
         "url": pull["html_url"],
-        "branch": "kfops/retrain/url-ab12",
+        "branch": "kfops/retrain/local-ab12",
     }
-    assert pull["head"]["ref"] == "kfops/retrain/url-ab12" and pull["base"]["ref"] == "main"
-    assert pull["title"] == f"kfops retrain: serve run {candidate} (url)"
+    assert pull["head"]["ref"] == "kfops/retrain/local-ab12" and pull["base"]["ref"] == "main"
+    assert pull["title"] == f"kfops retrain: serve run {candidate} (local)"
     assert "| holdout | accuracy | 1.0000 | 0.3333 |  |" in pull["body"]
-    edited = github_api.file_at("acme", "ml", "kfops/retrain/url-ab12", "iris/mlops.yaml")
+    edited = github_api.file_at("acme", "ml", "kfops/retrain/local-ab12", "iris/mlops.yaml")
     assert edited == retrain.pointer_edit((repo.project / "mlops.yaml").read_text(), candidate)
     assert f"opened pull request #{pull['number']}: {pull['html_url']}" in done.stderr
     # the same key again: nothing runs, nothing is opened
@@ -453,7 +455,7 @@ def test_a_pass_opens_the_pull_request_once_per_key(
     assert again.returncode == 0, again.stderr
     assert again.stderr.strip() == (
         f"a retrain pull request for key ab12 is already open: #{pull['number']}"
-        f" {pull['html_url']} (branch kfops/retrain/url-ab12); nothing to do"
+        f" {pull['html_url']} (branch kfops/retrain/local-ab12); nothing to do"
     )
     assert sorted(p.name for p in repo.runs.iterdir()) == runs
     assert len(github_api.pulls("acme", "ml")) == 1

@@ -1519,11 +1519,12 @@ def retrain_command(
     project = _load(path)
     environment = project.environment(env_name, _KFP_AND_KUBE) if env_name else None
     on_kubeflow = environment is not None and environment.kfp is not None
-    label = env_name or ("local" if local else "url")
+    label = env_name or "local"  # as `kfops monitor` names it (its issue, the branch)
     base = "" if on_kubeflow else _base_url(project, local, url, env_name, port)
     target = core.Target(label, base, environment, local)
     repository = None
-    if os.environ.get("GITHUB_TOKEN") and os.environ.get("GITHUB_REPOSITORY"):
+    token = os.environ.get("KFOPS_GITHUB_TOKEN") or os.environ.get("GITHUB_TOKEN")
+    if token and os.environ.get("GITHUB_REPOSITORY"):
         from kfops.ci.event import GitHubContext
         from kfops.ci.github import Repository
 
@@ -1540,7 +1541,7 @@ def retrain_command(
                 run_id=environ.get("GITHUB_RUN_ID", ""),
                 summary=None,
                 output=None,
-                token=environ.get("KFOPS_GITHUB_TOKEN") or environ["GITHUB_TOKEN"],
+                token=token,
             ),
             backoff=float(environ.get("KFOPS_RETRY_SECONDS") or 1),
         )
@@ -1629,7 +1630,10 @@ def retrain_command(
                 " request"
             )
     elif repository is not None:
-        issue = repository.sticky_issue(core.issue_mark(project, label))
+        from kfops.ci import monitor as github_side
+
+        mark = github_side.marker(github_side.project_key(project.root), label)
+        issue = repository.sticky_issue(mark, github_side.LABEL)
         if issue is not None:
             repository.comment(issue.number, result.markdown())
             document["comment"] = {"issue": issue.number}

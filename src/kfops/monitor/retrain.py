@@ -63,7 +63,7 @@ class RetrainResult:
     reasons: list[str]
     pointer: tuple[Path, str] | None  # (the config file, its edited text) on a pass
     project: str = ""
-    environment: str = ""  # the environment's name, "local", or "url"
+    environment: str = ""  # the environment's name, or "local" (--local, --url)
     deployed_from: str = ""  # how the deployed commit was found
     candidate_model: str = ""  # the candidate's model file or URI
     seconds: float = 0.0
@@ -623,7 +623,7 @@ def _sets_of(project: Project) -> Any:
 class Target:
     """Where the serving model is, and how it was chosen."""
 
-    label: str  # the environment's name, "local" or "url"
+    label: str  # the environment's name, or "local" (--local, --url)
     serving_url: str
     environment: Environment | None = None  # --env
     local: bool = False
@@ -860,19 +860,6 @@ def _git(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
         check=False,
         stdin=subprocess.DEVNULL,
     )
-
-
-def issue_mark(project: Project, label: str) -> str:
-    """The hidden marker of the monitor's sticky issue for ``project`` in environment
-    ``label``: the project's path in its repository and the environment, hashed."""
-    import hashlib
-
-    try:
-        where = project.root.resolve().relative_to(repo_root(project)).as_posix()
-    except (KfopsError, ValueError):
-        where = project.name
-    key = hashlib.sha256(f"{where}\n{label}".encode()).hexdigest()[:16]
-    return f"<!-- kfops-monitor {key} -->"
 
 
 def base_branch(project: Project, env: dict[str, str]) -> str:
