@@ -1608,7 +1608,7 @@ def retrain_command(
         document["diff"] = diff
         if repository is not None:
             pull = repository.open_pull(
-                base=core.base_branch(project, dict(os.environ)),
+                base=core.base_branch(dict(os.environ)),
                 branch=branch,
                 title=f"kfops retrain: serve run {result.candidate_run} ({label})",
                 body=result.markdown(),

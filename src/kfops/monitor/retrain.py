@@ -862,9 +862,11 @@ def _git(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def base_branch(project: Project, env: dict[str, str]) -> str:
-    """The branch a pull request goes into: the workflow's branch, else the checkout's."""
-    if env.get("GITHUB_REF_NAME") and env.get("GITHUB_REF", "").startswith("refs/heads/"):
-        return env["GITHUB_REF_NAME"]
-    done = _git(project.root, "symbolic-ref", "--quiet", "--short", "HEAD")
-    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "main"
+def base_branch(env: dict[str, str]) -> str:
+    """The branch a pull request goes into: the workflow's branch, else main (as the
+    monitor dispatches the retraining on it). Not the checkout's branch: a local branch
+    need not exist on GitHub."""
+    ref = env.get("GITHUB_REF", "")
+    if ref.startswith("refs/heads/"):
+        return ref.removeprefix("refs/heads/")
+    return env.get("GITHUB_REF_NAME") or "main"
