@@ -18,6 +18,7 @@ from kfops.ci import monitor as github_side
 from tests.conftest import DATA
 from tests.github_api import GitHubTestServer
 from tests.test_monitor_cli import _inputs, _iris, _shifted
+from tests.test_monitor_logger import s3  # noqa: F401  (moto's S3 server)
 
 OWNER, REPO = "acme", "iris"
 POLICY = "  on_breach: {consecutive: 3, cooldown: 24h, retrain: auto, close_after: 2}\n"
@@ -226,3 +227,32 @@ def test_status_reads_the_verdict_from_the_issue(
     }
     assert found.monitor["verdict"] == "breach" and found.monitor["last_dispatch"]
     assert f"[issue #{issue['number']}]({issue['html_url']}) open" in found.markdown()
+
+
+def test_the_state_can_live_in_a_bucket(
+    project: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    s3: str,  # noqa: F811
+) -> None:
+    """What a KFP pod does (runner kfp): every run is a fresh machine."""
+    import boto3
+
+    for name in ("GITHUB_TOKEN", "GITHUB_REPOSITORY"):
+        monkeypatch.delenv(name, raising=False)
+    where = "s3://logs/iris/.kfops-monitor/prod.json"
+    monkeypatch.setenv("KFOPS_MONITOR_STATE", where)
+    shifted = _inputs(tmp_path, _shifted())
+    runs = [_monitor(project, shifted, tmp_path) for _ in range(3)]
+    assert "breaching run 2 of 3" in runs[1].output
+    assert "kfops would have: opened an issue; dispatched" in runs[2].output.replace("\n", " ")
+    kept = json.loads(
+        boto3.client("s3")
+        .get_object(Bucket="logs", Key="iris/.kfops-monitor/prod.json")["Body"]
+        .read()
+    )
+    assert kept["breaches"] == 3 and kept["episode"]
+    monkeypatch.setenv("KFOPS_MONITOR_STATE", "s3://no-such-bucket/state.json")
+    failed = _monitor(project, shifted, tmp_path)
+    assert failed.exit_code == 1
+    assert "log store s3://no-such-bucket: S3 answered NoSuchBucket" in failed.output

@@ -333,7 +333,9 @@ def test_the_monitor_pipeline_is_one_uncached_task_the_kfp_compiler_reads_back(
     assert task["cachingOptions"] == {}  # no enableCache: every trigger looks again
     container = spec["deploymentSpec"]["executors"]["exec-kfops-monitor"]["container"]
     assert container["image"] == IMAGE
-    assert container["args"] == [ARTIFACT, "--once", "--env", "staging"]
+    # a pod keeps nothing between runs: the monitor's state sits beside the payload logs
+    state = "s3://models/iris-logs/.kfops-monitor/staging.json"
+    assert container["args"] == [ARTIFACT, "--once", "--env", "staging", "--state", state]
     assert container["command"][:2] == ["python3", "-c"]
     files = json.loads(container["command"][3])
     assert sorted(files) == ["mlops.yaml", "monitor/reference.json", "pipeline.py", "smoke.json"]

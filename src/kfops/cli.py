@@ -1130,7 +1130,7 @@ def monitor() -> None:
 @click.option(
     "--state",
     "state_file",
-    type=_PATH,
+    metavar="FILE|s3://BUCKET/KEY",
     envvar="KFOPS_MONITOR_STATE",
     help="The monitor's memory between runs (breaches in a row, the breach in progress, the"
     " last dispatch). [default: .kfops/monitor/ENV.json in the project; env"
@@ -1149,6 +1149,13 @@ def monitor() -> None:
     help="Print the verdict and what it would set off; write, open and dispatch nothing.",
 )
 @click.option(
+    "--window",
+    "window",
+    metavar="DURATION",
+    help="With drift.source logger: how far back the payload logs are read, e.g. 6h"
+    " [default: monitoring.drift.window].",
+)
+@click.option(
     "--format",
     "output_format",
     type=click.Choice(["table", "markdown", "json"]),
@@ -1164,7 +1171,7 @@ def monitor_check(
     once: bool,
     inputs: Path | None,
     report_file: Path,
-    state_file: Path | None,
+    state_file: str | None,
     plot_file: Path | None,
     dry_run: bool,
     output_format: str,
@@ -1172,6 +1179,7 @@ def monitor_check(
     model_name: str | None,
     protocol: str | None,
     timeout: float,
+    window: str | None = None,
 ) -> None:
     """Watch the served model: probes and gates, drift of the served inputs, a verdict,
     and on a breach the next model cycle.
@@ -1195,7 +1203,7 @@ def monitor_check(
     """
     from kfops.delivery import monitor as watching
 
-    project = _load(path)
+    project = _with_window(_load(path), window)
     monitoring = _monitoring(project, "drift")
     drift = monitoring.drift
     chosen = [f for f, given in (("--local", local), ("--url", url), ("--env", env_name)) if given]
@@ -1214,7 +1222,7 @@ def monitor_check(
         base_url=base,
         model_name=model_name or (serving.name if serving else project.name),
         protocol=protocol or (serving.protocol if serving else "v1"),
-        samples=lambda: _served_samples(drift, inputs),
+        samples=lambda: _served_samples(project, drift, inputs),
         state_file=state_file or watching.default_state_file(project, environment),
         dry_run=dry_run,
         timeout=timeout,
@@ -1224,9 +1232,11 @@ def monitor_check(
     _monitor_forever(watch, report_file, output_format, monitoring.schedule, plot_file)
 
 
-def _served_samples(drift: Any, inputs: Path | None) -> Any:
+def _served_samples(project: Any, drift: Any, inputs: Path | None) -> Any:
     from kfops.monitor import samples
 
+    if drift.source == "logger" and inputs is None:
+        return _logged_samples(project, drift)
     assert inputs is not None
     return samples.read_jsonl(inputs)
 
@@ -1453,6 +1463,114 @@ def _reference_samples(data: Path, prediction_column: str | None) -> Any:
     predictions = values.pop(prediction_column)
     columns = tuple(c for c in found.columns if c != prediction_column)
     return samples.Samples(columns, values, predictions, found.count, found.named)
+
+
+def _with_window(project: Any, window: str | None) -> Any:
+    """The project with monitor --window in place of monitoring.drift.window."""
+    import dataclasses
+
+    from kfops.project.config import duration_seconds
+
+    if window is None:
+        return project
+    drift = _monitoring(project, "drift").drift
+    if drift.source != "logger":
+        raise click.UsageError(
+            "--window reads KServe's payload logs: monitoring.drift.source is probes, whose"
+            " inputs are the --inputs file"
+        )
+    try:
+        seconds = duration_seconds(window)
+    except ValueError:
+        raise click.BadParameter(
+            f"{window!r} is not a duration: give e.g. 30m, 6h or 7d", param_hint="--window"
+        ) from None
+    drift = dataclasses.replace(drift, window=window, window_seconds=seconds)
+    monitoring = dataclasses.replace(project.monitoring, drift=drift)
+    return dataclasses.replace(project, monitoring=monitoring)
+
+
+def _logged_samples(project: Any, drift: Any) -> Any:
+    """The window of served inputs in the payload logs (drift.source logger)."""
+    from datetime import datetime, timezone
+
+    from kfops.monitor import logger, profile, sink
+
+    assert drift.logs, "the schema checks: source logger needs logs"
+    found = logger.window_samples(
+        sink.open_store(drift.logs),
+        until=datetime.now(timezone.utc),
+        seconds=drift.window_seconds,
+        signature=drift.signature,
+        reference_columns=tuple(f.name for f in profile.load(drift.reference).features),
+        service=project.serving.name if project.serving else None,
+    )
+    click.echo(found.summary(drift.logs), err=True)
+    return found.samples
+
+
+@monitor.command(name="sink")
+@click.argument("path", type=_PATH, default=".")
+@click.option("--port", type=int, default=8099, show_default=True, help="The port to listen on.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="The address to listen on (0.0.0.0 inside a cluster, where the logger reaches it).",
+)
+@click.option(
+    "--store",
+    metavar="DIR|s3://BUCKET/PREFIX",
+    help="Where the events are kept [default: monitoring.drift.logs].",
+)
+@click.option(
+    "--flush-seconds",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    help="How often buffered events are written (S3 stores; a folder is written at once).",
+)
+def monitor_sink(path: Path, port: int, host: str, store: str | None, flush_seconds: float) -> None:
+    """Receive KServe's payload logger and keep its events for `kfops monitor`.
+
+    An HTTP server for `serving.logger.url`: it takes the logger's CloudEvents
+    (binary or structured), answers 202 at once, and appends each as one JSON line to
+    STORE/YYYY/MM/DD/HH/<id>.jsonl; an event it cannot read is answered 400 with the
+    reason. With `monitoring.drift.source: logger`, `kfops monitor --once` reads
+    the window back. Ctrl-C stops it.
+    """
+    from kfops.monitor import sink
+
+    if store is None:
+        project = _load(path)
+        drift = _monitoring(project, "drift").drift
+        if not drift.logs:
+            raise KfopsError(
+                f"{project.shown}: monitoring.drift has no `logs`: the sink does not know"
+                " where to keep the events",
+                "give --store DIR|s3://BUCKET/PREFIX, or add `logs:` under monitoring.drift",
+                exit_code=EXIT_USAGE,
+            )
+        store = drift.logs
+    receiver = sink.Sink(sink.open_store(store, create=True))
+
+    def ready(url: str) -> None:
+        click.echo(
+            f"kfops monitor sink: listening on {url}; keeping events in {store}\n"
+            f"  set serving.logger.url to {url} (as the cluster reaches this address)"
+            "; Ctrl-C stops",
+            err=True,
+        )
+
+    def warn(message: str) -> None:
+        click.echo(f"kfops monitor sink: {message}", err=True)
+
+    sink.serve(receiver, host, port, flush_seconds=flush_seconds, ready=ready, warn=warn)
+    click.echo(
+        f"kfops monitor sink: stopped; {receiver.received} events kept,"
+        f" {receiver.rejected} rejected",
+        err=True,
+    )
 
 
 @cli.command(name="retrain")

@@ -137,7 +137,7 @@ def carry_out(
     state = decision.state
     notes = list(decision.notes)
     if ctx is None:
-        wanted = [_describe(a, workflow) for a in decision.actions]
+        wanted = [describe(a, workflow) for a in decision.actions]
         if not wanted:
             return Outcome(state, ())
         return Outcome(
@@ -235,7 +235,7 @@ def _write_issue(
     return issue, state
 
 
-def _describe(action: trigger.Action, workflow: str) -> str:
+def describe(action: trigger.Action, workflow: str) -> str:
     return {
         trigger.OPEN_ISSUE: "opened an issue",
         trigger.UPDATE_ISSUE: "updated the issue",
@@ -256,14 +256,24 @@ def state_from_issue(ctx: GitHubContext, mark: str, repository: Any = None) -> A
     return issue, read_state(issue.body)
 
 
-def load_state(path: Path) -> trigger.State:
-    """The state file, or a fresh state when there is none (or it is unreadable)."""
+def load_state(where: str | Path) -> trigger.State:
+    """The state kept at ``where`` (a file, or ``s3://bucket/key``), or a fresh state
+    when there is none."""
     try:
-        return trigger.State.from_json(json.loads(path.read_text(encoding="utf-8")))
+        if str(where).startswith("s3://"):
+            from kfops.monitor.sink import read_object
+
+            data = read_object(str(where))
+            if data is None:
+                return trigger.State()
+            text = data.decode("utf-8")
+        else:
+            text = Path(where).read_text(encoding="utf-8")
+        return trigger.State.from_json(json.loads(text))
     except FileNotFoundError:
         return trigger.State()
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise KfopsError(
-            f"the monitor's state {path} is unreadable ({type(exc).__name__})",
+            f"the monitor's state {where} is unreadable ({type(exc).__name__})",
             "delete it to start counting afresh",
         ) from None

@@ -34,7 +34,7 @@ class Watch:
     model_name: str
     protocol: str
     samples: Callable[[], Any]  # reads the served inputs (monitor.samples.Samples)
-    state_file: Path
+    state_file: str | Path  # a file, or s3://bucket/key
     dry_run: bool = False
     timeout: float = 30.0
 
@@ -127,7 +127,7 @@ def run_once(
     final = decision.state
     if watch.dry_run:
         wanted = ", ".join(
-            github_side._describe(a, monitoring.on_breach.workflow) for a in decision.actions
+            github_side.describe(a, monitoring.on_breach.workflow) for a in decision.actions
         )
         notice = "dry run: " + (f"kfops would have {wanted}" if wanted else "nothing to do")
     else:
@@ -238,14 +238,21 @@ def _newer(kept: trigger.State, local: trigger.State) -> bool:
     return last_local is None or (last_kept is not None and last_kept[0] > last_local[0])
 
 
-def _save(path: Path, state: trigger.State) -> None:
+def _save(where: str | Path, state: trigger.State) -> None:
+    text = json.dumps(state.to_json(), indent=2, sort_keys=True) + "\n"
+    if str(where).startswith("s3://"):
+        from kfops.monitor.sink import write_object
+
+        write_object(str(where), text.encode("utf-8"))
+        return
     from kfops.pipeline.local import _ignore_in_git
 
+    path = Path(where)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.parent.name == "monitor":
         _ignore_in_git(path.parent.parent)
     partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(state.to_json(), indent=2, sort_keys=True) + "\n")
+    partial.write_text(text)
     partial.replace(path)
 
 

@@ -198,7 +198,6 @@ def collect(
 
 def _monitor(project: Project, environment: str, env: Mapping[str, str]) -> dict[str, Any]:
     """The monitor's last verdict and what it set off, from its issue or its state file."""
-    from pathlib import Path
 
     from kfops.ci import monitor as github_side
     from kfops.delivery import monitor as watching
@@ -210,10 +209,9 @@ def _monitor(project: Project, environment: str, env: Mapping[str, str]) -> dict
         issue, state = github_side.state_from_issue(ctx, mark)
         source = f"issue #{issue.number}" if issue is not None else ""
     if state is None:
-        path = Path(env["KFOPS_MONITOR_STATE"]) if env.get("KFOPS_MONITOR_STATE") else None
-        path = path or watching.default_state_file(project, environment)
-        state = github_side.load_state(path)
-        source = str(path) if path.exists() else ""
+        where = env.get("KFOPS_MONITOR_STATE") or watching.default_state_file(project, environment)
+        state = github_side.load_state(where)
+        source = str(where) if state.history else ""
     last = state.last_verdict
     return {
         "verdict": last[1] if last else None,

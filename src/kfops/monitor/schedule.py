@@ -256,8 +256,15 @@ def command(project: Project) -> list[str]:
 
 def monitor_arguments(project: Project) -> list[str]:
     """What follows the report's path: ``kfops monitor``'s options."""
-    assert project.monitoring is not None and project.monitoring.schedule_environment
-    return ["--once", "--env", project.monitoring.schedule_environment]
+    monitoring = project.monitoring
+    assert monitoring is not None and monitoring.schedule_environment
+    environment = monitoring.schedule_environment
+    logs = monitoring.drift.logs if monitoring.drift is not None else None
+    if logs is None or not logs.startswith("s3://"):
+        return ["--once", "--env", environment]  # refused at plan time (see check)
+    # A pod keeps nothing between runs: the monitor's memory sits beside the logs.
+    state = f"{logs.rstrip('/')}/.kfops-monitor/{environment}.json"
+    return ["--once", "--env", environment, "--state", state]
 
 
 def compile_ir(project: Project) -> str:
