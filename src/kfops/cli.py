@@ -1573,6 +1573,201 @@ def monitor_sink(path: Path, port: int, host: str, store: str | None, flush_seco
     )
 
 
+@cli.command(name="retrain")
+@click.argument("path", type=_PATH, default=".")
+@click.option("--local", is_flag=True, help="The model `kfops serve` serves (on --port).")
+@click.option("--url", metavar="URL", help="A serving model's base URL (give --commit too).")
+@click.option("--env", "env_name", metavar="NAME", help="The model served in this environment.")
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=8080, show_default=True, help="With --local."
+)
+@click.option("--commit", metavar="SHA", help="Retrain at this commit (default: the deployed one).")
+@click.option(
+    "--key",
+    metavar="KEY",
+    help="Idempotency key (the monitor's dispatch gives one): the pull request's branch is"
+    " kfops/retrain/ENV-KEY, and a re-run while it is open does nothing.",
+)
+@click.option("--dry-run", is_flag=True, help="Say what would run and be opened; do nothing.")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+)
+def retrain_command(
+    path: Path,
+    local: bool,
+    url: str | None,
+    env_name: str | None,
+    port: int,
+    commit: str | None,
+    key: str | None,
+    dry_run: bool,
+    output_format: str,
+) -> None:
+    """Retrain at the deployed commit; propose the candidate if it beats the serving model.
+
+    \b
+    1. the deployed commit: --env reads it from the InferenceService, --local from the
+       local run `kfops serve` serves, --commit gives it (needed with --url)
+    2. the pipeline at that commit, in a temporary git worktree (removed afterwards):
+       a local run; with --env and `kfp:`, a run on Kubeflow Pipelines, waited for
+    3. the gate: the candidate, served by the KServe model server on a free port, and
+       the serving model are scored on monitoring.probes.sets; the candidate must meet
+       each set's thresholds, be no worse on any metric, and pass serving.gate
+    4. on a pass, `serving.model.run: RUN` in mlops.yaml: a pull request on branch
+       kfops/retrain/ENV-KEY (with GITHUB_TOKEN and GITHUB_REPOSITORY), else the diff on
+       stdout; on a fail, a comment on the monitor's issue
+
+    \b
+    Exit codes: 0 the candidate passed (pull request opened, or already open),
+    1 it failed the gate (or an error), 2 usage error, 3 a bug in kfops.
+    """
+    import json
+
+    from rich.console import Console
+
+    from kfops.monitor import retrain as core
+
+    chosen = [f for f, given in (("--local", local), ("--url", url), ("--env", env_name)) if given]
+    if len(chosen) != 1:
+        raise click.UsageError("give one of --local, --url URL or --env NAME")
+    project = _load(path)
+    environment = project.environment(env_name, _KFP_AND_KUBE) if env_name else None
+    on_kubeflow = environment is not None and environment.kfp is not None
+    label = env_name or "local"  # as `kfops monitor` names it (its issue, the branch)
+    base = "" if on_kubeflow else _base_url(project, local, url, env_name, port)
+    target = core.Target(label, base, environment, local)
+    repository = None
+    token = os.environ.get("KFOPS_GITHUB_TOKEN") or os.environ.get("GITHUB_TOKEN")
+    if token and os.environ.get("GITHUB_REPOSITORY"):
+        from kfops.ci.event import GitHubContext
+        from kfops.ci.github import Repository
+
+        environ = os.environ
+        repository = Repository(
+            GitHubContext(
+                event_name=environ.get("GITHUB_EVENT_NAME", "workflow_dispatch"),
+                event={},
+                ref=environ.get("GITHUB_REF", ""),
+                sha=environ.get("GITHUB_SHA", ""),
+                repository=environ["GITHUB_REPOSITORY"],
+                api_url=environ.get("GITHUB_API_URL", "https://api.github.com"),
+                server_url=environ.get("GITHUB_SERVER_URL", "https://github.com"),
+                run_id=environ.get("GITHUB_RUN_ID", ""),
+                summary=None,
+                output=None,
+                token=token,
+            ),
+            backoff=float(environ.get("KFOPS_RETRY_SECONDS") or 1),
+        )
+    branch = core.branch_name(label, key) if key else None
+    if repository is not None and branch is not None:
+        existing = repository.find_pull(branch, state="open")
+        if existing is not None:
+            click.echo(
+                f"a retrain pull request for key {key} is already open: #{existing.number}"
+                f" {existing.url} (branch {branch}); nothing to do",
+                err=True,
+            )
+            if output_format == "json":
+                skipped = {
+                    "skipped": True,
+                    "pull": {"number": existing.number, "url": existing.url},
+                }
+                click.echo(json.dumps(skipped, indent=2, sort_keys=True))
+            return
+
+    def log(line: str) -> None:
+        click.echo(line, err=True)
+
+    if dry_run:
+        deployed = core.find_deployed(project, target, commit)
+        where = "on Kubeflow Pipelines" if on_kubeflow else "locally, in a temporary worktree"
+        sets = ", ".join(s.name for s in (project.monitoring.sets if project.monitoring else ()))
+        shown = branch or core.branch_name(label, "RUN")
+        lines = [
+            f"deployed commit {deployed.commit[:12]} ({deployed.source})",
+            f"would run {project.name} at commit {deployed.commit[:12]} {where}",
+            f"would gate the candidate against {base or 'the serving release'}"
+            + (f" on probe sets {sets}" if sets and not on_kubeflow else ""),
+            f"on a pass, would set serving.model.run in {display_path(project.config_file)}"
+            + (
+                f" and open a pull request on branch {shown}"
+                if repository is not None
+                else " and print the diff (no GITHUB_TOKEN/GITHUB_REPOSITORY)"
+            ),
+            "dry run: nothing ran, nothing changed",
+        ]
+        if output_format == "json":
+            planned = {"dry_run": True, "deployed_commit": deployed.commit, "plan": lines}
+            click.echo(json.dumps(planned, indent=2, sort_keys=True))
+        else:
+            click.echo("\n".join(lines))
+        return
+    kfp = None
+    if on_kubeflow:
+        from kfops.kubeflow.client import connect
+
+        assert environment is not None
+        kfp = connect(environment)
+    result = core.retrain(
+        project, target, commit=commit, log=log, console=Console(stderr=True), kfp=kfp
+    )
+    document: dict[str, Any] = result.to_json()
+    branch = branch or core.branch_name(label, result.candidate_run)
+    root = core.repo_root(project)
+    shown = project.config_file.resolve().relative_to(root).as_posix()
+    if result.pointer is not None:
+        old = project.config_file.read_text(encoding="utf-8")
+        diff = core.pointer_diff(project.config_file, old, result.pointer[1], shown)
+        document["diff"] = diff
+        if repository is not None:
+            pull = repository.open_pull(
+                base=core.base_branch(dict(os.environ)),
+                branch=branch,
+                title=f"kfops retrain: serve run {result.candidate_run} ({label})",
+                body=result.markdown(),
+                files={shown: result.pointer[1]},
+                message=f"serving: serve run {result.candidate_run}, retrained at commit"
+                f" {result.deployed_commit[:12]}",
+            )
+            document["pull"] = {"number": pull.number, "url": pull.url, "branch": pull.branch}
+            log(f"opened pull request #{pull.number}: {pull.url}")
+        else:
+            saved = project.root / ".kfops" / "retrain" / (branch.rsplit("/", 1)[-1] + ".diff")
+            _write_atomically(saved, diff)
+            document["diff_file"] = str(saved)
+            log(
+                f"no GITHUB_TOKEN/GITHUB_REPOSITORY, so no pull request: the change is in"
+                f" {display_path(saved)}. To propose it: `git switch -c {branch} && git apply"
+                f" {display_path(saved)} && git commit -am 'serving: serve run"
+                f" {result.candidate_run}' && git push -u origin {branch}`, then open the pull"
+                " request"
+            )
+    elif repository is not None:
+        from kfops.ci import monitor as github_side
+
+        mark = github_side.marker(github_side.project_key(project.root), label)
+        issue = repository.sticky_issue(mark, github_side.LABEL)
+        if issue is not None:
+            repository.comment(issue.number, result.markdown())
+            document["comment"] = {"issue": issue.number}
+            log(f"commented on issue #{issue.number}")
+        else:
+            log(f"no open monitor issue for {label}: the result is reported here only")
+    if output_format == "json":
+        click.echo(json.dumps(document, indent=2, sort_keys=True))
+    else:
+        click.echo(result.markdown(), nl=False)
+        if result.pointer is not None and repository is None:
+            click.echo(document["diff"], nl=False)
+    if not result.passed:
+        sys.exit(EXIT_FAILED)
+
+
 @cli.command()
 @click.argument("path", type=_PATH, default=".")
 @click.option("--env", "env_name", metavar="NAME", required=True, help="The environment.")

@@ -60,6 +60,7 @@ class RunResult:
     # a failure that kfp.local reports at pipeline level, outside any task
     failure: list[str] | None = None
     error: str | None = None  # why kfp.local stopped, when it raised
+    commit: str = ""  # the checkout's commit (``git rev-parse HEAD``); "" outside git
 
     def metrics(self) -> dict[str, dict[str, Any]]:
         """Metrics logged by each step: ``{step: {metric: value}}``."""
@@ -73,6 +74,7 @@ class RunResult:
     def to_json(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
+            "commit": self.commit,
             "succeeded": self.succeeded,
             "seconds": round(self.seconds, 3),
             "parameters": self.parameters,
@@ -276,7 +278,9 @@ def _run(
     (run_dir / "arguments.json").write_text(
         json.dumps(compiled.parameters, indent=2, sort_keys=True), encoding="utf-8"
     )
-    result = RunResult(run_id=run_id, run_dir=run_dir, parameters=compiled.parameters)
+    result = RunResult(
+        run_id=run_id, run_dir=run_dir, parameters=compiled.parameters, commit=_commit(project)
+    )
 
     where = "in step images" if docker else "locally"
     console.print(f"[bold]running[/] {project.name} {where} (run {run_id})")
@@ -310,6 +314,19 @@ def _run(
     if not_run and not result.succeeded:
         console.print("[yellow]not run[/] (after the failure): " + ", ".join(not_run))
     return result
+
+
+def _commit(project: Project) -> str:
+    """The commit the project's checkout is at, recorded so `kfops retrain` can run the
+    pipeline of the model `kfops serve` serves again; "" outside git."""
+    done = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", "HEAD"],
+        cwd=project.root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return done.stdout.strip() if done.returncode == 0 else ""
 
 
 def _ignore_in_git(folder: Path) -> None:

@@ -2,11 +2,12 @@
 and metrics.
 
 The model comes from, in order: ``kfops deploy --model-uri``, ``serving.model.uri``, or
-this commit's successful run on the environment's Kubeflow Pipelines (``serving.model.
-from_step``): kfops finds the run of this commit's pipeline version, checks that the step
-succeeded and produced the artifact, and reads the artifact's URI from ML Metadata (KFP's
-API gives only its id), with the run's metrics (its Metrics artifacts' properties) for the
-gate unless ``--metrics`` gives them. The run id and pipeline version go on the release.
+a successful run on the environment's Kubeflow Pipelines (``serving.model.from_step``):
+the run ``serving.model.run`` pins (the pointer ``kfops retrain`` moves), else this
+commit's newest. kfops checks that the run's step succeeded and produced the artifact, and
+reads the artifact's URI from ML Metadata (KFP's API gives only its id), with the run's
+metrics (its Metrics artifacts' properties) for the gate unless ``--metrics`` gives them.
+The run id and pipeline version go on the release.
 """
 
 from __future__ import annotations
@@ -107,11 +108,17 @@ def resolve(
         model_uri, source = serving.uri, "serving.model.uri"
     if serving.from_step and environment.kfp is not None and kfp is not None:
         wants = (not model_uri, metrics is None and bool(serving.gate))
-        run_id, version, found_uri, found_metrics = _run_of_commit(
-            project, kfp, commit, need_uri=wants[0], need_metrics=wants[1]
-        )
+        if serving.run is not None:
+            run_id, version, found_uri, found_metrics = run_model(
+                project, kfp, serving.run, need_uri=wants[0], need_metrics=wants[1]
+            )
+        else:
+            run_id, version, found_uri, found_metrics = _run_of_commit(
+                project, kfp, commit, need_uri=wants[0], need_metrics=wants[1]
+            )
         if not model_uri and found_uri:
-            model_uri, source = found_uri, f"run {run_id} on Kubeflow"
+            pinned = " (serving.model.run)" if serving.run is not None else ""
+            model_uri, source = found_uri, f"run {run_id} on Kubeflow{pinned}"
         if metrics is None and found_metrics:
             metrics = found_metrics
     if not model_uri:
@@ -197,6 +204,68 @@ def _run_of_commit(
     listed, version_name = found[0]
     # A listing may leave out the task details: read the run itself.
     run = kfp.call("get run", kfp.runs.run_service_get_run, listed.run_id)
+    return _model_of_run(
+        project,
+        kfp,
+        run,
+        str(version_name),
+        f"of commit {prefix} ",
+        need_uri=need_uri,
+        need_metrics=need_metrics,
+    )
+
+
+def run_model(
+    project: Project, kfp: Any, run_id: str, *, need_uri: bool, need_metrics: bool = False
+) -> tuple[str, str, str, dict[str, float]]:
+    """(run id, pipeline version, model URI, metrics) of the run ``run_id`` on ``kfp``
+    (``serving.model.run``, or the run ``kfops retrain`` started); the URI and the metrics
+    (from ML Metadata) only when asked for.
+
+    Raises:
+        KfopsError: no such run, a run that did not succeed, or no model in it.
+    """
+    try:
+        run = kfp.call("get run", kfp.runs.run_service_get_run, run_id)
+    except KfopsError as exc:
+        raise KfopsError(
+            f"serving.model.run is {run_id}, but {kfp.host} has no such run: {exc.message}",
+            "set `serving.model.run` to a run of this pipeline on Kubeflow (the pull request"
+            " of `kfops retrain` writes it), or remove it to take this commit's run",
+        ) from None
+    if run.state != "SUCCEEDED":
+        raise KfopsError(
+            f"run {run_id} on {kfp.host} is {str(run.state or 'in an unknown state').lower()}:"
+            " the model must come from a run that succeeded",
+            "point `serving.model.run` at a run that succeeded",
+        )
+    version_name = ""
+    reference = run.pipeline_version_reference
+    if reference is not None and reference.pipeline_id and reference.pipeline_version_id:
+        version = kfp.call(
+            "get pipeline version",
+            kfp.pipelines.pipeline_service_get_pipeline_version,
+            reference.pipeline_id,
+            reference.pipeline_version_id,
+        )
+        version_name = str(version.name or "")
+    return _model_of_run(
+        project, kfp, run, version_name, "", need_uri=need_uri, need_metrics=need_metrics
+    )
+
+
+def _model_of_run(
+    project: Project,
+    kfp: Any,
+    run: Any,
+    version_name: str,
+    of: str,
+    *,
+    need_uri: bool,
+    need_metrics: bool,
+) -> tuple[str, str, str, dict[str, float]]:
+    serving = project.serving
+    assert serving is not None and serving.from_step is not None
     task = next(
         (
             t
@@ -207,7 +276,7 @@ def _run_of_commit(
     )
     if task is None or task.state != "SUCCEEDED":
         raise KfopsError(
-            f"run {run.run_id} of commit {prefix} has no succeeded step `{serving.from_step}`",
+            f"run {run.run_id} {of}has no succeeded step `{serving.from_step}`",
             "check `serving.model.from_step` against the pipeline's task names",
         )
     outputs = task.outputs or {}
@@ -232,6 +301,7 @@ def _run_of_commit(
             for i in listed.artifact_ids or []
         }
     )
+    whose = "this commit's model" if of else "the model"
     target = project.environment(kfp.environment).kfp
     gateway = (target.metadata if target else None) or metadata.gateway_url(kfp.host)
     where = (
@@ -241,7 +311,7 @@ def _run_of_commit(
     try:
         known = metadata.artifacts(gateway, everything, kfp.token) if everything else {}
     except KfopsError as exc:
-        message = f"found this commit's model, {where}, but {exc.message}"
+        message = f"found {whose}, {where}, but {exc.message}"
         raise KfopsError(message, exc.hint) from None
     metrics: dict[str, float] = {}
     for item in known.values():
@@ -250,7 +320,7 @@ def _run_of_commit(
     found = [known[i].uri for i in ids if i in known and known[i].uri]
     if need_uri and not found:
         raise KfopsError(
-            f"found this commit's model, {where}, but ML Metadata at {gateway} knows no URI for it",
+            f"found {whose}, {where}, but ML Metadata at {gateway} knows no URI for it",
             "pass its URI with --model-uri, or set `serving.model.uri`",
         )
     uri = metadata.servable(found[-1]) if found else ""

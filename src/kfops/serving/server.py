@@ -41,6 +41,7 @@ class ModelSource:
     run_id: str | None = None
     step: str | None = None
     artifact: str | None = None
+    commit: str = ""  # the commit the run was made at (its result.json), "" if unrecorded
 
     def describe(self) -> str:
         if self.run_id is None:
@@ -77,7 +78,7 @@ def find_model(
     model_file: Path | None = None,
 ) -> ModelSource:
     """The model file to serve: ``model_file``, or ``serving.model``'s artifact in the
-    latest (or the given) local run.
+    given local run, else the run ``serving.model.run`` pins, else the latest.
 
     Raises:
         KfopsError: no serving section; ``serving.model.uri`` without ``model_file``; no
@@ -105,7 +106,20 @@ def find_model(
             exit_code=EXIT_USAGE,
         )
     folder = runs_folder(project, runs_dir)
-    result, chosen = _run_result(project, folder, run_id)
+    pinned = run_id is None and serving.run is not None
+    try:
+        result, chosen = _run_result(project, folder, run_id or serving.run)
+    except KfopsError as exc:
+        if not pinned:
+            raise
+        raise KfopsError(
+            f"serving.model.run is {serving.run} ({project.shown}:"
+            f"{serving.mark_of('model').line}), but {display_path(folder)} has no such local"
+            " run (a run on Kubeflow, or one made on another machine?)",
+            "serve a local run with --run ID, or a model file with --model FILE; "
+            + (exc.hint or ""),
+            exit_code=EXIT_USAGE,
+        ) from None
     if not result.get("succeeded"):
         failed = [n for n, s in result.get("steps", {}).items() if s.get("status") != "SUCCESS"]
         raise KfopsError(
@@ -156,7 +170,7 @@ def find_model(
             f"the model of run {chosen} is missing: {path} does not exist",
             f"run the pipeline again: `{_run_command(project)}`",
         )
-    return ModelSource(path, chosen, serving.from_step, artifact)
+    return ModelSource(path, chosen, serving.from_step, artifact, str(result.get("commit") or ""))
 
 
 def _run_command(project: Project) -> str:
