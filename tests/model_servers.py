@@ -1,5 +1,6 @@
 """Real KServe model servers for iris on loopback (``tests/data/serving/model_server.py``):
-``good`` answers correctly, ``wrong`` loads fine but answers wrongly. The fake KServe
+``good`` answers correctly, ``wrong`` loads fine but answers wrongly, ``slow`` answers
+correctly 150 ms later (seeded). The fake KServe
 controller (``tests/kserve_controller.py``) writes their URLs into InferenceService
 statuses, so a release is probed and smoke-tested against a real model server."""
 
@@ -26,9 +27,9 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def servers() -> Iterator[dict[str, str]]:
-    """Real KServe model servers for iris: ``good`` and ``wrong``, by URL."""
+    """Real KServe model servers for iris: ``good``, ``wrong`` and ``slow``, by URL."""
     started: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
-    for behaviour in ("good", "wrong"):
+    for behaviour in ("good", "wrong", "slow"):
         port = free_port()
         process = subprocess.Popen(
             [sys.executable, str(SERVER), "--port", str(port), "--behaviour", behaviour],
