@@ -11,7 +11,9 @@ at the end.
 
 from __future__ import annotations
 
+import io
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +28,7 @@ from kfops.project.model import CanaryGates
 from tests.conftest import DATA
 from tests.kserve_controller import KServeController, Timeline
 from tests.kube_env import KubeEnv
-from tests.model_servers import servers
-
-__all__ = ["servers"]  # the fixture, imported for pytest
+from tests.model_servers import free_port, serving
 
 ROOT = Path(__file__).resolve().parents[1]
 IRIS = ROOT / "pipelines" / "iris"
@@ -50,6 +50,15 @@ monitoring:
     availability: 1.0
     canary: {latency_ratio: 1.5, agreement: 0.95, metric_delta: {accuracy: 0.02}}
 """
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[dict[str, str]]:
+    """The model servers ``good``, ``wrong`` and ``slow``, by URL."""
+    with serving("good", "wrong", "slow") as found:
+        yield found
+
+
 # No smoke file: a wrong canary must be caught by the comparisons, not the smoke test.
 NO_SMOKE = {"canary: {percent: 10, smoke: smoke.json, promote: auto}": "canary: {percent: 10}"}
 
@@ -113,6 +122,386 @@ def _serving_v1(kube_env: KubeEnv, folder: Path, namespace: str, url: str) -> st
 
 def _by_name(analysis: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c.get("metric") or c["name"]: c for c in analysis["comparisons"]}
+
+
+# -- kfops deploy, Knative mode ----------------------------------------------------------
+
+
+@pytest.mark.kube
+def test_a_canary_that_agrees_and_is_as_fast_is_promoted(
+    kube_env: KubeEnv, servers: dict[str, str], tmp_path: Path
+) -> None:
+    namespace = kube_env.namespace("agree")
+    folder = _project(tmp_path, namespace)
+    err = _serving_v1(kube_env, folder, namespace, servers["good"])
+    assert (
+        "canary analysis: comparisons skipped: first release here: there is no stable model"
+        " to compare the new one with" in err
+    )
+    # The route's status.url leads to the wrong server: a comparison through it would fail,
+    # so passing shows that each model was reached at its own tagged URL.
+    timeline = Timeline.canary(
+        url=servers["wrong"], canary_url=servers["good"], stable_url=servers["good"]
+    )
+    with KServeController(kube_env.api_client(), namespace, timeline):
+        code, out, err = _release(kube_env, folder, "v2", "--format", "json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["stage"] == "promoted"
+    analysis = report["canary_analysis"]
+    assert analysis["skipped"] == "" and analysis["passed"] is True
+    assert analysis["rounds"] == 3
+    assert (analysis["canary_url"], analysis["stable_url"]) == (servers["good"], servers["good"])
+    comparisons = _by_name(analysis)
+    assert [c["name"] for c in analysis["comparisons"]] == [
+        "latency_ratio",
+        "agreement",
+        "metric_delta",
+    ]
+    ratio = comparisons["latency_ratio"]
+    assert ratio["threshold"] == 1.5 and ratio["passed"] is True
+    assert ratio["canary"] > 0 and ratio["stable"] > 0 and ratio["value"] <= 1.5
+    assert comparisons["agreement"] == {
+        "name": "agreement",
+        "canary": None,
+        "stable": None,
+        "value": 1.0,
+        "threshold": 0.95,
+        "passed": True,
+        "detail": "17 of 17 predictions agree (100.0%); at least the gate 95.0%",
+    }
+    accuracy = comparisons["accuracy"]
+    assert (accuracy["canary"], accuracy["stable"], accuracy["value"]) == (1.0, 1.0, 0.0)
+    assert accuracy["probe"] == "holdout" and accuracy["threshold"] == 0.02
+    assert accuracy["detail"] == (
+        "accuracy 1.000 on the canary, 1.000 on the stable model: equal; within the 0.02 allowed"
+    )
+    assert analysis["canary"]["passed"] is True
+    assert [g["name"] for g in analysis["canary"]["gates"]] == ["error_rate", "availability"]
+    assert analysis["stable"]["url"] == servers["good"]
+    steps = {s["what"]: s for s in report["steps"]}
+    assert steps["canary analysis"]["ok"] is True
+    assert steps["canary analysis"]["detail"] == (
+        f"3 probes to the canary ({servers['good']}) and to release"
+        f" s3://models/iris/v1 ({servers['good']}): every comparison passed"
+    )
+    assert "canary agreement: 17 of 17 predictions agree (100.0%)" in err
+    assert "canary error_rate: 0 of 3 requests failed" in err
+    live = _live(kube_env, namespace)
+    assert live["spec"]["predictor"]["model"]["storageUri"] == "s3://models/iris/v2"
+    assert "canaryTrafficPercent" not in live["spec"]["predictor"]
+
+
+@pytest.mark.kube
+def test_a_wrong_canary_fails_agreement_and_metric_delta_and_is_rolled_back(
+    kube_env: KubeEnv, servers: dict[str, str], tmp_path: Path
+) -> None:
+    namespace = kube_env.namespace("wrong")
+    folder = _project(tmp_path, namespace)
+    _serving_v1(kube_env, folder, namespace, servers["good"])
+    timeline = Timeline.canary(
+        url=servers["good"], canary_url=servers["wrong"], stable_url=servers["good"]
+    )
+    with KServeController(kube_env.api_client(), namespace, timeline):
+        code, out, err = _release(kube_env, folder, "v2", "--format", "json")
+        assert code == 1
+        report = json.loads(out)
+        assert report["stage"] == "rolled-back"
+        analysis = report["canary_analysis"]
+        assert analysis["passed"] is False
+        assert analysis["canary_url"] == servers["wrong"]
+        comparisons = _by_name(analysis)
+        assert comparisons["latency_ratio"]["passed"] is True
+        agreement = comparisons["agreement"]
+        # setosa and virginica disagree; of the 15 labelled inputs, the 5 of class 1 agree
+        assert agreement["passed"] is False and agreement["value"] == round(5 / 17, 6)
+        accuracy = comparisons["accuracy"]
+        assert accuracy["passed"] is False
+        assert (accuracy["canary"], accuracy["stable"]) == (round(5 / 15, 6), 1.0)
+        assert accuracy["value"] == round(10 / 15, 6)
+        message = (
+            "the canary analysis failed: agreement: 5 of 17 predictions agree (29.4%); below"
+            " the gate 95.0%; metric_delta accuracy (holdout): accuracy 0.333 on the canary,"
+            " 1.000 on the stable model: worse by 0.667; more than the 0.02 allowed"
+        )
+        assert message in report["error"]
+        assert message in err
+        assert "is serving, as before" in err
+        live = _live(kube_env, namespace)
+        assert live["spec"]["predictor"]["model"]["storageUri"] == "s3://models/iris/v1"
+        assert "canaryTrafficPercent" not in live["spec"]["predictor"]
+        # the model serving answers as before: kfops probe of the environment passes
+        result = CliRunner().invoke(
+            cli,
+            ["probe", str(folder), "--env", "prod", "--format", "json"],
+            env={"KUBECONFIG": str(kube_env.kubeconfig)},
+        )
+    assert result.exit_code == 0, result.output
+    run = json.loads(result.stdout)
+    assert run["url"] == servers["good"] and run["passed"] is True
+    assert run["probes"][2]["metrics"] == {"accuracy": 1.0}
+
+
+@pytest.mark.kube
+def test_a_slow_canary_fails_latency_ratio_and_is_rolled_back(
+    kube_env: KubeEnv, servers: dict[str, str], tmp_path: Path
+) -> None:
+    namespace = kube_env.namespace("slow")
+    folder = _project(tmp_path, namespace)
+    _serving_v1(kube_env, folder, namespace, servers["good"])
+    timeline = Timeline.canary(
+        url=servers["good"], canary_url=servers["slow"], stable_url=servers["good"]
+    )
+    with KServeController(kube_env.api_client(), namespace, timeline):
+        code, out, err = _release(kube_env, folder, "v2", "--format", "json")
+    assert code == 1
+    report = json.loads(out)
+    assert report["stage"] == "rolled-back"
+    comparisons = _by_name(report["canary_analysis"])
+    ratio = comparisons["latency_ratio"]
+    assert ratio["passed"] is False
+    assert ratio["canary"] >= 135  # 150 ms, less at most 10%
+    assert ratio["value"] > 1.5
+    assert comparisons["agreement"]["passed"] is True
+    assert comparisons["accuracy"]["passed"] is True
+    assert "the canary analysis failed: latency_ratio: p95 " in err
+    assert "x; above the gate 1.5x" in err
+    assert ratio["detail"].startswith("p95 (each request's median of 3 rounds) ")
+    assert _live(kube_env, namespace)["spec"]["predictor"]["model"]["storageUri"].endswith("v1")
+
+
+@pytest.mark.kube
+def test_dry_run_and_plan_say_that_canary_analysis_will_run(
+    kube_env: KubeEnv, servers: dict[str, str], tmp_path: Path
+) -> None:
+    namespace = kube_env.namespace("dry")
+    folder = _project(tmp_path, namespace)
+    code, out, _ = _deploy(kube_env, folder, "plan", "--model-uri", "s3://models/iris/v1")
+    assert code == 0
+    assert (
+        "canary analysis: skipped: first release here: there is no stable model to compare"
+        " the new one with" in out
+    )
+    _serving_v1(kube_env, folder, namespace, servers["good"])
+    before = _live(kube_env, namespace)["metadata"]["resourceVersion"]
+    code, _, err = _release(kube_env, folder, "v2", "--dry-run")
+    assert code == 0, err
+    assert (
+        "canary analysis: will run after the smoke test: 3 probes to the canary and to release"
+        " s3://models/iris/v1; the canary must meet latency_ratio at most 1.5x, agreement at"
+        " least 95.0%, accuracy at most 0.02 worse" in err
+    )
+    code, out, err = _deploy(kube_env, folder, "plan", "--model-uri", "s3://models/iris/v2")
+    assert code == 0, err
+    assert (
+        "canary analysis: after the smoke test, the probes go to the canary and to release"
+        " s3://models/iris/v1; the canary must meet latency_ratio at most 1.5x" in out
+    )
+    assert _live(kube_env, namespace)["metadata"]["resourceVersion"] == before
+
+
+@pytest.mark.kube
+def test_without_a_canary_the_comparisons_are_skipped_with_a_line(
+    kube_env: KubeEnv, servers: dict[str, str], tmp_path: Path
+) -> None:
+    namespace = kube_env.namespace("nocanary")
+    folder = _project(tmp_path, namespace, **{"canary: {percent: 10}": "canary: {promote: auto}"})
+    _serving_v1(kube_env, folder, namespace, servers["good"])
+    timeline = Timeline.ready_at_once(url=servers["good"])
+    with KServeController(kube_env.api_client(), namespace, timeline):
+        code, out, err = _release(kube_env, folder, "v2", "--format", "json")
+    assert code == 0, err
+    why = (
+        "there is no canary (`serving.canary.percent` is not set): the new model takes all"
+        " traffic at once, with no stable model beside it to compare with"
+    )
+    assert f"canary analysis: comparisons skipped: {why}" in err
+    assert json.loads(out)["canary_analysis"] == {
+        "skipped": why,
+        "passed": None,
+        "comparisons": [],
+    }
+
+
+@pytest.mark.kube
+def test_one_url_for_both_models_is_refused_before_any_change(
+    kube_env: KubeEnv, servers: dict[str, str], tmp_path: Path
+) -> None:
+    namespace = kube_env.namespace("oneurl")
+    folder = _project(tmp_path, namespace)
+    text = (folder / "mlops.yaml").read_text()
+    fixed = f"{{namespace: {namespace}, url: {servers['good']}}}"
+    (folder / "mlops.yaml").write_text(text.replace(f"{{namespace: {namespace}}}", fixed))
+    _serving_v1(kube_env, folder, namespace, servers["good"])
+    before = _live(kube_env, namespace)["metadata"]["resourceVersion"]
+    code, _, err = _release(kube_env, folder, "v2")
+    assert code == 1
+    assert (
+        f"environments.prod.kubernetes.url ({servers['good']}) is one address for the canary"
+        " and the stable model alike, so monitoring.gates.canary" in err
+    )
+    assert "remove `kubernetes.url`" in err and "nothing was changed" in err
+    assert _live(kube_env, namespace)["metadata"]["resourceVersion"] == before
+
+
+@pytest.mark.kube
+def test_a_probe_file_that_cannot_be_read_is_an_error_before_any_change(
+    kube_env: KubeEnv, servers: dict[str, str], tmp_path: Path
+) -> None:
+    namespace = kube_env.namespace("nofile")
+    folder = _project(tmp_path, namespace)
+    _serving_v1(kube_env, folder, namespace, servers["good"])
+    (folder / "holdout.jsonl").write_text("not json\n")
+    before = _live(kube_env, namespace)["metadata"]["resourceVersion"]
+    code, _, err = _release(kube_env, folder, "v2")
+    assert code == 1
+    assert "holdout.jsonl:1: not JSON" in err and "nothing was changed" in err
+    assert _live(kube_env, namespace)["metadata"]["resourceVersion"] == before
+
+
+# -- kfops deploy, Standard mode ---------------------------------------------------------
+
+
+def _rollout(
+    kube_env: KubeEnv, folder: Path, services: dict[str, str], asked: list[str] | None = None
+) -> Any:
+    """The release machinery, with Standard mode's Services found on loopback (outside a
+    cluster, their names do not resolve); ``asked`` collects the (Service, namespace)
+    names kfops looked up."""
+    from rich.console import Console
+
+    from kfops.project import config
+    from kfops.serving.kube import Kube
+    from kfops.serving.rollout import Rollout
+
+    project = config.load(folder)
+    environment = project.environment("prod", "")
+    console = Console(file=io.StringIO(), width=300)
+    return Rollout(
+        project,
+        environment,
+        Kube(environment),
+        console,
+        poll_seconds=0.05,
+        service_url=lambda name, namespace: _service(services, asked, name, namespace),
+    )
+
+
+def _service(services: dict[str, str], asked: list[str] | None, name: str, namespace: str) -> str:
+    if asked is not None:
+        asked.append(f"{name}.{namespace}")
+    # the stable predictor's Service, else the canary's (NAME-CANARY-predictor)
+    return services["stable" if name == "iris-predictor" else "canary"]
+
+
+@pytest.mark.kube
+def test_standard_mode_compares_the_canary_service_with_the_stable_one(
+    kube_env: KubeEnv, servers: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kfops.serving.render import Release
+    from kfops.serving.rollout import Failed
+
+    monkeypatch.setenv("KUBECONFIG", str(kube_env.kubeconfig))
+    namespace = kube_env.namespace("standard")
+    folder = _project(tmp_path, namespace)
+    text = (folder / "mlops.yaml").read_text()
+    standard = f"{{namespace: {namespace}, deployment_mode: Standard}}"
+    (folder / "mlops.yaml").write_text(text.replace(f"{{namespace: {namespace}}}", standard))
+    services = {"stable": servers["good"], "canary": servers["good"]}
+    release = {v: Release(f"s3://models/iris/v{v}", "", metrics={"accuracy": 0.95}) for v in "123"}
+    with KServeController(
+        kube_env.api_client(), namespace, Timeline.ready_at_once(url=servers["good"])
+    ):
+        first = _rollout(kube_env, folder, services).deploy(release["1"])
+        assert first.stage == "promoted" and first.analysis is None
+        assert first.analysis_skipped.startswith("first release here")
+        asked: list[str] = []
+        passed = _rollout(kube_env, folder, services, asked).deploy(release["2"])
+        assert asked == [f"iris-canary-0-predictor.{namespace}", f"iris-predictor.{namespace}"]
+        assert passed.stage == "promoted"
+        assert passed.analysis is not None and passed.analysis.passed
+        assert passed.to_json()["canary_analysis"]["canary_url"] == servers["good"]
+        # a canary whose Service answers wrongly is dropped from spec.canary
+        services["canary"] = servers["wrong"]
+        with pytest.raises(Failed) as failed:
+            _rollout(kube_env, folder, services).deploy(release["3"])
+        outcome = failed.value.outcome
+        assert outcome.stage == "rolled-back"
+        assert outcome.analysis is not None
+        assert [c.name for c in outcome.analysis.comparisons if not c.passed] == [
+            "agreement",
+            "metric_delta",
+        ]
+        assert "the canary analysis failed: agreement: 5 of 17" in outcome.error
+        live = _live(kube_env, namespace)
+        assert live["spec"]["predictor"]["model"]["storageUri"] == "s3://models/iris/v2"
+        assert "canary" not in live["spec"]
+        # a canary Service that does not answer (kfops outside the cluster)
+        services["canary"] = f"http://127.0.0.1:{free_port()}"
+        with pytest.raises(Failed) as failed:
+            _rollout(kube_env, folder, services).deploy(release["3"])
+    assert (
+        f"the canary analysis failed: the canary does not answer at"
+        f" {services['canary']} (a Standard-mode canary is reached at its own"
+        " Service, from inside the cluster only)" in failed.value.outcome.error
+    )
+
+
+class _Status:
+    """A Kube that only reads one InferenceService, for the addresses' messages."""
+
+    def __init__(self, live: dict[str, Any]) -> None:
+        self.live = live
+
+    def get(self, name: str) -> dict[str, Any]:
+        return self.live
+
+
+def test_addresses_without_tag_urls_or_canary_names_are_explained(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from kfops.project import config
+    from kfops.serving.rollout import Rollout, _NotReleased
+
+    folder = _project(tmp_path, "ns")
+    project = config.load(folder)
+    environment = project.environment("prod", "")
+    untagged = {
+        "status": {
+            "components": {
+                "predictor": {
+                    "traffic": [
+                        {"revisionName": "b", "percent": 10, "latestRevision": True, "url": "u"},
+                        {"revisionName": "a", "percent": 90, "latestRevision": False},
+                    ]
+                }
+            }
+        }
+    }
+    rollout = Rollout(project, environment, _Status(untagged), Console(file=io.StringIO()))  # type: ignore[arg-type]
+    with pytest.raises(_NotReleased) as raised:
+        rollout._addresses("Knative")
+    assert str(raised.value) == (
+        "the InferenceService's status has no URL of its own for the stable model (tag `prev`)"
+        " in status.components.predictor.traffic: is tag routing"
+        " (serving.kserve.io/enable-tag-routing) on?"
+    )
+    rollout.kube = _Status({"status": {"canaryStatuses": []}})  # type: ignore[assignment]
+    with pytest.raises(_NotReleased) as raised:
+        rollout._addresses("Standard")
+    assert str(raised.value) == (
+        "the InferenceService's status names no canary (canaryStatuses[].name), so the"
+        " canary's own Service is not known"
+    )
+    named = {
+        "spec": {"predictor": {"name": "blue"}},
+        "status": {"canaryStatuses": [{"name": "green"}]},
+    }
+    rollout.kube = _Status(named)  # type: ignore[assignment]
+    assert rollout._addresses("Standard") == (
+        "http://iris-green-predictor.ns.svc.cluster.local",
+        "http://iris-blue-predictor.ns.svc.cluster.local",
+    )
 
 
 # -- kfops probe --compare-with ----------------------------------------------------------
