@@ -48,7 +48,9 @@ monitoring:
   gates:
     error_rate: 0.0
     availability: 1.0
-    canary: {latency_ratio: 1.5, agreement: 0.95, metric_delta: {accuracy: 0.02}}
+    # 2x: on a busy 2-core machine, two loopback answers of the same model differed by 1.4x
+    # (five rounds, each request's median); the slow model is more than 5x.
+    canary: {latency_ratio: 2, agreement: 0.95, metric_delta: {accuracy: 0.02}}
 """
 
 
@@ -150,7 +152,7 @@ def test_a_canary_that_agrees_and_is_as_fast_is_promoted(
     assert report["stage"] == "promoted"
     analysis = report["canary_analysis"]
     assert analysis["skipped"] == "" and analysis["passed"] is True
-    assert analysis["rounds"] == 3
+    assert analysis["rounds"] == 5
     assert (analysis["canary_url"], analysis["stable_url"]) == (servers["good"], servers["good"])
     comparisons = _by_name(analysis)
     assert [c["name"] for c in analysis["comparisons"]] == [
@@ -159,8 +161,8 @@ def test_a_canary_that_agrees_and_is_as_fast_is_promoted(
         "metric_delta",
     ]
     ratio = comparisons["latency_ratio"]
-    assert ratio["threshold"] == 1.5 and ratio["passed"] is True
-    assert ratio["canary"] > 0 and ratio["stable"] > 0 and ratio["value"] <= 1.5
+    assert ratio["threshold"] == 2 and ratio["passed"] is True
+    assert ratio["canary"] > 0 and ratio["stable"] > 0 and ratio["value"] <= 2
     assert comparisons["agreement"] == {
         "name": "agreement",
         "canary": None,
@@ -261,12 +263,12 @@ def test_a_slow_canary_fails_latency_ratio_and_is_rolled_back(
     ratio = comparisons["latency_ratio"]
     assert ratio["passed"] is False
     assert ratio["canary"] >= 135  # 150 ms, less at most 10%
-    assert ratio["value"] > 1.5
+    assert ratio["value"] > 2
     assert comparisons["agreement"]["passed"] is True
     assert comparisons["accuracy"]["passed"] is True
     assert "the canary analysis failed: latency_ratio: p95 " in err
-    assert "x; above the gate 1.5x" in err
-    assert ratio["detail"].startswith("p95 (each request's median of 3 rounds) ")
+    assert "x; above the gate 2x" in err
+    assert ratio["detail"].startswith("p95 (each request's median of 5 rounds) ")
     assert _live(kube_env, namespace)["spec"]["predictor"]["model"]["storageUri"].endswith("v1")
 
 
@@ -288,14 +290,14 @@ def test_dry_run_and_plan_say_that_canary_analysis_will_run(
     assert code == 0, err
     assert (
         "canary analysis: will run after the smoke test: 3 probes to the canary and to release"
-        " s3://models/iris/v1; the canary must meet latency_ratio at most 1.5x, agreement at"
+        " s3://models/iris/v1; the canary must meet latency_ratio at most 2x, agreement at"
         " least 95.0%, accuracy at most 0.02 worse" in err
     )
     code, out, err = _deploy(kube_env, folder, "plan", "--model-uri", "s3://models/iris/v2")
     assert code == 0, err
     assert (
         "canary analysis: after the smoke test, the probes go to the canary and to release"
-        " s3://models/iris/v1; the canary must meet latency_ratio at most 1.5x" in out
+        " s3://models/iris/v1; the canary must meet latency_ratio at most 2x" in out
     )
     assert _live(kube_env, namespace)["metadata"]["resourceVersion"] == before
 
@@ -704,7 +706,7 @@ def test_comparisons_need_probes_and_metric_delta_needs_a_set(tmp_path: Path) ->
     folder = _probe_project(tmp_path, MONITORING)
     monitoring = config.load(folder).monitoring
     assert monitoring is not None
-    assert probes.comparable(monitoring).latency_ratio == 1.5
+    assert probes.comparable(monitoring).latency_ratio == 2
     no_sets = MONITORING.replace(
         "    sets:\n      - name: holdout\n        file: holdout.jsonl\n"
         "        metrics: {accuracy: {min: 0.1}}\n",
@@ -715,7 +717,7 @@ def test_comparisons_need_probes_and_metric_delta_needs_a_set(tmp_path: Path) ->
     with pytest.raises(KfopsError) as raised:
         probes.comparable(monitoring)
     assert raised.value.message == (
-        "monitoring.gates.canary.metric_delta (line 17) compares the metrics of labelled"
+        "monitoring.gates.canary.metric_delta (line 19) compares the metrics of labelled"
         " probe sets, and monitoring.probes has no `sets:`"
     )
     assert "or remove `metric_delta`" in raised.value.hint

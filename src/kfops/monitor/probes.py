@@ -38,7 +38,7 @@ AGREEMENT_TOLERANCE = 1e-6  # relative, for numbers
 # a few milliseconds varies by more than 1.5x from one run to the next on a busy machine,
 # which says nothing about the model.
 LATENCY_FLOOR_MS = 10.0
-ROUNDS = 3  # of the probes, in a comparison
+ROUNDS = 5  # of the probes, in a comparison
 
 
 @dataclass(frozen=True)
@@ -173,8 +173,13 @@ def _runs(
     protocol: str,
     *,
     timeout: float,
+    shift: int = 0,
 ) -> list[ProbeRun]:
-    """Every probe sent to each of ``base_urls``, one probe to each in turn."""
+    """Every probe sent to each of ``base_urls``, one probe to each in turn.
+
+    Which model goes first turns with each probe (and with ``shift``): a server answers
+    its first request after a pause more slowly than the next one, which would otherwise
+    always favour the same model."""
     import httpx
 
     bodies, labelled = _prepared(monitoring, protocol, model_name)
@@ -187,21 +192,29 @@ def _runs(
             _ready(client, base, model_name, protocol)
             for client, base in zip(clients, base_urls, strict=True)
         ]
-        for request in monitoring.requests:
-            for index, client in enumerate(clients):
+        for turn, request in enumerate(monitoring.requests):
+            for index in _order(len(clients), turn + shift):
                 exchange = _send(
-                    client, urls[index], bodies[request.name], protocol, request.status
+                    clients[index], urls[index], bodies[request.name], protocol, request.status
                 )
                 results[index].append(_check_request(request, exchange))
-        for probe_set in monitoring.sets:
-            for index, client in enumerate(clients):
+        for turn, probe_set in enumerate(monitoring.sets, start=len(monitoring.requests)):
+            for index in _order(len(clients), turn + shift):
                 results[index].append(
-                    _check_set(client, urls[index], protocol, model_name, probe_set, labelled)
+                    _check_set(
+                        clients[index], urls[index], protocol, model_name, probe_set, labelled
+                    )
                 )
     return [
         _summary(monitoring.gates, base, model_name, protocol, is_ready, found)
         for base, is_ready, found in zip(base_urls, ready, results, strict=True)
     ]
+
+
+def _order(count: int, turn: int) -> list[int]:
+    """0..count-1, rotated by ``turn``."""
+    start = turn % count
+    return [*range(start, count), *range(start)]
 
 
 def _summary(
@@ -624,8 +637,15 @@ def compare(
     """
     gates = comparable(monitoring)
     runs = [
-        _runs(monitoring, (canary_url, stable_url), model_name, protocol, timeout=timeout)
-        for _ in range(rounds)
+        _runs(
+            monitoring,
+            (canary_url, stable_url),
+            model_name,
+            protocol,
+            timeout=timeout,
+            shift=number,
+        )
+        for number in range(rounds)
     ]
     canary, stable = runs[0]
     latency = (steady_p95([r[0] for r in runs]), steady_p95([r[1] for r in runs]))
