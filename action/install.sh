@@ -15,6 +15,11 @@ if [ ! -x "$venv/bin/kfops" ] || [ "$("$venv/bin/kfops" --version)" != "kfops, v
   # --system-site-packages: local runs see what the workflow installed for this Python
   "${KFOPS_PYTHON:-python3}" -m venv --system-site-packages "$venv"
   "$venv/bin/python" -m pip install --quiet --upgrade pip
-  "$venv/bin/python" -m pip install --quiet "$root"
+  case "${KFOPS_COMMAND:-ci}" in
+    monitor) extras="[monitor]" ;;         # drift statistics, the logger store, the plot
+    retrain) extras="[serve,monitor]" ;;   # and the model server the candidate is gated on
+    *) extras="" ;;
+  esac
+  "$venv/bin/python" -m pip install --quiet "$root$extras"
 fi
 echo "KFOPS_BIN=$venv/bin/kfops" >> "$GITHUB_ENV"

@@ -1,11 +1,11 @@
 """A stateful GitHub REST API test server, checked against GitHub's own OpenAPI description.
 
-The server keeps repositories, issues, pull requests and their issue comments, deployments
-and their statuses, and answers
-the few endpoints kfops uses (see ``OPERATIONS``). Every request it receives and every
-response it sends is validated with openapi-core against GitHub's ``api.github.com.json``
-from the npm package ``@octokit/openapi`` (``tests/npm``, installed by
-``npm ci --prefix tests/npm``):
+The server keeps repositories, issues (and their labels), pull requests, issue comments,
+deployments and their statuses, branches with commits of files, and workflows with the
+dispatches they received, and answers the endpoints kfops uses (see ``OPERATIONS``).
+Every request it receives and every response it sends is validated with openapi-core
+against GitHub's ``api.github.com.json`` from the npm package ``@octokit/openapi``
+(``tests/npm``, installed by ``npm ci --prefix tests/npm``):
 
 - a request that does not validate is answered 422 (as GitHub answers a bad request body),
 - a response that does not validate is replaced by a 500,
@@ -15,13 +15,21 @@ asserts to be empty at teardown, so neither can pass unnoticed.
 
 Knobs for tests: ``read_only`` (a pull request from a fork: comment and deployment writes
 answer 403), ``deployments_denied`` (a token without ``deployments: write``),
-``fail_next`` (inject 5xx or rate-limit answers), ``requests`` (what was asked and
-answered), ``comments`` and ``deployments`` (what is stored), ``add_comment`` (comments
-written by people).
+``token_permissions`` (the job's ``permissions:``, e.g. ``{"issues": "read"}``: anything
+not granted answers 403 as GitHub does for the workflow's token),
+``actions_may_open_pulls`` (the repository setting that lets the workflow's token open
+pull requests), ``add_token`` (a
+personal token of a user), ``fail_next`` (inject 5xx or rate-limit answers),
+``requests`` (what was asked and answered), ``comments``, ``issues``, ``pulls``,
+``deployments``, ``dispatches``, ``file_at`` and ``commits`` (what is stored),
+``add_comment``, ``add_issue``, ``add_pull_request``, ``close_pull``, ``add_file`` and
+``add_workflow`` (state written by people).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import hashlib
 import itertools
@@ -37,7 +45,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 import pytest
 from openapi_core import Config, OpenAPI
@@ -60,8 +68,13 @@ INSTALL_HINT = "npm ci --prefix tests/npm"
 # server validates against is cut from the real file down to exactly these operations.
 OPERATIONS: dict[tuple[str, str], str] = {
     ("GET", "/repos/{owner}/{repo}"): "_get_repo",
+    ("GET", "/repos/{owner}/{repo}/pulls"): "_list_pulls",
+    ("POST", "/repos/{owner}/{repo}/pulls"): "_create_pull",
     ("GET", "/repos/{owner}/{repo}/pulls/{pull_number}"): "_get_pull",
+    ("GET", "/repos/{owner}/{repo}/issues"): "_list_issues",
+    ("POST", "/repos/{owner}/{repo}/issues"): "_create_issue",
     ("GET", "/repos/{owner}/{repo}/issues/{issue_number}"): "_get_issue",
+    ("PATCH", "/repos/{owner}/{repo}/issues/{issue_number}"): "_edit_issue",
     ("GET", "/repos/{owner}/{repo}/issues/{issue_number}/comments"): "_list_comments",
     ("POST", "/repos/{owner}/{repo}/issues/{issue_number}/comments"): "_create_comment",
     ("GET", "/repos/{owner}/{repo}/issues/comments/{comment_id}"): "_get_comment",
@@ -71,6 +84,14 @@ OPERATIONS: dict[tuple[str, str], str] = {
     ("GET", "/repos/{owner}/{repo}/deployments/{deployment_id}"): "_get_deployment",
     ("GET", "/repos/{owner}/{repo}/deployments/{deployment_id}/statuses"): "_list_statuses",
     ("POST", "/repos/{owner}/{repo}/deployments/{deployment_id}/statuses"): "_create_status",
+    (
+        "POST",
+        "/repos/{owner}/{repo}/actions/workflows/{workflow_id}/dispatches",
+    ): "_dispatch_workflow",
+    ("GET", "/repos/{owner}/{repo}/git/ref/{ref}"): "_get_ref",
+    ("POST", "/repos/{owner}/{repo}/git/refs"): "_create_ref",
+    ("GET", "/repos/{owner}/{repo}/contents/{path}"): "_get_contents",
+    ("PUT", "/repos/{owner}/{repo}/contents/{path}"): "_put_contents",
     ("GET", "/rate_limit"): "_rate_limit",
     ("GET", "/user"): "_get_user",
 }
@@ -151,6 +172,18 @@ def extract_operations(
     }
 
 
+def _fix_description(document: dict[str, Any]) -> None:
+    """Where no answer GitHub sends could satisfy GitHub's description, say what it means.
+
+    PUT contents answers a 409 that is ``oneOf`` basic-error or
+    repository-rule-violation-error: two schemas without required properties, so every
+    error body matches both and ``oneOf`` fails. ``anyOf`` is what is meant."""
+    put = document["paths"]["/repos/{owner}/{repo}/contents/{path}"]["put"]
+    schema = put["responses"]["409"]["content"]["application/json"]["schema"]
+    if "oneOf" in schema:
+        schema["anyOf"] = schema.pop("oneOf")
+
+
 def load_github_spec(path: Path = SPEC_PATH) -> GitHubSpec:
     """Read GitHub's description once per session, cut to ``OPERATIONS`` and checked."""
     with _SPECS_LOCK:
@@ -167,12 +200,32 @@ def load_github_spec(path: Path = SPEC_PATH) -> GitHubSpec:
         if not str(full.get("openapi", "")).startswith("3.0"):
             raise ValueError(f"{path}: expected an OpenAPI 3.0 document, got {full.get('openapi')}")
         document = extract_operations(full, list(OPERATIONS))
+        _fix_description(document)
         # The whole description takes openapi-core about 40 s to check; the cut, well
         # under a second. Checking it catches a dangling reference left by the cut.
         OpenAPI.from_dict(document)
         spec = GitHubSpec(document, path, time.perf_counter() - started)
         _SPECS[path] = spec
         return spec
+
+
+def _multi_segment(document: Mapping[str, Any], method: str, template: str) -> frozenset[str]:
+    """The path parameters of an operation that GitHub marks ``x-multi-segment`` (a file
+    path, a ref such as ``heads/kfops/retrain``): they may hold slashes."""
+    names = set()
+    for parameter in document["paths"][template][method.lower()].get("parameters", []):
+        if "$ref" in parameter:
+            parameter = document["components"]["parameters"][parameter["$ref"].split("/")[-1]]
+        if parameter["in"] == "path" and parameter.get("x-multi-segment"):
+            names.add(parameter["name"])
+    return frozenset(names)
+
+
+def _route_pattern(template: str, multi: frozenset[str]) -> tuple[re.Pattern[str], frozenset[str]]:
+    def group(match: re.Match[str]) -> str:
+        return f"(?P<{match[1]}>{'.+' if match[1] in multi else '[^/]+'})"
+
+    return re.compile("^" + re.sub(r"\{(\w+)\}", group, template) + "$"), multi
 
 
 # ---------------------------------------------------------------------------------------
@@ -262,6 +315,39 @@ class _Issue:
     base_ref: str = ""
     head_owner: str = ""  # the fork's owner, or the repository's for a same-repo branch
     comments: list[_Comment] = field(default_factory=list)
+    state: str = "open"
+    state_reason: str | None = None
+    closed_at: str | None = None
+    merged: bool = False
+    labels: list[_Label] = field(default_factory=list)
+    updated_at: str = ""
+    touched: int = 0  # orders updates within one second (timestamps have seconds only)
+
+
+@dataclass
+class _Label:
+    id: int
+    name: str
+    color: str = "ededed"
+    description: str | None = None
+
+
+@dataclass
+class _Commit:
+    sha: str
+    parent: str | None
+    files: dict[str, str]  # path -> text: the whole tree at this commit
+    message: str
+    author: _User
+    date: str
+
+
+@dataclass
+class _Workflow:
+    id: int
+    path: str  # .github/workflows/<file name>
+    dispatchable: bool  # has an `on: workflow_dispatch` trigger
+    inputs: dict[str, bool]  # declared input -> required
 
 
 @dataclass
@@ -302,6 +388,11 @@ class _Repo:
     created_at: str
     issues: dict[int, _Issue] = field(default_factory=dict)
     deployments: dict[int, _Deployment] = field(default_factory=dict)
+    labels: dict[str, _Label] = field(default_factory=dict)
+    branches: dict[str, str] = field(default_factory=dict)  # name -> head commit sha
+    commits: dict[str, _Commit] = field(default_factory=dict)
+    workflows: dict[str, _Workflow] = field(default_factory=dict)  # by file name
+    dispatches: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -323,11 +414,18 @@ class _Reply:
 
 
 class _GitHubError(Exception):
-    def __init__(self, status: int, message: str, documentation_url: str = DOCS) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        documentation_url: str = DOCS,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.reply = _Reply(
             status,
             {"message": message, "documentation_url": documentation_url, "status": str(status)},
+            dict(headers or {}),
         )
 
 
@@ -337,6 +435,18 @@ def _now() -> str:
 
 def _sha(*parts: object) -> str:
     return hashlib.sha1("/".join(map(str, parts)).encode()).hexdigest()
+
+
+def _blob_sha(text: str) -> str:
+    """Git's object name of a blob holding ``text``, as GitHub reports a file's ``sha``."""
+    data = text.encode("utf-8")
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def _base64_lines(text: str) -> str:
+    """Base64 as the Contents API sends it: a line break every 60 characters."""
+    encoded = base64.b64encode(text.encode("utf-8")).decode("ascii")
+    return "".join(encoded[i : i + 60] + "\n" for i in range(0, len(encoded), 60))
 
 
 # ---------------------------------------------------------------------------------------
@@ -379,11 +489,19 @@ class GitHubTestServer:
         self.token = token
         self.read_only = False
         self.deployments_denied = False
+        # The job's `permissions:` (scope -> "read" | "write"; a scope left out is "none"),
+        # or None for a token that may do everything these endpoints do.
+        self.token_permissions: dict[str, str] | None = None
+        # The repository setting "Allow GitHub Actions to create and approve pull requests"
+        # (off by default on new repositories and organisations).
+        self.actions_may_open_pulls = True
         self.requests: list[tuple[str, str, int]] = []  # (method, path with query, status)
         self.validation_errors: list[str] = []
         self._lock = threading.RLock()
         self._ids = itertools.count(1001)
         self._users: dict[str, _User] = {BOT_LOGIN: _User(BOT_LOGIN, BOT_ID, "Bot")}
+        self._personal_tokens: dict[str, _User] = {}
+        self._actor = self._users[BOT_LOGIN]  # who sent the request being answered
         self._repos: dict[tuple[str, str], _Repo] = {}
         self._comment_index: dict[int, tuple[_Repo, _Issue, _Comment]] = {}
         self._failures: list[_Failure] = []
@@ -398,13 +516,9 @@ class GitHubTestServer:
             format_checker=oas30_format_checker,
         )
         self._routes = [
-            (
-                method,
-                template,
-                re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template) + "$"),
-                getattr(self, handler),
-            )
+            (method, template, *_route_pattern(template, multi), getattr(self, handler))
             for (method, template), handler in OPERATIONS.items()
+            for multi in [_multi_segment(self.spec.document, method, template)]
         ]
 
     # -- lifecycle --------------------------------------------------------------------
@@ -461,11 +575,19 @@ class GitHubTestServer:
         return self._users[login]
 
     def add_repo(self, owner: str, repo: str, *, private: bool = False) -> None:
+        """Add a repository (if new) whose default branch `main` holds one empty commit."""
         with self._lock:
             if (owner, repo) not in self._repos:
-                self._repos[(owner, repo)] = _Repo(
+                repository = _Repo(
                     next(self._ids), self._user(owner), repo, private, "main", _now()
                 )
+                self._repos[(owner, repo)] = repository
+                self._commit(repository, "main", {}, "Initial commit", repository.owner)
+
+    def add_token(self, token: str, login: str) -> None:
+        """Accept ``token`` as a personal access token of the user ``login``."""
+        with self._lock:
+            self._personal_tokens[token] = self._user(login)
 
     def _add_issue(self, owner: str, repo: str, number: int | None, **fields: Any) -> int:
         with self._lock:
@@ -474,7 +596,11 @@ class GitHubTestServer:
             number = number if number is not None else max(issues, default=0) + 1
             if number in issues:
                 raise ValueError(f"{owner}/{repo}#{number} already exists")
-            issues[number] = _Issue(id=next(self._ids), number=number, created_at=_now(), **fields)
+            stamp = fields.pop("created_at", None) or _now()
+            issue = _Issue(id=next(self._ids), number=number, created_at=stamp, **fields)
+            issue.updated_at = stamp
+            self._touch(issue, stamp)
+            issues[number] = issue
             return number
 
     def add_pull_request(
@@ -504,11 +630,121 @@ class GitHubTestServer:
         )
 
     def add_issue(
-        self, owner: str, repo: str, number: int | None = None, *, title: str = "An issue"
+        self,
+        owner: str,
+        repo: str,
+        number: int | None = None,
+        *,
+        title: str = "An issue",
+        body: str | None = None,
+        author: str = "octocat",
+        author_type: str = "User",
+        labels: tuple[str, ...] = (),
+        state: str = "open",
+        created_at: str | None = None,
     ) -> int:
-        return self._add_issue(
-            owner, repo, number, title=title, body=None, user=self._user("octocat"), is_pull=False
-        )
+        """Add an issue as if someone (a person by default) had opened it; returns its number."""
+        with self._lock:
+            self.add_repo(owner, repo)
+            repository = self._repos[(owner, repo)]
+            number = self._add_issue(
+                owner,
+                repo,
+                number,
+                title=title,
+                body=body,
+                user=self._user(author, author_type),
+                is_pull=False,
+                labels=[self._label(repository, name) for name in labels],
+                created_at=created_at,
+            )
+            if state == "closed":
+                issue = repository.issues[number]
+                issue.state, issue.state_reason = "closed", "completed"
+                issue.closed_at = issue.updated_at
+            return number
+
+    def close_pull(self, owner: str, repo: str, number: int, *, merged: bool = False) -> None:
+        """Close (or merge) a pull request, as a maintainer would."""
+        with self._lock:
+            _, issue = self._issue(owner, repo, number)
+            issue.state, issue.merged, issue.closed_at = "closed", merged, _now()
+            self._touch(issue)
+
+    def issues(self, owner: str, repo: str) -> list[dict[str, Any]]:
+        """The stored issues of a repository (pull requests left out), oldest first."""
+        with self._lock:
+            repository = self._repo(owner, repo)
+            return [
+                self._issue_json(repository, i) for i in repository.issues.values() if not i.is_pull
+            ]
+
+    def pulls(self, owner: str, repo: str) -> list[dict[str, Any]]:
+        """The stored pull requests of a repository, oldest first."""
+        with self._lock:
+            repository = self._repo(owner, repo)
+            return [self._pull_json(repository, i) for i in repository.issues.values() if i.is_pull]
+
+    def add_workflow(
+        self,
+        owner: str,
+        repo: str,
+        file_name: str,
+        dispatchable: bool = True,
+        *,
+        inputs: Mapping[str, bool] | None = None,
+    ) -> int:
+        """Add ``.github/workflows/<file_name>``, with an ``on: workflow_dispatch`` trigger
+        when ``dispatchable``, declaring ``inputs`` (name -> required); returns its id."""
+        with self._lock:
+            self.add_repo(owner, repo)
+            workflow = _Workflow(
+                next(self._ids), f".github/workflows/{file_name}", dispatchable, dict(inputs or {})
+            )
+            self._repos[(owner, repo)].workflows[file_name] = workflow
+            return workflow.id
+
+    def dispatches(self, owner: str, repo: str) -> list[dict[str, Any]]:
+        """The workflow dispatches received, oldest first: workflow (file name), ref,
+        inputs, actor."""
+        with self._lock:
+            return [dict(d) for d in self._repo(owner, repo).dispatches]
+
+    def add_file(self, owner: str, repo: str, branch: str, path: str, text: str) -> str:
+        """Commit ``text`` at ``path`` on ``branch`` (made from the default branch if new),
+        as a person pushing would; returns the commit's sha."""
+        with self._lock:
+            self.add_repo(owner, repo)
+            repository = self._repos[(owner, repo)]
+            if branch not in repository.branches:
+                repository.branches[branch] = repository.branches[repository.default_branch]
+            files = {**self._tree(repository, branch), path: text}
+            return self._commit(repository, branch, files, f"Add {path}", repository.owner).sha
+
+    def file_at(self, owner: str, repo: str, branch: str, path: str) -> str | None:
+        """The text of ``path`` at the head of ``branch``, or None where there is none."""
+        with self._lock:
+            repository = self._repo(owner, repo)
+            if branch not in repository.branches:
+                return None
+            return self._tree(repository, branch).get(path)
+
+    def branch_head(self, owner: str, repo: str, branch: str) -> str | None:
+        """The sha of the commit at the head of ``branch``, or None if there is no such branch."""
+        with self._lock:
+            return self._repo(owner, repo).branches.get(branch)
+
+    def commits(self, owner: str, repo: str, branch: str) -> list[str]:
+        """The messages of the commits on ``branch``, newest first ([] if no such branch)."""
+        with self._lock:
+            repository = self._repo(owner, repo)
+            sha = repository.branches.get(branch)
+            messages = []
+            while sha is not None:
+                commit = repository.commits[sha]
+                messages.append(commit.message)
+                sha = commit.parent
+            return messages
 
     def add_comment(
         self,
@@ -618,11 +854,11 @@ class GitHubTestServer:
                 f"{method} {target}: not an endpoint this test server implements"
             )
             return _Reply(404, {"message": "Not Found", "documentation_url": DOCS, "status": "404"})
-        template, handle, params = route
+        template, handle, params, validated_path = route
 
         request = _OpenAPIRequest(
             host_url=self.url,
-            path=split.path,
+            path=validated_path,
             method=method.lower(),
             parameters=RequestParameters(query=query, header=Headers(list(headers.items()))),
             content_type=(headers.get("Content-Type") or "").lower(),
@@ -638,11 +874,19 @@ class GitHubTestServer:
 
     def _route(
         self, method: str, path: str
-    ) -> tuple[str, Callable[..., _Reply], dict[str, str]] | None:
-        for route_method, template, pattern, handle in self._routes:
+    ) -> tuple[str, Callable[..., _Reply], dict[str, str], str] | None:
+        """The operation, its handler, its path parameters (decoded), and the path to
+        validate: openapi-core matches one segment per parameter, so the slashes of a
+        multi-segment parameter are encoded for it."""
+        for route_method, template, pattern, multi, handle in self._routes:
             match = pattern.match(path)
             if match and route_method == method:
-                return template, handle, match.groupdict()
+                validated = path
+                for name in sorted(multi, key=match.start, reverse=True):
+                    start, end = match.span(name)
+                    validated = validated[:start] + quote(match[name], safe="") + validated[end:]
+                params = {k: unquote(v) for k, v in match.groupdict().items()}
+                return template, handle, params, validated
         return None
 
     def _authenticate(self, headers: Any) -> _Reply | None:
@@ -650,8 +894,12 @@ class GitHubTestServer:
         if authorization is None:
             return _GitHubError(401, "Requires authentication").reply
         scheme, _, token = authorization.partition(" ")
-        if scheme.lower() not in ("token", "bearer") or token.strip() != self.token:
+        token = token.strip()
+        actor = self._users[BOT_LOGIN] if token == self.token else None
+        actor = self._personal_tokens.get(token, actor)
+        if scheme.lower() not in ("token", "bearer") or actor is None:
             return _GitHubError(401, "Bad credentials").reply
+        self._actor = actor
         self._rate_used += 1
         return None
 
@@ -910,24 +1158,27 @@ class GitHubTestServer:
             "events_url": f"{issue_url}/events",
             "html_url": html,
             "number": issue.number,
-            "state": "open",
-            # Real GitHub sends "state_reason": null for an open issue, but the description
-            # declares it an enum without null, so openapi-core rejects null: leave it out.
+            "state": issue.state,
+            # Real GitHub sends "state_reason": null for an issue never closed, but the
+            # description declares it an enum without null, so openapi-core rejects null:
+            # leave it out then.
             "title": issue.title,
             "body": issue.body,
             "user": self._user_json(issue.user),
-            "labels": [],
+            "labels": [self._label_json(repo, label) for label in issue.labels],
             "assignee": None,
             "assignees": [],
             "milestone": None,
             "locked": False,
             "active_lock_reason": None,
             "comments": len(issue.comments),
-            "closed_at": None,
+            "closed_at": issue.closed_at,
             "created_at": issue.created_at,
-            "updated_at": issue.comments[-1].updated_at if issue.comments else issue.created_at,
+            "updated_at": issue.updated_at,
             "author_association": "OWNER" if issue.user is repo.owner else "CONTRIBUTOR",
         }
+        if issue.state_reason is not None:
+            data["state_reason"] = issue.state_reason
         if issue.is_pull:
             pull_api = f"{self.url}/repos/{repo.owner.login}/{repo.name}/pulls/{issue.number}"
             data["pull_request"] = {
@@ -935,16 +1186,95 @@ class GitHubTestServer:
                 "html_url": html,
                 "diff_url": f"{html}.diff",
                 "patch_url": f"{html}.patch",
-                "merged_at": None,
+                "merged_at": issue.closed_at if issue.merged else None,
             }
         return data
+
+    def _label_json(self, repo: _Repo, label: _Label) -> dict[str, Any]:
+        return {
+            "id": label.id,
+            "node_id": f"LA_test{label.id}",
+            "url": f"{self.url}/repos/{repo.owner.login}/{repo.name}/labels/{quote(label.name)}",
+            "name": label.name,
+            "description": label.description,
+            "color": label.color,
+            "default": False,
+        }
+
+    def _ref_json(self, repo: _Repo, branch: str) -> dict[str, Any]:
+        api = f"{self.url}/repos/{repo.owner.login}/{repo.name}"
+        sha = repo.branches[branch]
+        return {
+            "ref": f"refs/heads/{branch}",
+            "node_id": f"REF_test{_sha(repo.id, branch)[:12]}",
+            "url": f"{api}/git/refs/heads/{quote(branch)}",
+            "object": {"type": "commit", "sha": sha, "url": f"{api}/git/commits/{sha}"},
+        }
+
+    def _content_json(self, repo: _Repo, ref: str, path: str, text: str) -> dict[str, Any]:
+        api = f"{self.url}/repos/{repo.owner.login}/{repo.name}"
+        sha = _blob_sha(text)
+        url = f"{api}/contents/{quote(path)}?ref={quote(ref, safe='')}"
+        html = f"{self.url}/{repo.owner.login}/{repo.name}/blob/{quote(ref)}/{quote(path)}"
+        raw = f"{self.url}/raw/{repo.owner.login}/{repo.name}/{quote(ref)}/{quote(path)}"
+        return {
+            "type": "file",
+            "encoding": "base64",
+            "size": len(text.encode("utf-8")),
+            "name": path.rsplit("/", 1)[-1],
+            "path": path,
+            "content": _base64_lines(text),
+            "sha": sha,
+            "url": url,
+            "git_url": f"{api}/git/blobs/{sha}",
+            "html_url": html,
+            "download_url": raw,
+            "_links": {"self": url, "git": f"{api}/git/blobs/{sha}", "html": html},
+        }
+
+    def _commit_json(self, repo: _Repo, commit: _Commit) -> dict[str, Any]:
+        api = f"{self.url}/repos/{repo.owner.login}/{repo.name}"
+        html = f"{self.url}/{repo.owner.login}/{repo.name}/commit"
+        person = {
+            "name": commit.author.login,
+            "email": f"{commit.author.id}+{commit.author.login}@users.noreply.github.com",
+            "date": commit.date,
+        }
+        tree = _sha(commit.sha, "tree")
+        return {
+            "sha": commit.sha,
+            "node_id": f"C_test{commit.sha[:12]}",
+            "url": f"{api}/git/commits/{commit.sha}",
+            "html_url": f"{html}/{commit.sha}",
+            "author": person,
+            "committer": person,
+            "message": commit.message,
+            "tree": {"url": f"{api}/git/trees/{tree}", "sha": tree},
+            "parents": [
+                {"url": f"{api}/git/commits/{p}", "html_url": f"{html}/{p}", "sha": p}
+                for p in ([commit.parent] if commit.parent else [])
+            ],
+            "verification": {
+                "verified": False,
+                "reason": "unsigned",
+                "signature": None,
+                "payload": None,
+                "verified_at": None,
+            },
+        }
 
     def _pull_json(self, repo: _Repo, issue: _Issue) -> dict[str, Any]:
         issue_json = self._issue_json(repo, issue)
         api = f"{self.url}/repos/{repo.owner.login}/{repo.name}"
         pull_api = f"{api}/pulls/{issue.number}"
         head_owner = self._user(issue.head_owner)
-        head_sha = _sha(repo.id, issue.number, "head")
+        same_repo = head_owner is repo.owner
+        head_sha = (
+            repo.branches[issue.head_ref]
+            if same_repo and issue.head_ref in repo.branches
+            else _sha(repo.id, issue.number, "head")
+        )
+        base_sha = repo.branches.get(issue.base_ref) or _sha(repo.id, issue.number, "base")
 
         def ref(owner: _User, name: str, sha: str) -> dict[str, Any]:
             return {
@@ -969,25 +1299,25 @@ class GitHubTestServer:
             "comments_url": issue_json["comments_url"],
             "statuses_url": f"{api}/statuses/{head_sha}",
             "number": issue.number,
-            "state": "open",
+            "state": issue.state,
             "locked": False,
             "title": issue.title,
             "user": issue_json["user"],
             "body": issue.body,
-            "labels": [],
+            "labels": issue_json["labels"],
             "milestone": None,
             "active_lock_reason": None,
             "created_at": issue.created_at,
             "updated_at": issue_json["updated_at"],
-            "closed_at": None,
-            "merged_at": None,
+            "closed_at": issue.closed_at,
+            "merged_at": issue.closed_at if issue.merged else None,
             "merge_commit_sha": None,
             "assignee": None,
             "assignees": [],
             "requested_reviewers": [],
             "requested_teams": [],
             "head": ref(head_owner, issue.head_ref, head_sha),
-            "base": ref(repo.owner, issue.base_ref, _sha(repo.id, issue.number, "base")),
+            "base": ref(repo.owner, issue.base_ref, base_sha),
             "_links": {
                 "self": {"href": pull_api},
                 "html": {"href": issue_json["html_url"]},
@@ -1001,7 +1331,7 @@ class GitHubTestServer:
             "author_association": issue_json["author_association"],
             "auto_merge": None,
             "draft": False,
-            "merged": False,
+            "merged": issue.merged,
             "mergeable": True,
             "rebaseable": True,
             "mergeable_state": "clean",
@@ -1097,8 +1427,56 @@ class GitHubTestServer:
         stamp = created_at or _now()
         comment = _Comment(next(self._ids), body, user, stamp, stamp, association)
         issue.comments.append(comment)
+        self._touch(issue, stamp)
         self._comment_index[comment.id] = (repo, issue, comment)
         return comment
+
+    def _touch(self, issue: _Issue, stamp: str | None = None) -> None:
+        issue.updated_at = stamp or _now()
+        issue.touched = next(self._ids)
+
+    def _label(self, repo: _Repo, name: str) -> _Label:
+        """The repository's label ``name``, created on the fly as GitHub does."""
+        found = next((label for key, label in repo.labels.items() if key == name.lower()), None)
+        if found is None:
+            found = repo.labels[name.lower()] = _Label(next(self._ids), name)
+        return found
+
+    def _tree(self, repo: _Repo, branch: str) -> dict[str, str]:
+        return dict(repo.commits[repo.branches[branch]].files)
+
+    def _commit(
+        self, repo: _Repo, branch: str, files: dict[str, str], message: str, author: _User
+    ) -> _Commit:
+        parent = repo.branches.get(branch)
+        commit = _Commit(
+            _sha(repo.id, parent, sorted(files.items()), message, next(self._ids)),
+            parent,
+            files,
+            message,
+            author,
+            _now(),
+        )
+        repo.commits[commit.sha] = commit
+        repo.branches[branch] = commit.sha
+        return commit
+
+    def _require(self, scope: str, level: str, docs: str, *alternatives: str) -> None:
+        """403 unless the token's permissions grant ``level`` on ``scope`` (or on one of
+        ``alternatives``), as GitHub answers the workflow's token."""
+        if self.token_permissions is None or self._actor.type != "Bot":
+            return
+        for name in (scope, *alternatives):
+            granted = self.token_permissions.get(name, "none")
+            if granted == "write" or granted == level == "read":
+                return
+        accepted = "; ".join(f"{n.replace('-', '_')}={level}" for n in (scope, *alternatives))
+        raise _GitHubError(
+            403,
+            "Resource not accessible by integration",
+            docs,
+            {"X-Accepted-GitHub-Permissions": accepted},
+        )
 
     def _check_writable(self, docs: str) -> None:
         if self.read_only:
@@ -1134,13 +1512,317 @@ class GitHubTestServer:
         return _Reply(200, self._repo_json(self._repo(owner, repo)))
 
     def _get_issue(self, owner: str, repo: str, issue_number: str, **_: Any) -> _Reply:
-        return _Reply(200, self._issue_json(*self._issue(owner, repo, issue_number)))
+        repository, issue = self._issue(owner, repo, issue_number)
+        self._require_issue_access(issue, "read", f"{DOCS}/issues/issues#get-an-issue")
+        return _Reply(200, self._issue_json(repository, issue))
+
+    def _list_issues(
+        self, owner: str, repo: str, query: ImmutableMultiDict[str, str], **_: Any
+    ) -> _Reply:
+        repository = self._repo(owner, repo)
+        self._require("issues", "read", f"{DOCS}/issues/issues#list-repository-issues")
+        state = query.get("state", "open")
+        wanted = {n.strip().lower() for n in query.get("labels", "").split(",") if n.strip()}
+        creator = query.get("creator")
+        since = query.get("since")
+        found = [
+            i
+            for i in repository.issues.values()  # pull requests too, as GitHub lists them
+            if state in ("all", i.state)
+            and wanted <= {label.name.lower() for label in i.labels}
+            and creator in (None, i.user.login)
+            and (since is None or i.updated_at >= since)
+        ]
+        sort = query.get("sort", "created")
+        keys: dict[str, Callable[[_Issue], Any]] = {
+            "created": lambda i: (i.created_at, i.id),
+            "updated": lambda i: (i.updated_at, i.touched),
+            "comments": lambda i: (len(i.comments), i.id),
+        }
+        found.sort(key=keys[sort], reverse=query.get("direction", "desc") == "desc")
+        items, headers = self._page(found, query, f"/repos/{owner}/{repo}/issues")
+        return _Reply(200, [self._issue_json(repository, i) for i in items], headers)
+
+    def _create_issue(self, owner: str, repo: str, body: dict[str, Any], **_: Any) -> _Reply:
+        docs = f"{DOCS}/issues/issues#create-an-issue"
+        repository = self._repo(owner, repo)
+        self._check_writable(docs)
+        self._require("issues", "write", docs)
+        number = max(repository.issues, default=0) + 1
+        stamp = _now()
+        issue = _Issue(
+            id=next(self._ids),
+            number=number,
+            title=str(body["title"]),
+            body=body.get("body"),
+            user=self._actor,
+            created_at=stamp,
+            is_pull=False,
+            labels=self._labels_of(repository, body.get("labels") or []),
+            updated_at=stamp,
+        )
+        self._touch(issue, stamp)
+        repository.issues[number] = issue
+        data = self._issue_json(repository, issue)
+        return _Reply(201, data, {"Location": data["url"]})
+
+    def _labels_of(self, repo: _Repo, labels: list[Any]) -> list[_Label]:
+        names = [label if isinstance(label, str) else label.get("name", "") for label in labels]
+        return [self._label(repo, name) for name in dict.fromkeys(names) if name]
+
+    def _edit_issue(
+        self, owner: str, repo: str, issue_number: str, body: dict[str, Any] | None, **_: Any
+    ) -> _Reply:
+        docs = f"{DOCS}/issues/issues#update-an-issue"
+        repository, issue = self._issue(owner, repo, issue_number)
+        self._check_writable(docs)
+        self._require_issue_access(issue, "write", docs)
+        body = body or {}
+        if body.get("title") is not None:
+            issue.title = str(body["title"])
+        if "body" in body:
+            issue.body = body["body"]
+        if "labels" in body:
+            issue.labels = self._labels_of(repository, body["labels"] or [])
+        state = body.get("state")
+        if state == "closed" and issue.state == "open":
+            issue.state, issue.closed_at = "closed", _now()
+            issue.state_reason = body.get("state_reason") or "completed"
+        elif state == "open" and issue.state == "closed":
+            if issue.is_pull and issue.merged:
+                raise self._invalid("PullRequest", "state", "state cannot be changed.", docs)
+            issue.state, issue.closed_at, issue.state_reason = "open", None, "reopened"
+        self._touch(issue)
+        return _Reply(200, self._issue_json(repository, issue))
 
     def _get_pull(self, owner: str, repo: str, pull_number: str, **_: Any) -> _Reply:
         repository, issue = self._issue(owner, repo, pull_number)
         if not issue.is_pull:
             raise _GitHubError(404, "Not Found", f"{DOCS}/pulls/pulls#get-a-pull-request")
+        self._require("pull-requests", "read", f"{DOCS}/pulls/pulls#get-a-pull-request")
         return _Reply(200, self._pull_json(repository, issue))
+
+    def _list_pulls(
+        self, owner: str, repo: str, query: ImmutableMultiDict[str, str], **_: Any
+    ) -> _Reply:
+        repository = self._repo(owner, repo)
+        self._require("pull-requests", "read", f"{DOCS}/pulls/pulls#list-pull-requests")
+        state = query.get("state", "open")
+        head = query.get("head")
+        base = query.get("base")
+        found = [
+            i
+            for i in repository.issues.values()
+            if i.is_pull
+            and state in ("all", i.state)
+            # `head` must be user:ref-name; GitHub matches nothing by a bare branch name
+            and (head is None or head == f"{i.head_owner}:{i.head_ref}")
+            and base in (None, i.base_ref)
+        ]
+        sort = query.get("sort", "created")
+        keys: dict[str, Callable[[_Issue], Any]] = {
+            "created": lambda i: (i.created_at, i.id),
+            "updated": lambda i: (i.updated_at, i.touched),
+            "popularity": lambda i: (len(i.comments), i.id),
+            "long-running": lambda i: (i.created_at, i.id),
+        }
+        descending = query.get("direction", "desc" if sort == "created" else "asc") == "desc"
+        found.sort(key=keys[sort], reverse=descending)
+        items, headers = self._page(found, query, f"/repos/{owner}/{repo}/pulls")
+        return _Reply(200, [self._pull_json(repository, i) for i in items], headers)
+
+    def _create_pull(self, owner: str, repo: str, body: dict[str, Any], **_: Any) -> _Reply:
+        docs = f"{DOCS}/pulls/pulls#create-a-pull-request"
+        repository = self._repo(owner, repo)
+        self._check_writable(docs)
+        self._require("pull-requests", "write", docs)
+        if not self.actions_may_open_pulls and self._actor.type == "Bot":
+            raise _GitHubError(
+                403, "GitHub Actions is not permitted to create or approve pull requests.", docs
+            )
+        head_owner, _, branch = str(body.get("head", "")).rpartition(":")
+        head_owner = head_owner or owner
+        base = str(body.get("base", ""))
+        if base not in repository.branches:
+            raise self._missing_field("base", docs)
+        if head_owner != owner or branch not in repository.branches:
+            raise self._missing_field("head", docs)
+        if any(
+            i.is_pull and i.state == "open" and (i.head_owner, i.head_ref) == (owner, branch)
+            for i in repository.issues.values()
+        ):
+            raise self._invalid(
+                "PullRequest", "", f"A pull request already exists for {owner}:{branch}.", docs
+            )
+        if repository.branches[branch] == repository.branches[base] or self._tree(
+            repository, branch
+        ) == self._tree(repository, base):
+            raise self._invalid("PullRequest", "", f"No commits between {base} and {branch}", docs)
+        number = max(repository.issues, default=0) + 1
+        stamp = _now()
+        issue = _Issue(
+            id=next(self._ids),
+            number=number,
+            title=str(body.get("title", "")),
+            body=body.get("body"),
+            user=self._actor,
+            created_at=stamp,
+            is_pull=True,
+            head_ref=branch,
+            base_ref=base,
+            head_owner=owner,
+            updated_at=stamp,
+        )
+        self._touch(issue, stamp)
+        repository.issues[number] = issue
+        data = self._pull_json(repository, issue)
+        return _Reply(201, data, {"Location": data["url"]})
+
+    @staticmethod
+    def _missing_field(name: str, docs: str) -> _GitHubError:
+        error = _GitHubError(422, "Validation Failed", docs)
+        error.reply.payload = {
+            "message": "Validation Failed",
+            "errors": [{"resource": "PullRequest", "field": name, "code": "invalid"}],
+            "documentation_url": docs,
+            "status": "422",
+        }
+        return error
+
+    def _dispatch_workflow(
+        self, owner: str, repo: str, workflow_id: str, body: dict[str, Any], **_: Any
+    ) -> _Reply:
+        docs = f"{DOCS}/actions/workflows#create-a-workflow-dispatch-event"
+        repository = self._repo(owner, repo)
+        workflow = repository.workflows.get(workflow_id) or next(
+            (w for w in repository.workflows.values() if str(w.id) == workflow_id), None
+        )
+        if workflow is None:
+            raise _GitHubError(404, "Not Found", docs)
+        self._check_writable(docs)
+        self._require("actions", "write", docs)
+        if not workflow.dispatchable:
+            raise _GitHubError(422, "Workflow does not have 'workflow_dispatch' trigger", docs)
+        ref = str(body["ref"]).removeprefix("refs/heads/")
+        if ref not in repository.branches:
+            raise _GitHubError(422, f"No ref found for: {body['ref']}", docs)
+        inputs = body.get("inputs") or {}
+        unexpected = [name for name in inputs if name not in workflow.inputs]
+        if unexpected:
+            raise _GitHubError(422, f"Unexpected inputs provided: {json.dumps(unexpected)}", docs)
+        for name, required in workflow.inputs.items():
+            if required and name not in inputs:
+                raise _GitHubError(422, f"Required input '{name}' not provided", docs)
+        repository.dispatches.append(
+            {
+                "workflow": workflow.path.rsplit("/", 1)[-1],
+                "ref": ref,
+                "inputs": dict(inputs),
+                "actor": self._actor.login,
+            }
+        )
+        if body.get("return_run_details"):
+            run = next(self._ids)
+            api = f"{self.url}/repos/{owner}/{repo}"
+            return _Reply(
+                200,
+                {
+                    "workflow_run_id": run,
+                    "run_url": f"{api}/actions/runs/{run}",
+                    "html_url": f"{self.url}/{owner}/{repo}/actions/runs/{run}",
+                },
+            )
+        return _Reply(204)
+
+    def _get_ref(self, owner: str, repo: str, ref: str, **_: Any) -> _Reply:
+        docs = f"{DOCS}/git/refs#get-a-reference"
+        repository = self._repo(owner, repo)
+        self._require("contents", "read", docs)
+        branch = ref.removeprefix("heads/")
+        if not ref.startswith("heads/") or branch not in repository.branches:
+            raise _GitHubError(404, "Not Found", docs)
+        return _Reply(200, self._ref_json(repository, branch))
+
+    def _create_ref(self, owner: str, repo: str, body: dict[str, Any], **_: Any) -> _Reply:
+        docs = f"{DOCS}/git/refs#create-a-reference"
+        repository = self._repo(owner, repo)
+        self._check_writable(docs)
+        self._require("contents", "write", docs)
+        ref, sha = str(body["ref"]), str(body["sha"])
+        if not ref.startswith("refs/") or ref.count("/") < 2:
+            raise _GitHubError(422, f"{ref} is not a valid ref name.", docs)
+        if not ref.startswith("refs/heads/"):
+            self.validation_errors.append(f"POST git/refs {ref}: only branches are implemented")
+            raise _GitHubError(422, "test server: only refs/heads/ is implemented", docs)
+        if sha not in repository.commits:
+            raise _GitHubError(422, "Object does not exist", docs)
+        branch = ref.removeprefix("refs/heads/")
+        if branch in repository.branches:
+            raise _GitHubError(422, "Reference already exists", docs)
+        repository.branches[branch] = sha
+        data = self._ref_json(repository, branch)
+        return _Reply(201, data, {"Location": data["url"]})
+
+    def _resolve(self, repo: _Repo, ref: str) -> str | None:
+        """A branch name (or refs/heads/ name) or a commit sha -> the commit's sha."""
+        branch = ref.removeprefix("refs/heads/")
+        if branch in repo.branches:
+            return repo.branches[branch]
+        return ref if ref in repo.commits else None
+
+    def _get_contents(
+        self, owner: str, repo: str, path: str, query: ImmutableMultiDict[str, str], **_: Any
+    ) -> _Reply:
+        docs = f"{DOCS}/repos/contents#get-repository-content"
+        repository = self._repo(owner, repo)
+        self._require("contents", "read", docs)
+        ref = query.get("ref") or repository.default_branch
+        sha = self._resolve(repository, ref)
+        if sha is None:
+            raise _GitHubError(404, f"No commit found for the ref {ref}", docs)
+        files = repository.commits[sha].files
+        path = path.strip("/")
+        if path not in files:
+            if any(name.startswith(path + "/") for name in files):
+                self.validation_errors.append(f"GET contents/{path}: directories not implemented")
+            raise _GitHubError(404, "Not Found", docs)
+        return _Reply(200, self._content_json(repository, ref, path, files[path]))
+
+    def _put_contents(
+        self, owner: str, repo: str, path: str, body: dict[str, Any], **_: Any
+    ) -> _Reply:
+        docs = f"{DOCS}/repos/contents#create-or-update-file-contents"
+        repository = self._repo(owner, repo)
+        self._check_writable(docs)
+        self._require("contents", "write", docs)
+        branch = str(body.get("branch") or repository.default_branch).removeprefix("refs/heads/")
+        if branch not in repository.branches:
+            raise _GitHubError(404, f"Branch {branch} not found", docs)
+        try:
+            text = base64.b64decode(body["content"], validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise _GitHubError(422, "content is not valid Base64", docs) from None
+        path = path.strip("/")
+        files = self._tree(repository, branch)
+        current = files.get(path)
+        given = body.get("sha")
+        if current is not None and given is None:
+            raise _GitHubError(422, 'Invalid request.\n\n"sha" wasn\'t supplied.', docs)
+        if given is not None and (current is None or given != _blob_sha(current)):
+            raise _GitHubError(409, f"{path} does not match {given}", docs)
+        files[path] = text
+        commit = self._commit(repository, branch, files, str(body["message"]), self._actor)
+        return _Reply(
+            201 if current is None else 200,
+            {
+                "content": {
+                    k: v
+                    for k, v in self._content_json(repository, branch, path, text).items()
+                    if k not in ("content", "encoding")
+                },
+                "commit": self._commit_json(repository, commit),
+            },
+        )
 
     def _list_comments(
         self,
@@ -1151,14 +1833,23 @@ class GitHubTestServer:
         **_: Any,
     ) -> _Reply:
         repository, issue = self._issue(owner, repo, issue_number)
+        self._require_issue_access(issue, "read", f"{DOCS}/issues/comments")
+        items, headers = self._page(
+            issue.comments, query, f"/repos/{owner}/{repo}/issues/{issue.number}/comments"
+        )
+        return _Reply(200, [self._comment_json(repository, issue, c) for c in items], headers)
+
+    def _page(
+        self, items: list[Any], query: ImmutableMultiDict[str, str], path: str
+    ) -> tuple[list[Any], dict[str, str]]:
+        """One page of ``items`` (``per_page``, ``page``) and GitHub's ``Link`` header."""
         per_page = int(query.get("per_page", 30))
         per_page = 30 if per_page < 1 else min(per_page, 100)  # GitHub caps it at 100
         page = max(int(query.get("page", 1)), 1)
-        items = issue.comments[(page - 1) * per_page : page * per_page]
-        last = max((len(issue.comments) + per_page - 1) // per_page, 1)
+        last = max((len(items) + per_page - 1) // per_page, 1)
         headers: dict[str, str] = {}
         if last > 1:
-            base = f"{self.url}/repos/{owner}/{repo}/issues/{issue.number}/comments"
+            base = f"{self.url}{path}"
             others = [(k, v) for k, v in query.items(multi=True) if k not in ("page", "per_page")]
 
             def link(n: int, rel: str) -> str:
@@ -1173,15 +1864,28 @@ class GitHubTestServer:
             if page > 1:
                 links.append(link(1, "first"))
             headers["Link"] = ", ".join(links)
-        return _Reply(200, [self._comment_json(repository, issue, c) for c in items], headers)
+        return items[(page - 1) * per_page : page * per_page], headers
+
+    def _association(self, repo: _Repo) -> str:
+        if self._actor is repo.owner:
+            return "OWNER"
+        return "NONE" if self._actor.type == "Bot" else "CONTRIBUTOR"
+
+    def _require_issue_access(self, issue: _Issue, level: str, docs: str) -> None:
+        # a pull request's conversation is reachable with either permission
+        if issue.is_pull:
+            self._require("pull-requests", level, docs, "issues")
+        else:
+            self._require("issues", level, docs)
 
     def _create_comment(
         self, owner: str, repo: str, issue_number: str, body: dict[str, Any], **_: Any
     ) -> _Reply:
         repository, issue = self._issue(owner, repo, issue_number)
         self._check_writable(f"{DOCS}/issues/comments#create-an-issue-comment")
+        self._require_issue_access(issue, "write", f"{DOCS}/issues/comments")
         comment = self._store_comment(
-            repository, issue, body["body"], self._users[BOT_LOGIN], "NONE"
+            repository, issue, body["body"], self._actor, self._association(repository)
         )
         data = self._comment_json(repository, issue, comment)
         return _Reply(201, data, {"Location": data["url"]})
@@ -1194,6 +1898,7 @@ class GitHubTestServer:
     ) -> _Reply:
         repository, issue, comment = self._comment(owner, repo, comment_id)
         self._check_writable(f"{DOCS}/issues/comments#update-an-issue-comment")
+        self._require_issue_access(issue, "write", f"{DOCS}/issues/comments")
         comment.body = body["body"]
         comment.updated_at = _now()
         return _Reply(200, self._comment_json(repository, issue, comment))
@@ -1236,7 +1941,7 @@ class GitHubTestServer:
             production_environment=bool(
                 body.get("production_environment", body.get("environment") == "production")
             ),
-            creator=self._users[BOT_LOGIN],
+            creator=self._actor,
             created_at=_now(),
         )
         repository.deployments[deployment.id] = deployment
@@ -1274,7 +1979,7 @@ class GitHubTestServer:
             environment=environment,
             environment_url=body.get("environment_url", ""),
             log_url=body.get("log_url") or body.get("target_url", ""),
-            creator=self._users[BOT_LOGIN],
+            creator=self._actor,
             created_at=_now(),
         )
         deployment.statuses.append(status)
@@ -1299,11 +2004,39 @@ class GitHubTestServer:
         )
 
     def _get_user(self, **_: Any) -> _Reply:
-        # GITHUB_TOKEN is an installation token: it has no user behind it.
-        raise _GitHubError(
-            403,
-            "Resource not accessible by integration",
-            f"{DOCS}/users/users#get-the-authenticated-user",
+        if self._actor.type == "Bot":
+            # GITHUB_TOKEN is an installation token: it has no user behind it.
+            raise _GitHubError(
+                403,
+                "Resource not accessible by integration",
+                f"{DOCS}/users/users#get-the-authenticated-user",
+            )
+        stamp = "2020-01-01T00:00:00Z"
+        return _Reply(
+            200,
+            {
+                **self._user_json(self._actor),
+                "user_view_type": "private",
+                "name": self._actor.login,
+                "company": None,
+                "blog": "",
+                "location": None,
+                "email": None,
+                "hireable": None,
+                "bio": None,
+                "public_repos": 1,
+                "public_gists": 0,
+                "followers": 0,
+                "following": 0,
+                "created_at": stamp,
+                "updated_at": stamp,
+                "private_gists": 0,
+                "total_private_repos": 0,
+                "owned_private_repos": 0,
+                "disk_usage": 0,
+                "collaborators": 0,
+                "two_factor_authentication": True,
+            },
         )
 
 

@@ -195,3 +195,65 @@ def test_invalid_mlops_yaml_fails_with_annotations(
         " `retrys` in `train-model`"
     ) in done.stdout
     assert "kfops-output" not in done.stdout  # the job stopped at the failing step
+
+
+MONITOR_WORKFLOW = """\
+name: kfops monitor
+on: [workflow_dispatch]
+permissions: {}
+jobs:
+  monitor:
+    runs-on: ubuntu-latest
+    permissions:
+      contents: read
+      issues: write
+      actions: write
+    env:
+      KFOPS_MONITOR_STATE: ${{ github.workspace }}/.kfops-monitor/state.json
+    steps:
+      - uses: actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683 # v4.2.2
+      - uses: ./action
+        with:
+          path: iris
+          command: monitor
+          args: --inputs iris/shifted.jsonl
+"""
+
+
+def test_the_action_runs_the_monitor_and_opens_the_issue(
+    tmp_path: Path, github_api: GitHubTestServer
+) -> None:
+    from tests.test_monitor_cli import _shifted
+    from tests.test_monitor_cycle import POLICY
+
+    project = tmp_path / "project"
+    shutil.copytree(ROOT / "tests" / "data" / "monitor" / "project", project)
+    for name in ("reference.json", "holdout.jsonl", "setosa-v2.json"):
+        shutil.copy(ROOT / "tests" / "data" / "monitor" / name, project / name)
+    text = (project / "mlops.yaml").read_text().replace("../", "")
+    (project / "mlops.yaml").write_text(
+        text.replace("  on_breach: {consecutive: 3, cooldown: 12h, retrain: issue}\n", "").replace(
+            "", ""
+        )
+        + POLICY.replace("consecutive: 3", "consecutive: 1")
+    )
+    with (project / "shifted.jsonl").open("w") as f:
+        for row in _shifted():
+            features = {k: v for k, v in row.items() if k != "species"}
+            f.write(json.dumps({"inputs": features, "prediction": row["species"]}) + "\n")
+    repo = action_repo(tmp_path, MONITOR_WORKFLOW, project, "iris", "")
+    github_api.add_repo("acme", "ml")
+    github_api.add_workflow(
+        "acme",
+        "ml",
+        "kfops-retrain.yml",
+        inputs={"key": True, "environment": True, "project": False, "issue": False},
+    )
+    done = act(repo, "workflow_dispatch", {"ref": "refs/heads/main"}, github_api)
+    assert done.returncode != 0, "a breach fails the job"
+    assert "opened issue #" in done.stdout, done.stdout[-3000:]
+    assert "dispatched kfops-retrain.yml on main" in done.stdout
+    (issue,) = github_api.issues("acme", "ml")
+    assert issue["title"] == "kfops monitor: iris in local needs attention"
+    assert [d["workflow"] for d in github_api.dispatches("acme", "ml")] == ["kfops-retrain.yml"]
+    assert github_api.token not in done.stdout

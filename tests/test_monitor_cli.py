@@ -24,6 +24,16 @@ PROJECT = MONITOR / "project"
 REPORT_SCHEMA = json.loads((ROOT / "schemas" / "monitor-report.schema.json").read_text())
 
 
+@pytest.fixture(autouse=True)
+def _state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's own monitor state, and no GitHub repository to report to."""
+    state = tmp_path / "state" / "monitor.json"
+    monkeypatch.setenv("KFOPS_MONITOR_STATE", str(state))
+    for name in ("GITHUB_TOKEN", "GITHUB_REPOSITORY", "GITHUB_STEP_SUMMARY"):
+        monkeypatch.delenv(name, raising=False)
+    return state
+
+
 def _iris() -> list[dict[str, Any]]:
     with (MONITOR / "iris.csv").open() as f:
         return [
@@ -73,7 +83,7 @@ def test_no_shift_is_ok(tmp_path: Path) -> None:
     assert report["prediction"]["method"] == "jensen_shannon"
     assert report["prediction"]["score"] == pytest.approx(0.0, abs=1e-6)
     assert report["reference"]["rows"] == 150
-    assert "iris: ok: 150 served inputs" in result.output
+    assert "iris in local: ok: 150 served inputs" in result.output
 
 
 def test_a_shift_is_a_breach_worst_features_first(tmp_path: Path) -> None:
@@ -144,15 +154,16 @@ def test_dry_run_writes_nothing_and_markdown(tmp_path: Path, in_dir: Any) -> Non
     )
     assert result.exit_code == 0, result.output
     assert not (tmp_path / "report.json").exists()
-    assert result.output.startswith("### kfops monitor: iris: ok\n")
+    assert result.output.startswith("### kfops monitor: iris in local: ok\n")
     assert "| feature | kind | method | score | threshold | drifted |" in result.output
 
 
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        ([], 2, "give --once"),
+        ([], 2, "give --inputs FILE.jsonl"),
         (["--once"], 2, "give --inputs FILE.jsonl"),
+        (["--once", "--local", "--url", "http://x"], 2, "give at most one of --local"),
         (["--once", "--inputs", "missing.jsonl"], 2, "missing.jsonl: no such file"),
     ],
 )
@@ -285,3 +296,138 @@ def test_bad_profiles(text: str, message: str, tmp_path: Path) -> None:
     path.write_text(text)
     with pytest.raises(KfopsError, match=message.replace("(", r"\(")):
         profile.load(path)
+
+
+def _shifted() -> list[dict[str, Any]]:
+    return [
+        {**r, "sepal_length": r["sepal_length"] + 1.5, "petal_length": r["petal_length"] + 2.5}
+        for r in _iris()
+    ]
+
+
+def test_three_breaching_runs_make_a_breach_recorded_in_the_state(
+    tmp_path: Path, _state: Path
+) -> None:
+    inputs = str(_inputs(tmp_path, _shifted()))
+    outputs = [_monitor("--inputs", inputs, "--report", str(tmp_path / "r.json")) for _ in range(3)]
+    assert [r.exit_code for r in outputs] == [1, 1, 1]
+    assert "breaching run 1 of 3: 2 more in a row make a breach" in outputs[0].output
+    assert "breaching run 2 of 3" in outputs[1].output
+    # on_breach.retrain is issue: with no repository, it says what it would have done
+    assert "no GitHub repository to report to, so kfops would have: opened an issue" in (
+        outputs[2].output.replace("\n", " ").replace("  ", " ")
+    )
+    state = json.loads(_state.read_text())
+    assert state["breaches"] == 3 and state["episode"]
+    assert [h["verdict"] for h in state["history"]] == ["breach"] * 3
+    report = _valid_report(tmp_path / "r.json")
+    assert report["cycle"]["actions"] == ["open_issue"]
+    assert report["cycle"]["state"]["episode"] == state["episode"]
+
+
+def test_dry_run_keeps_no_state(tmp_path: Path, _state: Path) -> None:
+    inputs = str(_inputs(tmp_path, _shifted()))
+    result = _monitor("--inputs", inputs, "--dry-run")
+    assert result.exit_code == 1
+    assert "dry run: nothing to do" in result.output
+    assert not _state.exists()
+
+
+def test_an_error_run_is_recorded(tmp_path: Path, _state: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("[1, 2, 3]\n")
+    result = _monitor("--inputs", str(bad))
+    assert result.exit_code == 1
+    assert [h["verdict"] for h in json.loads(_state.read_text())["history"]] == ["error"]
+
+
+def test_an_unreadable_state_says_how_to_start_afresh(tmp_path: Path, _state: Path) -> None:
+    _state.parent.mkdir(parents=True)
+    _state.write_text("{not json")
+    result = _monitor("--inputs", str(_inputs(tmp_path, _iris())))
+    assert result.exit_code == 1
+    assert f"the monitor's state {_state} is unreadable (JSONDecodeError)" in result.output
+    assert "delete it to start counting afresh" in result.output
+
+
+def test_without_once_it_checks_on_the_schedule_until_ctrl_c(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    naps: list[float] = []
+
+    def nap(seconds: float) -> None:
+        naps.append(seconds)
+        if len(naps) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(time, "sleep", nap)
+    report_file = tmp_path / "r.json"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "monitor",
+            str(PROJECT),
+            "--inputs",
+            str(_inputs(tmp_path, _iris())),
+            "--report",
+            str(report_file),
+        ],
+    )
+    assert result.exit_code == 130, result.output
+    assert "watching iris in local on `0 * * * *` (UTC); Ctrl-C stops" in result.output
+    assert result.output.count("iris in local: ok") == 2
+    # it sleeps until each tick: the next hour, then an hour after it
+    assert 0 <= naps[0] <= 3600
+    assert naps[1] - naps[0] == pytest.approx(3600, abs=5)
+    assert _valid_report(report_file)["verdict"] == "ok"
+
+
+def test_without_once_or_a_schedule(tmp_path: Path) -> None:
+    (tmp_path / "ref.json").write_text((MONITOR / "reference.json").read_text())
+    (tmp_path / "pipeline.py").write_text((PROJECT / "pipeline.py").read_text())
+    (tmp_path / "mlops.yaml").write_text(
+        "version: 1\nname: iris\npipeline:\n  python: pipeline.py:iris_pipeline\n"
+        "monitoring:\n  drift: {reference: ref.json}\n"
+    )
+    result = CliRunner().invoke(
+        cli, ["monitor", str(tmp_path), "--inputs", str(_inputs(tmp_path, _iris()))]
+    )
+    assert result.exit_code == 2
+    assert "give --once, or set monitoring.schedule" in result.output
+
+
+def test_status_shows_the_last_verdict_from_the_state(tmp_path: Path, _state: Path) -> None:
+    from kfops.delivery import status as live
+    from kfops.project import config
+    from kfops.project.model import Environment
+
+    inputs = str(_inputs(tmp_path, _shifted()))
+    for _ in range(3):
+        _monitor("--inputs", inputs, "--report", str(tmp_path / "r.json"))
+    project = config.load(PROJECT)
+    environment = Environment(name="local", mark=project.monitoring.mark)  # type: ignore[union-attr]
+    found = live.collect(project, environment, {"KFOPS_MONITOR_STATE": str(_state)})
+    assert found.monitor is not None
+    assert (found.monitor["verdict"], found.monitor["breaches"]) == ("breach", 3)
+    assert found.monitor["breach"] == json.loads(_state.read_text())["episode"]
+    assert found.monitor["source"] == str(_state)
+    text = found.text()
+    assert "monitor breach at " in text and "breaching runs in a row: 3" in text
+    fresh = live.collect(project, environment, {"KFOPS_MONITOR_STATE": str(tmp_path / "none")})
+    assert "monitor: no verdict recorded yet (run `kfops monitor --once`)" in fresh.text()
+
+
+def test_plot_draws_one_panel_per_feature(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "drift.png"
+    inputs = str(_inputs(tmp_path, _shifted()))
+    result = _monitor("--inputs", inputs, "--plot", str(png), "--report", str(tmp_path / "r.json"))
+    assert result.exit_code == 1, result.output
+    assert f"drew the drift in {png}" in result.output
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    # four features and the predictions: five panels, three to a row
+    assert (width, height) == (1200, 660)

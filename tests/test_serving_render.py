@@ -157,3 +157,58 @@ def test_the_example_canary_settings_are_read() -> None:
     assert [(g.metric, g.min, g.not_worse_than_serving) for g in serving.gate] == [
         ("accuracy", 0.8, 0.02)
     ]
+
+
+def test_a_logger_is_rendered_only_when_serving_logger_asks_for_it() -> None:
+    from kfops.project.model import PayloadLogger
+
+    serving = _serving()
+    assert serving.logger is None
+    plain = render.render("iris", serving, "ml", NEW, mode=KNATIVE)
+    assert "logger" not in plain["spec"]["predictor"]
+    assert plain.marks == {}
+
+    logger = PayloadLogger(Mark(21, 3), url="http://sink.monitoring:8099", mode="request")
+    obj = render.render("iris", replace(serving, logger=logger), "ml", NEW, mode=KNATIVE)
+    _valid(obj)
+    assert obj["spec"]["predictor"]["logger"] == {
+        "mode": "request",
+        "url": "http://sink.monitoring:8099",
+    }
+    assert obj.marks == {".spec.predictor.logger": "21:3"}
+    # A Standard-mode canary logs from both predictors.
+    canary = render.render(
+        "iris",
+        replace(serving, logger=logger),
+        "ml",
+        NEW,
+        mode=STANDARD,
+        canary_percent=10,
+        stable=OLD,
+    )
+    _valid(canary)
+    assert canary["spec"]["canary"][0]["predictor"]["logger"]["url"] == logger.url
+    # The CRD knows only these modes: the schema check fails on another.
+    wrong = render.render(
+        "iris", replace(serving, logger=replace(logger, mode="both")), "ml", NEW, mode=KNATIVE
+    )
+    with pytest.raises(jsonschema.ValidationError, match="'both' is not one of"):
+        _valid(wrong)
+
+
+def test_serving_logger_is_read_from_mlops_yaml(tmp_path: Path) -> None:
+    line = "  logger: {url: 'http://sink.monitoring:8099', mode: all}"
+    text = (IRIS / "mlops.yaml").read_text()
+    text = text.replace("  format: sklearn\n", f"  format: sklearn\n{line}\n")
+    for name in ("pipeline.py", "smoke.json"):
+        (tmp_path / name).write_text((IRIS / name).read_text())
+    (tmp_path / "mlops.yaml").write_text(text)
+    project = config.load(tmp_path)
+    assert project.serving is not None and project.serving.logger is not None
+    obj = render.render("iris", project.serving, "ml", NEW, mode=KNATIVE)
+    number = text.splitlines().index(line) + 1
+    assert obj.marks[".spec.predictor.logger"] == f"{number}:3"
+    assert obj["spec"]["predictor"]["logger"] == {
+        "mode": "all",
+        "url": "http://sink.monitoring:8099",
+    }

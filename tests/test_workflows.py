@@ -80,3 +80,76 @@ def test_generated_workflow_is_clean(tmp_path: Path) -> None:
     again = CliRunner().invoke(cli, ["init", "--github", str(tmp_path / "ml")])
     assert again.exit_code == 1
     assert "already exists" in again.stderr
+
+
+MONITORED = """\
+version: 1
+name: iris
+pipeline:
+  python: pipeline.py:iris_pipeline
+environments:
+  prod: {kubernetes: {namespace: models}}
+monitoring:
+  drift: {reference: ref.json}
+  schedule: "15 * * * *"
+  on_breach: {retrain: auto, workflow: iris-retrain.yml}
+"""
+
+
+def test_generated_monitor_and_retrain_workflows_are_clean(tmp_path: Path) -> None:
+    _run("git", "init", "-q", cwd=tmp_path)
+    project = tmp_path / "ml"
+    project.mkdir()
+    (project / "pipeline.py").write_text(
+        (ROOT / "tests" / "data" / "monitor" / "project" / "pipeline.py").read_text()
+    )
+    (project / "ref.json").write_text("{}")
+    (project / "mlops.yaml").write_text(MONITORED)
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    result = CliRunner().invoke(cli, ["init", "--github", str(project), "--action-ref", sha])
+    assert result.exit_code == 0, result.output
+    workflows = tmp_path / ".github" / "workflows"
+    assert "kfops-monitor.yml" in result.stderr and "iris-retrain.yml" in result.stderr
+    monitor = yaml.safe_load((workflows / "kfops-monitor.yml").read_text())
+    retrain = yaml.safe_load((workflows / "iris-retrain.yml").read_text())
+    # PyYAML reads the key `on` as True
+    assert monitor[True]["schedule"] == [{"cron": "15 * * * *"}]
+    assert monitor["permissions"] == {} and retrain["permissions"] == {}
+    assert monitor["jobs"]["monitor"]["permissions"] == {
+        "contents": "read",
+        "issues": "write",
+        "actions": "write",
+    }
+    assert retrain["jobs"]["retrain"]["permissions"] == {
+        "contents": "write",
+        "pull-requests": "write",
+        "issues": "write",
+    }
+    step = monitor["jobs"]["monitor"]["steps"][3]
+    assert step["with"]["command"] == "monitor" and step["with"]["environment"] == "prod"
+    saved = monitor["jobs"]["monitor"]["steps"][4]
+    assert saved["if"] == "always()"  # a breaching run's state is kept too
+    inputs = retrain[True]["workflow_dispatch"]["inputs"]
+    assert set(inputs) == {"key", "environment", "project", "issue"}
+    retrain_step = retrain["jobs"]["retrain"]["steps"][-1]["with"]
+    assert retrain_step["command"] == "retrain" and retrain_step["key"] == "${{ inputs.key }}"
+    for name in ("kfops-monitor.yml", "iris-retrain.yml"):
+        lint = _run(str(BIN / "actionlint"), str(workflows / name), cwd=tmp_path)
+        assert lint.returncode == 0, lint.stdout
+        audit = _run(str(BIN / "zizmor"), "--offline", str(workflows / name), cwd=tmp_path)
+        assert audit.returncode == 0, audit.stdout + audit.stderr
+    again = CliRunner().invoke(cli, ["init", "--github", str(project), "--force"])
+    assert again.exit_code == 0, again.output
+
+
+def test_no_monitor_workflows_without_monitoring(tmp_path: Path) -> None:
+    _run("git", "init", "-q", cwd=tmp_path)
+    project = tmp_path / "ml"
+    project.mkdir()
+    (project / "pipeline.py").write_text(
+        (ROOT / "tests" / "data" / "monitor" / "project" / "pipeline.py").read_text()
+    )
+    (project / "mlops.yaml").write_text(MONITORED.split("monitoring:")[0])
+    result = CliRunner().invoke(cli, ["init", "--github", str(project)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / ".github" / "workflows").iterdir()) == ["kfops.yml"]

@@ -547,6 +547,12 @@ def _render_plan(planned: Any, markdown: bool) -> str:
         return f"**{head}**: {line}" if markdown else f"{head}: {line}"
     verbs = {"create-pipeline": "create pipeline", "upload-version": "upload version"}
     rows = [f"{verbs[a.kind]} {a.name}" for a in planned.actions]
+    if planned.monitor is not None:
+        rows += [
+            f"{verbs[a.kind]} {a.name}"
+            + (f" of {planned.monitor.pipeline}" if a.kind == "upload-version" else "")
+            for a in planned.monitor.actions
+        ]
     rows += [
         f"{a.kind} schedule {a.name}" + (f" ({a.detail})" if a.detail else "")
         for a in planned.schedules
@@ -585,6 +591,12 @@ def apply(path: Path, env_name: str, dry_run: bool) -> None:
         click.echo(
             f"uploaded {project.name} version {done.version} to {env_name}:"
             f" {kfp.pipeline_url(done.pipeline_id, done.version_id)}"
+        )
+    monitor = done.monitor
+    if monitor is not None and monitor.actions and monitor.pipeline_id is not None:
+        click.echo(
+            f"uploaded {monitor.pipeline} version {monitor.version} to {env_name}:"
+            f" {kfp.pipeline_url(monitor.pipeline_id, monitor.version_id)}"
         )
     for action in done.schedules:
         detail = f" ({action.detail})" if action.detail else ""
@@ -844,15 +856,19 @@ def _served_model_options(function: Any) -> Any:
 
 def _request_options(function: Any) -> Any:
     """How a command talks to a model server: output, port, model name, protocol, timeout."""
+    return click.option(
+        "--format",
+        "output_format",
+        type=click.Choice(["table", "json"]),
+        default="table",
+        show_default=True,
+    )(_connection_options(function))
+
+
+def _connection_options(function: Any) -> Any:
+    """Port (with --local), model name, protocol and timeout of a model server."""
     for option in reversed(
         [
-            click.option(
-                "--format",
-                "output_format",
-                type=click.Choice(["table", "json"]),
-                default="table",
-                show_default=True,
-            ),
             click.option(
                 "--port",
                 type=click.IntRange(1, 65535),
@@ -1129,15 +1145,18 @@ def monitor() -> None:
 
 @monitor.command(name="check", cls=_DefaultMonitorCommand)
 @click.argument("path", type=_PATH, default=".")
-@click.option("--once", is_flag=True, help="Check once and exit (the only mode so far).")
+@_served_model_options
+@click.option(
+    "--once", is_flag=True, help="Check once and exit; without it, check on monitoring.schedule."
+)
 @click.option(
     "--inputs",
     "inputs",
     type=_PATH,
     metavar="FILE.jsonl",
-    help='The served inputs, one JSON line each: {"inputs": ROW, "prediction": VALUE} or a'
-    " bare ROW (a list of values or an object of column: value), e.g. collected probe"
-    " traffic. KServe's payload logger as a source comes in a later version.",
+    help='With drift.source probes: the served inputs, one JSON line each: {"inputs": ROW,'
+    ' "prediction": VALUE} or a bare ROW (a list of values or an object of column: value),'
+    " e.g. collected probe traffic.",
 )
 @click.option(
     "--report",
@@ -1147,7 +1166,34 @@ def monitor() -> None:
     show_default=True,
     help="Where report.json (schema kfops.monitor/v1) is written.",
 )
-@click.option("--dry-run", is_flag=True, help="Print the verdict; write no report.")
+@click.option(
+    "--state",
+    "state_file",
+    metavar="FILE|s3://BUCKET/KEY",
+    envvar="KFOPS_MONITOR_STATE",
+    help="The monitor's memory between runs (breaches in a row, the breach in progress, the"
+    " last dispatch). [default: .kfops/monitor/ENV.json in the project; env"
+    " KFOPS_MONITOR_STATE]",
+)
+@click.option(
+    "--plot",
+    "plot_file",
+    type=_PATH,
+    metavar="FILE.png",
+    help="Also draw the drift: one panel per feature, worst first (needs matplotlib).",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print the verdict and what it would set off; write, open and dispatch nothing.",
+)
+@click.option(
+    "--window",
+    "window",
+    metavar="DURATION",
+    help="With drift.source logger: how far back the payload logs are read, e.g. 6h"
+    " [default: monitoring.drift.window].",
+)
 @click.option(
     "--format",
     "output_format",
@@ -1155,85 +1201,209 @@ def monitor() -> None:
     default="table",
     show_default=True,
 )
+@_connection_options
 def monitor_check(
     path: Path,
+    local: bool,
+    url: str | None,
+    env_name: str | None,
     once: bool,
     inputs: Path | None,
     report_file: Path,
+    state_file: str | None,
+    plot_file: Path | None,
     dry_run: bool,
     output_format: str,
+    port: int,
+    model_name: str | None,
+    protocol: str | None,
+    timeout: float,
+    window: str | None = None,
 ) -> None:
-    """Check the served inputs against monitoring.drift's reference profile, once.
+    """Watch the served model: probes and gates, drift of the served inputs, a verdict,
+    and on a breach the next model cycle.
 
-    Scores every feature by its test (psi, jensen_shannon, ks or wasserstein; per type
-    or per feature), the predictions when both sides have them, and the share of
-    features that drifted; writes report.json and prints a table, worst features first.
-    `kfops monitor baseline --help` tells how the reference profile is written.
+    Sends monitoring.probes to the model given by --local, --url or --env (none: drift
+    only); scores every feature of the served inputs against monitoring.drift's reference
+    (psi, jensen_shannon, ks or wasserstein), the predictions, and the drift share.
+    A failed probe or gate, or enough drift, is a breaching run. After
+    on_breach.consecutive of them in a row, kfops opens one issue for the project and
+    environment (GITHUB_REPOSITORY and GITHUB_TOKEN set), updates it on later runs and
+    closes it after on_breach.close_after clean ones; with on_breach.retrain auto it also
+    dispatches the retrain workflow once per breach, outside the cooldown.
+    The served inputs come from --inputs (drift.source probes) or from KServe's payload
+    logger (drift.source logger, through `kfops monitor sink`). Writes report.json and
+    prints a table, worst features first. `kfops monitor baseline --help` tells how the
+    reference profile is written.
 
     \b
     Exit codes: 0 ok, 1 breach (or an error, printed on stderr), 2 usage error,
     3 a bug in kfops, 4 insufficient data (fewer inputs than min_samples: never ok).
     """
+    from kfops.delivery import monitor as watching
+
+    project = _with_window(_load(path), window)
+    monitoring = _monitoring(project, "drift")
+    drift = monitoring.drift
+    chosen = [f for f, given in (("--local", local), ("--url", url), ("--env", env_name)) if given]
+    if len(chosen) > 1:
+        raise click.UsageError("give at most one of --local, --url URL or --env NAME")
+    if drift.source == "probes" and inputs is None:
+        raise click.UsageError(
+            "give --inputs FILE.jsonl: the served inputs to check (drift.source is probes)"
+        )
+    base = _base_url(project, local, url, env_name, port) if chosen else None
+    environment = env_name or "local"
+    serving = project.serving
+    watch = watching.Watch(
+        project=project,
+        environment=environment,
+        base_url=base,
+        model_name=model_name or (serving.name if serving else project.name),
+        protocol=protocol or (serving.protocol if serving else "v1"),
+        samples=lambda: _served_samples(project, drift, inputs),
+        state_file=state_file or watching.default_state_file(project, environment),
+        dry_run=dry_run,
+        timeout=timeout,
+    )
+    if once:
+        sys.exit(_monitor_once(watch, report_file, output_format, plot_file))
+    _monitor_forever(watch, report_file, output_format, monitoring.schedule, plot_file)
+
+
+def _served_samples(project: Any, drift: Any, inputs: Path | None) -> Any:
+    from kfops.monitor import samples
+
+    if drift.source == "logger" and inputs is None:
+        return _logged_samples(project, drift)
+    assert inputs is not None
+    return samples.read_jsonl(inputs)
+
+
+def _monitor_once(
+    watch: Any, report_file: Path, output_format: str, plot_file: Path | None = None
+) -> int:
     import json
     from datetime import datetime, timezone
 
-    from kfops.monitor import profile, report, samples
+    from kfops.delivery import monitor as watching
 
-    if not once:
-        raise click.UsageError(
-            "give --once: watching continuously (and --window over KServe's payload logs)"
-            " comes in a later version"
-        )
-    if inputs is None:
-        raise click.UsageError("give --inputs FILE.jsonl: the served inputs to check")
-    project = _load(path)
-    drift = _monitoring(project, "drift").drift
-    shown = display_path(drift.reference)
-    result = report.evaluate(
-        project.name,
-        drift,
-        profile.load(drift.reference),
-        shown,
-        samples.read_jsonl(inputs),
-        now=datetime.now(timezone.utc),
-    )
-    document = json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n"
-    if not dry_run:
+    result = watching.run_once(watch, now=datetime.now(timezone.utc), env=os.environ)
+    document = json.dumps(result.document, indent=2, sort_keys=True) + "\n"
+    if not watch.dry_run:
         _write_atomically(report_file, document)
+        _job_summary(watching.markdown(result.document, result.drift, result.probes))
+        if plot_file is not None:
+            from kfops.monitor import plot
+
+            plot.write_png(result.document, result.reference, result.samples, plot_file)
+            click.echo(f"drew the drift in {display_path(plot_file)}", err=True)
     if output_format == "json":
         click.echo(document, nl=False)
     elif output_format == "markdown":
-        click.echo(report.markdown(result), nl=False)
+        click.echo(watching.markdown(result.document, result.drift, result.probes), nl=False)
     else:
-        from rich.console import Console
-        from rich.table import Table
+        _monitor_table(result, watch, report_file)
+    return result.exit_code
 
-        console = Console(highlight=False)
-        table = Table(show_edge=False)
-        for column in ("feature", "kind", "method", "score", "threshold", "drifted"):
-            table.add_column(
-                column, justify="right" if column in ("score", "threshold") else "left"
+
+def _job_summary(text: str) -> None:
+    """Append to the GitHub job summary, when there is one."""
+
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with Path(summary).open("a", encoding="utf-8") as out:
+            out.write(text + "\n")
+
+
+def _monitor_table(result: Any, watch: Any, report_file: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    if result.probes is not None:
+        probes = Table(show_edge=False)
+        for column in ("probe", "kind", "result", "detail"):
+            probes.add_column(column)
+        for item in result.probes.results:
+            probes.add_row(
+                item.name,
+                item.kind,
+                "[green]pass[/]" if item.passed else "[red]FAIL[/]",
+                item.detail,
             )
-        rows = list(result.features) + ([result.prediction] if result.prediction else [])
-        for f in rows:
-            table.add_row(
-                f.name,
-                f.kind,
-                f.method,
-                f"{f.score:.4f}",
-                f"{f.threshold:g}",
-                "[red]yes[/]" if f.drifted else "no",
+        for gate in result.probes.gates:
+            probes.add_row(
+                gate.name, "gate", "[green]pass[/]" if gate.passed else "[red]FAIL[/]", gate.detail
             )
-        console.print(table)
-        for reason in result.reasons:
-            console.print(f"- {reason}", soft_wrap=True)
-        console.print(
-            f"{project.name}: {result.verdict.replace('_', ' ')}: {result.samples} served"
-            f" inputs against {shown}"
-            + ("" if dry_run else f"; report in {display_path(report_file)}"),
-            soft_wrap=True,
+        console.print(probes)
+    table = Table(show_edge=False)
+    for column in ("feature", "kind", "method", "score", "threshold", "drifted"):
+        table.add_column(column, justify="right" if column in ("score", "threshold") else "left")
+    found = result.drift
+    for f in list(found.features) + ([found.prediction] if found.prediction else []):
+        table.add_row(
+            f.name,
+            f.kind,
+            f.method,
+            f"{f.score:.4f}",
+            f"{f.threshold:g}",
+            "[red]yes[/]" if f.drifted else "no",
         )
-    sys.exit(result.exit_code)
+    console.print(table)
+    for reason in result.reasons:
+        console.print(f"- {reason}", soft_wrap=True)
+    for note in result.decision.notes:
+        console.print(f"  {note}", soft_wrap=True)
+    for line in result.done:
+        console.print(
+            f"  {line}" + (f": {result.issue_url}" if "issue" in line else ""), soft_wrap=True
+        )
+    if result.notice:
+        console.print(f"  {result.notice}", soft_wrap=True)
+    console.print(
+        f"{watch.project.name} in {watch.environment}: {result.verdict.replace('_', ' ')}:"
+        f" {found.samples} served inputs against {found.reference}"
+        + ("" if watch.dry_run else f"; report in {display_path(report_file)}"),
+        soft_wrap=True,
+    )
+
+
+def _monitor_forever(
+    watch: Any,
+    report_file: Path,
+    output_format: str,
+    cron: str | None,
+    plot_file: Path | None = None,
+) -> None:
+    """Check at every tick of monitoring.schedule until Ctrl-C; a failed run is printed and
+    the next one still happens."""
+    import time
+    from datetime import datetime, timezone
+
+    if cron is None:
+        raise click.UsageError(
+            "give --once, or set monitoring.schedule (a 5-field cron) to check on a schedule"
+        )
+    try:
+        from croniter import croniter  # type: ignore[import-untyped]
+    except ImportError:
+        raise KfopsError(
+            "watching on a schedule needs croniter",
+            "pip install 'kfops[monitor]' (or run `kfops monitor --once` from cron)",
+        ) from None
+    ticks = croniter(cron, datetime.now(timezone.utc))
+    click.echo(
+        f"watching {watch.project.name} in {watch.environment} on `{cron}` (UTC); Ctrl-C stops",
+        err=True,
+    )
+    while True:
+        due = ticks.get_next(datetime)
+        time.sleep(max(0.0, (due - datetime.now(timezone.utc)).total_seconds()))
+        try:
+            _monitor_once(watch, report_file, output_format, plot_file)
+        except KfopsError as exc:
+            _print_error(exc)
 
 
 @monitor.command(name="baseline")
@@ -1334,6 +1504,114 @@ def _reference_samples(data: Path, prediction_column: str | None) -> Any:
     return samples.Samples(columns, values, predictions, found.count, found.named)
 
 
+def _with_window(project: Any, window: str | None) -> Any:
+    """The project with monitor --window in place of monitoring.drift.window."""
+    import dataclasses
+
+    from kfops.project.config import duration_seconds
+
+    if window is None:
+        return project
+    drift = _monitoring(project, "drift").drift
+    if drift.source != "logger":
+        raise click.UsageError(
+            "--window reads KServe's payload logs: monitoring.drift.source is probes, whose"
+            " inputs are the --inputs file"
+        )
+    try:
+        seconds = duration_seconds(window)
+    except ValueError:
+        raise click.BadParameter(
+            f"{window!r} is not a duration: give e.g. 30m, 6h or 7d", param_hint="--window"
+        ) from None
+    drift = dataclasses.replace(drift, window=window, window_seconds=seconds)
+    monitoring = dataclasses.replace(project.monitoring, drift=drift)
+    return dataclasses.replace(project, monitoring=monitoring)
+
+
+def _logged_samples(project: Any, drift: Any) -> Any:
+    """The window of served inputs in the payload logs (drift.source logger)."""
+    from datetime import datetime, timezone
+
+    from kfops.monitor import logger, profile, sink
+
+    assert drift.logs, "the schema checks: source logger needs logs"
+    found = logger.window_samples(
+        sink.open_store(drift.logs),
+        until=datetime.now(timezone.utc),
+        seconds=drift.window_seconds,
+        signature=drift.signature,
+        reference_columns=tuple(f.name for f in profile.load(drift.reference).features),
+        service=project.serving.name if project.serving else None,
+    )
+    click.echo(found.summary(drift.logs), err=True)
+    return found.samples
+
+
+@monitor.command(name="sink")
+@click.argument("path", type=_PATH, default=".")
+@click.option("--port", type=int, default=8099, show_default=True, help="The port to listen on.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="The address to listen on (0.0.0.0 inside a cluster, where the logger reaches it).",
+)
+@click.option(
+    "--store",
+    metavar="DIR|s3://BUCKET/PREFIX",
+    help="Where the events are kept [default: monitoring.drift.logs].",
+)
+@click.option(
+    "--flush-seconds",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    help="How often buffered events are written (S3 stores; a folder is written at once).",
+)
+def monitor_sink(path: Path, port: int, host: str, store: str | None, flush_seconds: float) -> None:
+    """Receive KServe's payload logger and keep its events for `kfops monitor`.
+
+    An HTTP server for `serving.logger.url`: it takes the logger's CloudEvents
+    (binary or structured), answers 202 at once, and appends each as one JSON line to
+    STORE/YYYY/MM/DD/HH/<id>.jsonl; an event it cannot read is answered 400 with the
+    reason. With `monitoring.drift.source: logger`, `kfops monitor --once` reads
+    the window back. Ctrl-C stops it.
+    """
+    from kfops.monitor import sink
+
+    if store is None:
+        project = _load(path)
+        drift = _monitoring(project, "drift").drift
+        if not drift.logs:
+            raise KfopsError(
+                f"{project.shown}: monitoring.drift has no `logs`: the sink does not know"
+                " where to keep the events",
+                "give --store DIR|s3://BUCKET/PREFIX, or add `logs:` under monitoring.drift",
+                exit_code=EXIT_USAGE,
+            )
+        store = drift.logs
+    receiver = sink.Sink(sink.open_store(store, create=True))
+
+    def ready(url: str) -> None:
+        click.echo(
+            f"kfops monitor sink: listening on {url}; keeping events in {store}\n"
+            f"  set serving.logger.url to {url} (as the cluster reaches this address)"
+            "; Ctrl-C stops",
+            err=True,
+        )
+
+    def warn(message: str) -> None:
+        click.echo(f"kfops monitor sink: {message}", err=True)
+
+    sink.serve(receiver, host, port, flush_seconds=flush_seconds, ready=ready, warn=warn)
+    click.echo(
+        f"kfops monitor sink: stopped; {receiver.received} events kept,"
+        f" {receiver.rejected} rejected",
+        err=True,
+    )
+
+
 @cli.command()
 @click.argument("path", type=_PATH, default=".")
 @click.option("--env", "env_name", metavar="NAME", required=True, help="The environment.")
@@ -1349,9 +1627,10 @@ def status(path: Path, env_name: str, output_format: str) -> None:
 
     The pipeline's latest versions and their commits, the last runs and their states,
     the schedules kfops keeps, and the served model: URL, release, model URI, commit,
-    stage, readiness, traffic split and the releases before it; with links to the KFP
-    UI and the Kubeflow dashboard. A part that cannot be read says why, the others
-    still show; the exit code is then 1.
+    stage, readiness, traffic split and the releases before it; the monitor's last
+    verdict, its issue and the last retraining dispatched; with links to the KFP UI and
+    the Kubeflow dashboard. A part that cannot be read says why, the others still
+    show; the exit code is then 1.
     """
     from kfops.delivery import status as live
 
@@ -1365,7 +1644,7 @@ def status(path: Path, env_name: str, output_format: str) -> None:
             f" environments.{env_name}",
             exit_code=EXIT_USAGE,
         )
-    found = live.collect(project, environment)
+    found = live.collect(project, environment, os.environ)
     if output_format == "json":
         click.echo(live.render_json(found))
     elif output_format == "markdown":
@@ -1420,7 +1699,11 @@ def init(
         written = scaffold.github_workflow(
             github_project, action=action, ref=action_ref, force=force
         )
-        click.echo(f"wrote {display_path(written)}; commit it and open a pull request", err=True)
+        more = scaffold.monitor_workflows(
+            github_project, action=action, ref=action_ref, force=force
+        )
+        names = ", ".join(display_path(p) for p in [written, *more])
+        click.echo(f"wrote {names}; commit them and open a pull request", err=True)
         return
     if pipeline_file is None:
         raise click.UsageError("give PIPELINE_FILE, or --github for a workflow")

@@ -288,13 +288,16 @@ def _safe_member(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
 
 
 def repo_root(path: Path) -> Path | None:
-    done = subprocess.run(
-        ["git", "rev-parse", "--show-toplevel"],
-        cwd=path if path.is_dir() else path.parent,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"],
+            cwd=path if path.is_dir() else path.parent,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except OSError:  # no git (a slim image, e.g. the monitor's pod): no repository to find
+        return None
     return Path(done.stdout.strip()) if done.returncode == 0 else None
 
 

@@ -193,6 +193,13 @@ def _delivery_lines(result: CiResult) -> list[str]:
         lines.append(f"- pipeline `{_code(done['pipeline'])}`: {verb} version {version}")
     else:
         lines.append(f"- pipeline `{_code(done['pipeline'])}`: version {version} is there already")
+    monitor = done.get("monitor") or {}
+    if any(a["kind"] == "upload-version" for a in monitor.get("actions", [])):
+        verb = "uploaded" if done.get("applied") else "will upload"
+        lines.append(
+            f"- pipeline `{_code(monitor['pipeline'])}`: {verb} version"
+            f" `{_code(monitor['version'])}` (the monitor)"
+        )
     done_verbs = {
         "create": "created",
         "replace": "replaced",

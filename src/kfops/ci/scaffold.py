@@ -255,6 +255,178 @@ def github_workflow(project: Path, *, action: str, ref: str, force: bool) -> Pat
     return target
 
 
+def monitor_workflows(project: Path, *, action: str, ref: str, force: bool) -> list[Path]:
+    """Write the monitor and retrain workflows beside kfops.yml when the project has
+    ``monitoring:``: the monitor on monitoring.schedule (``runner: github``), and the
+    retrain workflow it dispatches (on_breach.workflow). Minimal permissions each.
+
+    Raises:
+        KfopsError: a workflow exists (without force).
+    """
+    from kfops.ci.event import repo_root
+    from kfops.project import config
+
+    folder = project if project.is_dir() else project.parent
+    root = repo_root(folder)
+    try:
+        loaded = config.load(project)
+    except KfopsError:
+        return []  # kfops.yml's own run reports what is wrong with mlops.yaml
+    monitoring = loaded.monitoring
+    if root is None or monitoring is None:
+        return []
+    environment = (
+        monitoring.schedule_environment
+        or (loaded.triggers.tag.environment if loaded.triggers.tag else None)
+        or next((e.name for e in loaded.environments if e.kubernetes), "")
+    )
+    relative = _scalar(Path(os.path.relpath(loaded.root.resolve(), root.resolve())).as_posix())
+    values = {
+        "action": action,
+        "ref": ref,
+        "path": relative,
+        "environment": _scalar(environment) if environment else '""',
+        "group": re.sub(r"[^A-Za-z0-9_-]", "-", environment or "local"),
+        "workflow": monitoring.on_breach.workflow,
+    }
+    written = []
+    wanted = [(monitoring.on_breach.workflow, _RETRAIN)]
+    if monitoring.schedule and monitoring.runner == "github":
+        wanted.insert(0, ("kfops-monitor.yml", _MONITOR))
+        values["cron"] = _scalar(monitoring.schedule)
+    for name, template in wanted:
+        target = root / ".github" / "workflows" / name
+        if target.exists() and not force:
+            raise KfopsError(
+                f"{display_path(target)} already exists", "pass --force to overwrite it"
+            )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(template.format(**values), encoding="utf-8")
+        written.append(target)
+    return written
+
+
+_MONITOR = """\
+# kfops: watch the served model on monitoring.schedule. A breach opens (or updates) one
+# issue for the project and environment; with `on_breach.retrain: auto` it also
+# dispatches {workflow}, once per breach, outside the cooldown. Clean runs close the
+# issue again. Written by `kfops init --github`.
+name: kfops monitor
+
+on:
+  schedule:
+    - cron: {cron}
+  workflow_dispatch:
+
+permissions: {{}}
+
+concurrency:
+  group: kfops-monitor-{group}
+  cancel-in-progress: false
+
+jobs:
+  monitor:
+    runs-on: ubuntu-latest
+    timeout-minutes: 20
+    permissions:
+      contents: read
+      issues: write  # the monitor's issue
+      actions: write  # dispatch the retrain workflow
+    env:
+      # The monitor's memory between runs (breaches in a row, the last dispatch).
+      KFOPS_MONITOR_STATE: ${{{{ github.workspace }}}}/.kfops-monitor/state.json
+    steps:
+      - uses: actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683 # v4.2.2
+        with:
+          persist-credentials: false
+      - uses: actions/setup-python@0b93645e9fea7318ecaed2b359559ac225c90a2b # v5.3.0
+        with:
+          python-version: "3.11"
+      - uses: actions/cache/restore@5a3ec84eff668545956fd18022155c47e93e2684 # v4.2.3
+        with:
+          path: .kfops-monitor
+          key: kfops-monitor-{group}-${{{{ github.run_id }}}}
+          restore-keys: kfops-monitor-{group}-
+      - uses: {action}@{ref}
+        with:
+          path: {path}
+          command: monitor
+          environment: {environment}
+          kubeconfig: ${{{{ secrets.KUBECONFIG }}}}  # to find the model's URL
+        # env:  # where `kfops monitor sink` stores the logged requests (drift.logs: s3://...)
+        #   AWS_ACCESS_KEY_ID: ${{{{ secrets.MONITOR_AWS_ACCESS_KEY_ID }}}}
+        #   AWS_SECRET_ACCESS_KEY: ${{{{ secrets.MONITOR_AWS_SECRET_ACCESS_KEY }}}}
+      - uses: actions/cache/save@5a3ec84eff668545956fd18022155c47e93e2684 # v4.2.3
+        if: always()  # a breaching run fails the job, and must still be remembered
+        with:
+          path: .kfops-monitor
+          key: kfops-monitor-{group}-${{{{ github.run_id }}}}
+"""
+
+_RETRAIN = """\
+# kfops: retrain the served model when the monitor asks (workflow_dispatch, with the
+# breach's key). `kfops retrain` runs the pipeline at the deployed commit, gates the
+# candidate against the serving model on the labelled probe sets, and opens one pull
+# request per breach that moves serving.model.run; a failing candidate is reported on
+# the monitor's issue. Nothing served changes until that pull request is merged and
+# released. Written by `kfops init --github`.
+name: kfops retrain
+
+on:
+  workflow_dispatch:
+    inputs:
+      key:
+        description: The breach's idempotency key (one pull request per key).
+        required: true
+        type: string
+      environment:
+        description: The environment whose model is retrained.
+        required: true
+        type: string
+      project:
+        description: The project folder (informational).
+        required: false
+        type: string
+      issue:
+        description: The monitor's issue number (informational).
+        required: false
+        type: string
+
+permissions: {{}}
+
+concurrency:
+  group: kfops-retrain-{group}
+  cancel-in-progress: false
+
+jobs:
+  retrain:
+    runs-on: ubuntu-latest
+    timeout-minutes: 120
+    permissions:
+      contents: write  # the branch that moves the model pointer
+      pull-requests: write  # the pull request
+      issues: write  # a comment on the monitor's issue when the candidate fails
+    steps:
+      - uses: actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683 # v4.2.2
+        with:
+          fetch-depth: 0  # the deployed commit is somewhere in the history
+          persist-credentials: false
+      - uses: actions/setup-python@0b93645e9fea7318ecaed2b359559ac225c90a2b # v5.3.0
+        with:
+          python-version: "3.11"
+      - uses: {action}@{ref}
+        with:
+          path: {path}
+          command: retrain
+          environment: ${{{{ inputs.environment }}}}
+          key: ${{{{ inputs.key }}}}
+          kubeconfig: ${{{{ secrets.KUBECONFIG }}}}
+          # A pull request opened with the workflow's own token starts no workflow; to
+          # have kfops.yml check it, give a token of a GitHub App or a user instead:
+          # github-token: ${{{{ secrets.KFOPS_PR_TOKEN }}}}
+"""
+
+
 _WORKFLOW = """\
 # kfops: validate, compile and plan the pipeline on every pull request and push, and keep
 # one pull-request comment up to date; on a release tag, do what `on.tag` asks (with

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,6 +88,17 @@ class Status:
                 lines.append(
                     f"  - model `{serving['model_uri']}`, commit `{serving['commit'][:12]}`"
                 )
+        monitor = self.monitor
+        if monitor is not None and monitor["verdict"] is not None:
+            issue = monitor["issue"]
+            lines.append(
+                f"- **monitor**: {monitor['verdict'].replace('_', ' ')} at {monitor['at']}"
+                + (
+                    f", [issue #{issue['number']}]({issue['url']}) {issue['state']}"
+                    if issue is not None and issue["url"]
+                    else ""
+                )
+            )
         return "\n".join(lines)
 
     def text(self) -> str:
@@ -130,14 +142,46 @@ class Status:
                     )
                 for entry in serving["releases"]:
                     lines.append(f"    release {entry['name']}  {entry['status']}  {entry['at']}")
-        if self.monitor is None:
-            lines.append("  monitor: no verdict recorded")
+        lines += self._monitor_lines("  ")
         return "\n".join(lines)
 
+    def _monitor_lines(self, indent: str) -> list[str]:
+        monitor = self.monitor
+        if monitor is None:
+            return [] if "monitor" in self.errors else [f"{indent}monitor: not configured"]
+        if monitor["verdict"] is None:
+            return [f"{indent}monitor: no verdict recorded yet (run `kfops monitor --once`)"]
+        line = (
+            f"{indent}monitor {monitor['verdict'].replace('_', ' ')} at {monitor['at']}"
+            f"  breaching runs in a row: {monitor['breaches']}"
+        )
+        if monitor["breach"]:
+            line += f"  breach {monitor['breach']}"
+        lines = [line]
+        issue = monitor["issue"]
+        if issue is not None:
+            lines.append(
+                f"{indent}  issue #{issue['number']} {issue['state']}  {issue['url']}".rstrip()
+            )
+        if monitor["last_dispatch"]:
+            lines.append(f"{indent}  retraining last dispatched {monitor['last_dispatch']}")
+        return lines
 
-def collect(project: Project, environment: Environment) -> Status:
-    """What is live in ``environment`` for ``project``; never raises for one part."""
+
+def collect(
+    project: Project, environment: Environment, env: Mapping[str, str] | None = None
+) -> Status:
+    """What is live in ``environment`` for ``project``; never raises for one part.
+
+    ``env`` (the process environment) says where the monitor's last verdict is: the
+    monitor's issue when GITHUB_REPOSITORY and a token are set, else its state file.
+    """
     status = Status(environment.name)
+    if project.monitoring is not None:
+        try:
+            status.monitor = _monitor(project, environment.name, env or {})
+        except KfopsError as exc:
+            status.errors["monitor"] = exc.message
     if environment.kfp is not None:
         status.dashboard = environment.kfp.host.rstrip("/").removesuffix("/pipeline")
         try:
@@ -150,6 +194,41 @@ def collect(project: Project, environment: Environment) -> Status:
         except KfopsError as exc:
             status.errors["model"] = exc.message
     return status
+
+
+def _monitor(project: Project, environment: str, env: Mapping[str, str]) -> dict[str, Any]:
+    """The monitor's last verdict and what it set off, from its issue or its state file."""
+
+    from kfops.ci import monitor as github_side
+    from kfops.delivery import monitor as watching
+
+    ctx = github_side.context(env)
+    issue, state, source = None, None, ""
+    if ctx is not None:
+        mark = github_side.marker(github_side.project_key(project.root), environment)
+        issue, state = github_side.state_from_issue(ctx, mark)
+        source = f"issue #{issue.number}" if issue is not None else ""
+    if state is None:
+        where = env.get("KFOPS_MONITOR_STATE") or watching.default_state_file(project, environment)
+        state = github_side.load_state(where)
+        source = str(where) if state.history else ""
+    last = state.last_verdict
+    return {
+        "verdict": last[1] if last else None,
+        "at": last[0] if last else None,
+        "breaches": state.breaches,
+        "clean": state.clean,
+        "breach": state.episode,
+        "issue": {"number": issue.number, "url": issue.url, "state": issue.state}
+        if issue is not None
+        else (
+            {"number": state.issue, "url": "", "state": "open" if state.issue_open else "closed"}
+            if state.issue is not None
+            else None
+        ),
+        "last_dispatch": state.last_dispatch,
+        "source": source,
+    }
 
 
 def _kubeflow(project: Project, environment: Environment, status: Status) -> None:

@@ -13,7 +13,9 @@ drifted when its score is above the threshold of its test:
 - ``wasserstein``: the Wasserstein (earth mover's) distance divided by the reference's
   standard deviation, so that one threshold fits features of any scale. Numeric only.
 
-scipy (``pip install 'kfops[monitor]'``) is imported only when a score is computed.
+numpy (``pip install 'kfops[monitor]'``) is imported only when a score is computed; the
+scores are computed as scipy computes them (the tests check them against scipy), without
+importing scipy, which costs seconds in a fresh process.
 """
 
 from __future__ import annotations
@@ -33,10 +35,9 @@ PSI_FLOOR = 1e-4
 def _numpy() -> Any:
     try:
         import numpy
-        import scipy  # type: ignore[import-untyped]  # noqa: F401
     except ImportError:
         raise KfopsError(
-            "drift statistics need scipy, which is not installed",
+            "drift statistics need numpy, which is not installed",
             "install the extra: pip install 'kfops[monitor]'",
         ) from None
     return numpy
@@ -57,13 +58,19 @@ def jensen_shannon(p: Sequence[float], q: Sequence[float]) -> float:
     """The Jensen-Shannon distance (base 2, 0 to 1) between two histograms over the same
     bins (fractions or counts)."""
     np = _numpy()
-    from scipy.spatial.distance import jensenshannon  # type: ignore[import-untyped]
-
     first, second = np.asarray(p, dtype=float), np.asarray(q, dtype=float)
     _check_same_bins(first, second)
     if first.sum() <= 0 or second.sum() <= 0:
         raise ValueError("a histogram with no mass has no distribution")
-    value = float(jensenshannon(first, second, base=2))
+    first, second = first / first.sum(), second / second.sum()
+    middle = (first + second) / 2
+
+    def entropy(x: Any) -> float:  # relative entropy to the middle, 0 log 0 = 0
+        kept = x > 0
+        return float(np.sum(x[kept] * np.log(x[kept] / middle[kept])))
+
+    # As scipy.spatial.distance.jensenshannon(base=2) computes it, without scipy.
+    value = math.sqrt(max((entropy(first) + entropy(second)) / 2, 0.0) / math.log(2))
     # Rounding may leave a tiny negative under the square root (nan) for equal inputs.
     return 0.0 if math.isnan(value) else min(max(value, 0.0), 1.0)
 
@@ -89,12 +96,20 @@ def wasserstein(
     """The Wasserstein distance between the samples, divided by ``scale`` (default: the
     reference's standard deviation; 1 when that is 0)."""
     np = _numpy()
-    from scipy.stats import wasserstein_distance  # type: ignore[import-untyped]
-
     _check_nonempty(reference, current)
+    first = np.sort(np.asarray(reference, dtype=float))
+    second = np.sort(np.asarray(current, dtype=float))
     if scale is None:
-        scale = float(np.std(np.asarray(reference, dtype=float)))
-    return float(wasserstein_distance(reference, current)) / (scale if scale > 0 else 1.0)
+        scale = float(np.std(first))
+    # The area between the two empirical CDFs, as scipy.stats.wasserstein_distance
+    # computes it for unweighted samples (without importing scipy.stats: 2.5 s cold).
+    points = np.sort(np.concatenate([first, second]))
+    widths = np.diff(points)
+    gap = np.searchsorted(first, points[:-1], side="right") / len(first) - np.searchsorted(
+        second, points[:-1], side="right"
+    ) / len(second)
+    distance = float(np.sum(np.abs(gap) * widths))
+    return distance / (scale if scale > 0 else 1.0)
 
 
 def histogram(values: Sequence[float], edges: Sequence[float]) -> list[float]:

@@ -2,7 +2,8 @@
 
 Each line is ``{"inputs": ROW, "prediction": VALUE}`` (the prediction is optional), or a
 bare ROW; a ROW is a list of values or an object of column: value. This is what probe
-traffic is collected as; KServe's payload logger is read in a later version.
+traffic is collected as; KServe's payload logs are read into the same ``Samples`` by
+``kfops.monitor.logger``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,11 @@ _LINE_HINT = 'write one JSON value a line: {"inputs": [5.1, 3.5], "prediction": 
 
 @dataclass(frozen=True)
 class Samples:
-    """Values by column (``input-0``... when the rows are lists), and the predictions."""
+    """Values by column (``input-0``... when the rows are lists), and the predictions.
+
+    ``predictions`` are those of every row (JSON lines), or, from the payload logs, of the
+    rows whose request was answered: a request the model never answered has none.
+    """
 
     columns: tuple[str, ...]
     values: dict[str, list[Any]]

@@ -129,6 +129,8 @@ class Kube:
             Rejected: the API server refused the object (422), with its message.
         """
         name = obj["metadata"]["name"]
+        if "logger" in ((obj.get("spec") or {}).get("predictor") or {}):
+            self._own_logger(obj)
         # The client's custom-object patch always sends a merge patch: server-side apply
         # needs its own content type, so the call is made one level down.
         query: list[tuple[str, str]] = [("fieldManager", render.FIELD_MANAGER)]
@@ -157,6 +159,30 @@ class Kube:
             ),
         )
         return applied
+
+    def _own_logger(self, obj: dict[str, Any]) -> None:
+        """Refuse to apply a logger over one another field manager wrote: kfops never
+        fights over ``spec.predictor.logger``, whatever ``force`` says."""
+        name = obj["metadata"]["name"]
+        live = self.get(name)
+        owners = foreign_logger_owners(live) if live is not None else {}
+        if not owners:
+            return
+        at = obj.marks.get(render.LOGGER, "") if isinstance(obj, render.Manifest) else ""
+        who = "; ".join(
+            f"`{manager}` ({', '.join(fields)})" for manager, fields in sorted(owners.items())
+        )
+        raise Conflict(
+            f"mlops.yaml{':' + at if at else ''}: serving.logger: InferenceService `{name}`"
+            f" in namespace `{self.where.namespace}` ({self.where.server}) has a"
+            f" spec.predictor.logger written by {who}, not by kfops; kfops does not take"
+            " over a logger it did not write",
+            "remove `serving.logger` from mlops.yaml to leave that logger as it is, or"
+            f" remove it (`kubectl patch inferenceservice {name} -n {self.where.namespace}"
+            ' --type=json -p \'[{"op": "remove", "path": "/spec/predictor/logger"}]\'`)'
+            " and deploy again; nothing was changed",
+            tuple(sorted(owners)),
+        )
 
     # -- the release record -----------------------------------------------------------
 
@@ -288,6 +314,23 @@ class Kube:
             f"the Kubernetes API server {at} answered HTTP {status} to {what}: {message}",
             "see the server's message above",
         )
+
+
+def foreign_logger_owners(live: dict[str, Any]) -> dict[str, list[str]]:
+    """The field managers other than kfops that own fields of ``spec.predictor.logger``
+    in ``live`` (from its managedFields), with those fields."""
+    found: dict[str, list[str]] = {}
+    for entry in (live.get("metadata") or {}).get("managedFields") or []:
+        manager = str(entry.get("manager") or "")
+        if manager == render.FIELD_MANAGER:
+            continue
+        fields = ((entry.get("fieldsV1") or {}).get("f:spec") or {}).get("f:predictor") or {}
+        logger = fields.get("f:logger")
+        if logger is None:
+            continue
+        names = sorted(k[2:] for k in logger if k.startswith("f:")) or ["logger"]
+        found.setdefault(manager or "an unnamed manager", []).extend(names)
+    return found
 
 
 def record_name(name: str) -> str:

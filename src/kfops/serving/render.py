@@ -107,6 +107,19 @@ class Release:
         )
 
 
+class Manifest(dict[str, Any]):
+    """An object to apply, and where in the config file its parts were written, for
+    messages (never sent to the cluster): ``marks`` maps a field path such as
+    ``.spec.predictor.logger`` to ``LINE:COLUMN``."""
+
+    def __init__(self, obj: dict[str, Any], marks: dict[str, str]) -> None:
+        super().__init__(obj)
+        self.marks = marks
+
+
+LOGGER = ".spec.predictor.logger"
+
+
 def predictor(serving: Serving, model_uri: str) -> dict[str, Any]:
     """The ``spec.predictor`` that serves ``model_uri`` as ``serving:`` says."""
     model: dict[str, Any] = {"modelFormat": {"name": serving.format}, "storageUri": model_uri}
@@ -125,6 +138,10 @@ def predictor(serving: Serving, model_uri: str) -> dict[str, Any]:
             amounts["nvidia.com/gpu"] = str(resources.gpu)
         model["resources"] = {"requests": dict(amounts), "limits": dict(amounts)}
     spec: dict[str, Any] = {"model": model}
+    if serving.logger is not None:
+        # Only when asked: a logger kfops leaves out is one server-side apply never
+        # touches, so one that someone else added survives every deploy.
+        spec["logger"] = {"mode": serving.logger.mode, "url": serving.logger.url}
     if serving.min_replicas is not None:
         spec["minReplicas"] = serving.min_replicas
     if serving.max_replicas is not None:
@@ -170,17 +187,23 @@ def render(
             "canary": [{"trafficPercent": canary_percent, "predictor": new}],
         }
         annotations[STAGE] = "canary"
-    return {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "metadata": {
-            "name": serving.name,
-            "namespace": namespace,
-            "labels": {MANAGED_BY: FIELD_MANAGER, PROJECT: project},
-            "annotations": annotations,
+    marks = {}
+    if serving.logger is not None:
+        marks[LOGGER] = f"{serving.logger.mark.line}:{serving.logger.mark.column}"
+    return Manifest(
+        {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "metadata": {
+                "name": serving.name,
+                "namespace": namespace,
+                "labels": {MANAGED_BY: FIELD_MANAGER, PROJECT: project},
+                "annotations": annotations,
+            },
+            "spec": spec,
         },
-        "spec": spec,
-    }
+        marks,
+    )
 
 
 def managed_by_kfops(obj: dict[str, Any], project: str) -> bool:
