@@ -447,6 +447,12 @@ def test_standard_mode_compares_the_canary_service_with_the_stable_one(
         f" {services['canary']} (a Standard-mode canary is reached at its own"
         " Service, from inside the cluster only)" in failed.value.outcome.error
     )
+    # then what the canary's own probes and gates found, as kfops probe would report them
+    assert "; canary probe setosa: " in failed.value.outcome.error
+    assert (
+        "; canary error_rate: 3 of 3 requests failed (100.0%); above the gate 0.0%"
+        in failed.value.outcome.error
+    )
 
 
 class _Status:
