@@ -12,7 +12,15 @@ reads every timeline back).
 Revisions are numbered as Knative would: a change of ``spec.predictor`` other than
 ``canaryTrafficPercent`` makes a new one; with ``canaryTrafficPercent`` set, the newest
 revision gets that share of the traffic (tag ``latest``) and the last fully rolled-out
-one the rest (tag ``prev``).
+one the rest (tag ``prev``). With tag routing, KServe writes each tag's own URL into its
+traffic target (``latest-NAME-predictor...``, ``prev-NAME-predictor...``), beside the
+route's ``status.url`` that splits the traffic: here ``canary_url``, ``stable_url`` and
+``url`` of the timeline, each a real model server.
+
+In Standard mode a canary (``spec.canary``, KServe 0.20) runs as a Deployment and Service
+of its own, ``NAME-CANARY-predictor`` (``CANARY`` is its ``predictor.name``), beside the
+stable ``NAME-predictor``; the status names it in ``canaryStatuses`` but gives it no URL
+(KServe's ``CanaryStatus`` has none).
 
     with KServeController(api_client, namespace, Timeline.ready_at_once(url=url)) as ctl:
         ...create the InferenceService...
@@ -55,6 +63,7 @@ class Timeline:
     steps: tuple[Step, ...]
     url: str | None = None  # status.url, address.url, components.predictor.url
     canary_url: str | None = None  # the `latest` traffic target's url in a canary split
+    stable_url: str | None = None  # the `prev` traffic target's url (default: url)
     split_at_first: bool = False  # first seen with a canary: pretend an earlier revision
     failure_reason: str = "ModelLoadFailed"
     failure_message: str = ""
@@ -84,10 +93,18 @@ class Timeline:
         return cls(steps, failure_reason=reason, failure_message=message)
 
     @classmethod
-    def canary(cls, *, url: str, canary_url: str | None = None) -> Timeline:
+    def canary(
+        cls, *, url: str, canary_url: str | None = None, stable_url: str | None = None
+    ) -> Timeline:
         """Ready at once; an InferenceService first seen with ``canaryTrafficPercent``
         gets two revisions sharing the traffic, as if an earlier one had been rolled out."""
-        return cls((Step(0.0, "ready"),), url=url, canary_url=canary_url, split_at_first=True)
+        return cls(
+            (Step(0.0, "ready"),),
+            url=url,
+            canary_url=canary_url,
+            stable_url=stable_url,
+            split_at_first=True,
+        )
 
 
 @dataclass(frozen=True)
@@ -426,7 +443,9 @@ def _standard_status(tracked: _Tracked, timeline: Timeline, phase: Phase) -> dic
     if canaries:
         status["canaryStatuses"] = [
             {
-                "name": f"canary-{index}",
+                # KServe's webhook requires the canary's predictor.name; none runs here,
+                # so an unnamed one gets a made-up name.
+                "name": (item.get("predictor") or {}).get("name") or f"canary-{index}",
                 "ready": phase == "ready",
                 "trafficPercent": int(item.get("trafficPercent") or 0),
                 "modelStatus": _failed(timeline) if phase == "failed" else loaded,
@@ -478,7 +497,7 @@ def _traffic(
                 "percent": 100 - int(percent),
                 "latestRevision": False,
                 "tag": "prev",
-                "url": timeline.url or "",
+                "url": timeline.stable_url or timeline.url or "",
             },
         ]
         return fields, previous

@@ -1,10 +1,12 @@
 """Real KServe model servers for iris on loopback (``tests/data/serving/model_server.py``):
-``good`` answers correctly, ``wrong`` loads fine but answers wrongly. The fake KServe
+``good`` answers correctly, ``wrong`` loads fine but answers wrongly (the ``servers``
+fixture); ``slow`` answers correctly 150 ms later (seeded; ``serving("slow")``). The fake KServe
 controller (``tests/kserve_controller.py``) writes their URLs into InferenceService
 statuses, so a release is probed and smoke-tested against a real model server."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
@@ -24,11 +26,11 @@ def free_port() -> int:
         return port
 
 
-@pytest.fixture(scope="module")
-def servers() -> Iterator[dict[str, str]]:
-    """Real KServe model servers for iris: ``good`` and ``wrong``, by URL."""
+@contextlib.contextmanager
+def serving(*behaviours: str) -> Iterator[dict[str, str]]:
+    """Real KServe model servers for iris, one per behaviour, by URL; stopped on exit."""
     started: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
-    for behaviour in ("good", "wrong"):
+    for behaviour in behaviours:
         port = free_port()
         process = subprocess.Popen(
             [sys.executable, str(SERVER), "--port", str(port), "--behaviour", behaviour],
@@ -39,8 +41,10 @@ def servers() -> Iterator[dict[str, str]]:
     try:
         import httpx
 
+        # Started together, they share the start-up time; on a busy 2-core machine,
+        # importing kserve and training the forest took up to a minute.
+        deadline = time.monotonic() + 120
         for _, url in started.values():
-            deadline = time.monotonic() + 60
             while True:
                 try:
                     if httpx.get(f"{url}/v2/models/iris/ready", timeout=1).status_code == 200:
@@ -55,3 +59,10 @@ def servers() -> Iterator[dict[str, str]]:
         for process, _ in started.values():
             process.terminate()
             process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[dict[str, str]]:
+    """Real KServe model servers for iris: ``good`` and ``wrong``, by URL."""
+    with serving("good", "wrong") as found:
+        yield found

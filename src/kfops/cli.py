@@ -1018,6 +1018,13 @@ def _monitoring(project: Any, section: str = "") -> Any:
 @click.argument("path", type=_PATH, default=".")
 @_served_model_options
 @_request_options
+@click.option(
+    "--compare-with",
+    "compare_with",
+    metavar="URL",
+    help="Also send the probes to the model at URL (the stable one) and check"
+    " monitoring.gates.canary: latency ratio, agreement, metric deltas.",
+)
 def probe(
     path: Path,
     local: bool,
@@ -1028,6 +1035,7 @@ def probe(
     model_name: str | None,
     protocol: str | None,
     timeout: float,
+    compare_with: str | None,
 ) -> None:
     """Send the probes of monitoring.probes to a served model once; check the gates.
 
@@ -1035,6 +1043,10 @@ def probe(
     labelled probe set is scored (accuracy, f1, mae, ...) against its thresholds;
     then monitoring.gates: error_rate, latency_p95 and availability over the run.
     Give one of --local, --url URL or --env NAME.
+
+    With --compare-with URL, the model given is the canary and URL the stable model:
+    both get the probes, one probe to each in turn, and the canary must also meet
+    monitoring.gates.canary (as `kfops deploy` checks a canary).
 
     \b
     Exit codes: 0 every probe and gate passed, 1 one failed (or an error),
@@ -1050,9 +1062,30 @@ def probe(
     serving = project.serving
     name = model_name or (serving.name if serving else project.name)
     chosen_protocol = protocol or (serving.protocol if serving else "v1")
-    result = probes.run(monitoring, base, name, chosen_protocol, timeout=timeout)
+    analysis = None
+    if compare_with is not None:
+        try:
+            probes.comparable(monitoring)
+        except KfopsError as exc:
+            raise KfopsError(exc.message, exc.hint, exit_code=EXIT_USAGE) from None
+        analysis = probes.compare(
+            monitoring, base, compare_with, name, chosen_protocol, timeout=timeout
+        )
+        result = analysis.canary
+    else:
+        result = probes.run(monitoring, base, name, chosen_protocol, timeout=timeout)
+    passed = result.passed if analysis is None else analysis.passed
     if output_format == "json":
-        click.echo(json.dumps(result.to_json(), indent=2, sort_keys=True))
+        document = result.to_json()
+        if analysis is not None:
+            document["passed"] = passed
+            document["comparison"] = {
+                "stable_url": analysis.stable.url,
+                "passed": all(c.passed for c in analysis.comparisons),
+                "comparisons": [c.to_json() for c in analysis.comparisons],
+                "stable": analysis.stable.to_json(),
+            }
+        click.echo(json.dumps(document, indent=2, sort_keys=True))
     else:
         from rich.console import Console
         from rich.table import Table
@@ -1067,14 +1100,20 @@ def probe(
         for gate in result.gates:
             verdict = "[green]pass[/]" if gate.passed else "[red]FAIL[/]"
             table.add_row(gate.name, "gate", verdict, gate.detail)
+        for comparison in analysis.comparisons if analysis is not None else ():
+            verdict = "[green]pass[/]" if comparison.passed else "[red]FAIL[/]"
+            table.add_row(probes.label(comparison), "compare", verdict, comparison.detail)
         console.print(table)
         failed = sum(not r.passed for r in result.results) + sum(not g.passed for g in result.gates)
+        if analysis is not None:
+            failed += sum(not c.passed for c in analysis.comparisons)
+        against = f" against {analysis.stable.url}" if analysis is not None else ""
         console.print(
-            f"{name} at {result.url} ({chosen_protocol}): "
+            f"{name} at {result.url} ({chosen_protocol}){against}: "
             + ("all probes and gates passed" if not failed else f"{failed} failed"),
             soft_wrap=True,
         )
-    if not result.passed:
+    if not passed:
         sys.exit(EXIT_FAILED)
 
 

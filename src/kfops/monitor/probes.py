@@ -3,23 +3,42 @@ their expectations checked, and the gates of ``monitoring.gates`` over the run.
 
 Requests go through the data plane client of ``kfops predict`` (the same bodies, URLs
 and answer parsing) on one kept-alive connection; expectations are the smoke test's.
+
+``compare`` sends the same probes to a canary and to the stable model, one probe to each
+in turn (so that a slow spell of a shared machine falls on both), and checks
+``monitoring.gates.canary``: the latency ratio, the prediction agreement and, per probe
+set, how much worse the canary's metrics are. The probes go ``ROUNDS`` times; the latency
+ratio takes each probe's median over the rounds, so one stalled request does not make a
+model look slow, while a model slower at every request still is. Agreement, metrics and
+the ordinary gates are those of the first round, as ``kfops probe`` would see them.
+``kfops deploy`` runs it after the smoke test; ``kfops probe --compare-with URL`` runs it
+between any two served models.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from kfops.errors import KfopsError, display_path
-from kfops.project.model import Bound, Gates, Monitoring, ProbeRequest, ProbeSet
+from kfops.project.model import Bound, CanaryGates, Gates, Monitoring, ProbeRequest, ProbeSet
 from kfops.serving import predict, smoke
 
 BATCH = 100  # rows of a labelled set sent in one request
 METRICS = ("accuracy", "f1", "precision", "recall", "mae", "rmse")
+LOWER_IS_BETTER = ("mae", "rmse")
+AGREEMENT_TOLERANCE = 1e-6  # relative, for numbers
+# A p95 below this counts as this in the latency ratio: a loopback or in-cluster answer of
+# a few milliseconds varies by more than 1.5x from one run to the next on a busy machine,
+# which says nothing about the model.
+LATENCY_FLOOR_MS = 10.0
+ROUNDS = 5  # of the probes, in a comparison
 
 
 @dataclass(frozen=True)
@@ -40,6 +59,9 @@ class ProbeResult:
     detail: str
     exchanges: tuple[Exchange, ...] = ()
     metrics: tuple[tuple[str, float], ...] = ()
+    # A set's predictions, one per labelled input, and the labels (for comparisons).
+    predictions: tuple[Any, ...] = ()
+    labels: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -117,8 +139,22 @@ def run(
     Raises:
         KfopsError: there are no probes, or a probe's file cannot be read.
     """
-    import httpx
+    return _runs(monitoring, (base_url,), model_name, protocol, timeout=timeout)[0]
 
+
+def prepare(monitoring: Monitoring, protocol: str, model_name: str) -> None:
+    """Read every probe file, as a run would: a broken one is an error before anything
+    is sent (``kfops deploy`` calls this before it applies anything).
+
+    Raises:
+        KfopsError: there are no probes, or a probe's file cannot be read.
+    """
+    _prepared(monitoring, protocol, model_name)
+
+
+def _prepared(
+    monitoring: Monitoring, protocol: str, model_name: str
+) -> tuple[dict[str, dict[str, Any]], dict[str, list[tuple[Any, Any]]]]:
     if not monitoring.requests and not monitoring.sets:
         raise KfopsError(
             "monitoring has no probes to send",
@@ -127,16 +163,68 @@ def run(
     # Read every file first: a broken probe file is the user's to fix, not a failed probe.
     bodies = {r.name: _body(r, protocol, model_name) for r in monitoring.requests}
     labelled = {s.name: _labelled(s) for s in monitoring.sets}
-    url = predict.endpoint(base_url, model_name, protocol)
-    results: list[ProbeResult] = []
-    # One client for the run: one connection kept alive, one TLS context (tens of ms).
-    with httpx.Client(timeout=timeout) as client:
-        is_ready = _ready(client, base_url, model_name, protocol)
-        for request in monitoring.requests:
-            exchange = _send(client, url, bodies[request.name], protocol, request.status)
-            results.append(_check_request(request, exchange))
-        for probe_set in monitoring.sets:
-            results.append(_check_set(client, url, protocol, model_name, probe_set, labelled))
+    return bodies, labelled
+
+
+def _runs(
+    monitoring: Monitoring,
+    base_urls: Sequence[str],
+    model_name: str,
+    protocol: str,
+    *,
+    timeout: float,
+    shift: int = 0,
+) -> list[ProbeRun]:
+    """Every probe sent to each of ``base_urls``, one probe to each in turn.
+
+    Which model goes first turns with each probe (and with ``shift``): a server answers
+    its first request after a pause more slowly than the next one, which would otherwise
+    always favour the same model."""
+    import httpx
+
+    bodies, labelled = _prepared(monitoring, protocol, model_name)
+    urls = [predict.endpoint(base, model_name, protocol) for base in base_urls]
+    results: list[list[ProbeResult]] = [[] for _ in base_urls]
+    with contextlib.ExitStack() as stack:
+        # One client per model: one connection kept alive, one TLS context (tens of ms).
+        clients = [stack.enter_context(httpx.Client(timeout=timeout)) for _ in base_urls]
+        ready = [
+            _ready(client, base, model_name, protocol)
+            for client, base in zip(clients, base_urls, strict=True)
+        ]
+        for turn, request in enumerate(monitoring.requests):
+            for index in _order(len(clients), turn + shift):
+                exchange = _send(
+                    clients[index], urls[index], bodies[request.name], protocol, request.status
+                )
+                results[index].append(_check_request(request, exchange))
+        for turn, probe_set in enumerate(monitoring.sets, start=len(monitoring.requests)):
+            for index in _order(len(clients), turn + shift):
+                results[index].append(
+                    _check_set(
+                        clients[index], urls[index], protocol, model_name, probe_set, labelled
+                    )
+                )
+    return [
+        _summary(monitoring.gates, base, model_name, protocol, is_ready, found)
+        for base, is_ready, found in zip(base_urls, ready, results, strict=True)
+    ]
+
+
+def _order(count: int, turn: int) -> list[int]:
+    """0..count-1, rotated by ``turn``."""
+    start = turn % count
+    return [*range(start, count), *range(start)]
+
+
+def _summary(
+    gates: Gates | None,
+    base_url: str,
+    model_name: str,
+    protocol: str,
+    is_ready: bool,
+    results: list[ProbeResult],
+) -> ProbeRun:
     exchanges = [e for r in results for e in r.exchanges]
     errors = sum(1 for e in exchanges if e.error is not None)
     answered = sum(1 for e in exchanges if e.status is not None and e.status < 500)
@@ -144,14 +232,13 @@ def run(
     latencies = [e.latency_ms for e in exchanges if e.status is not None]
     p95 = percentile(latencies, 95) if latencies else None
     availability = (int(is_ready) + answered) / (1 + len(exchanges))
-    gates = _gates(monitoring.gates, error_rate, errors, len(exchanges), p95, availability)
     return ProbeRun(
         url=base_url,
         model=model_name,
         protocol=protocol,
         ready=is_ready,
         results=tuple(results),
-        gates=gates,
+        gates=_gates(gates, error_rate, errors, len(exchanges), p95, availability),
         error_rate=error_rate,
         latency_p95_ms=p95,
         availability=availability,
@@ -312,7 +399,14 @@ def _check_set(
     missed = [f for f in failures if f]
     detail = "; ".join(missed) if missed else f"ok: {shown} over {len(labels)} inputs"
     return ProbeResult(
-        probe_set.name, "set", not missed, detail, tuple(exchanges), tuple(values.items())
+        probe_set.name,
+        "set",
+        not missed,
+        detail,
+        tuple(exchanges),
+        tuple(values.items()),
+        tuple(_unwrap(p) for p in predictions),
+        tuple(labels),
     )
 
 
@@ -414,3 +508,285 @@ def _gates(
             )
         )
     return tuple(out)
+
+
+# -- canary analysis -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One check of ``monitoring.gates.canary``: the canary's value beside the stable
+    model's, what was compared (a ratio, a share, how much worse) and the threshold."""
+
+    name: str  # "latency_ratio" | "agreement" | "metric_delta"
+    canary: float | None
+    stable: float | None
+    value: float | None  # None: nothing to compare (the check fails)
+    threshold: float
+    passed: bool
+    detail: str
+    metric: str = ""  # metric_delta: which metric
+    probe: str = ""  # metric_delta: of which probe set
+
+    def to_json(self) -> dict[str, Any]:
+        found: dict[str, Any] = {
+            "name": self.name,
+            "canary": _rounded(self.canary),
+            "stable": _rounded(self.stable),
+            "value": _rounded(self.value),
+            "threshold": self.threshold,
+            "passed": self.passed,
+            "detail": self.detail,
+        }
+        if self.metric:
+            found["metric"] = self.metric
+            found["probe"] = self.probe
+        return found
+
+
+@dataclass(frozen=True)
+class CanaryAnalysis:
+    """The probes sent to a canary and to the stable model, and how they compare."""
+
+    canary: ProbeRun
+    stable: ProbeRun
+    comparisons: tuple[Comparison, ...]
+    rounds: int = 1
+
+    @property
+    def passed(self) -> bool:
+        # The canary must pass what `kfops probe` checks (its probes and the ordinary
+        # gates) and every comparison; the stable model's own verdict does not count.
+        return self.canary.passed and all(c.passed for c in self.comparisons)
+
+    def failures(self) -> list[str]:
+        """What failed, a sentence each: the canary's probes and gates, then comparisons."""
+        found = [f"canary probe {r.name}: {r.detail}" for r in self.canary.results if not r.passed]
+        found += [f"canary {g.name}: {g.detail}" for g in self.canary.gates if not g.passed]
+        found += [f"{label(c)}: {c.detail}" for c in self.comparisons if not c.passed]
+        return found
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "canary_url": self.canary.url,
+            "stable_url": self.stable.url,
+            "comparisons": [c.to_json() for c in self.comparisons],
+            "rounds": self.rounds,
+            "canary": self.canary.to_json(),
+            "stable": self.stable.to_json(),
+        }
+
+
+def label(comparison: Comparison) -> str:
+    if comparison.metric:
+        return f"metric_delta {comparison.metric} ({comparison.probe})"
+    return comparison.name
+
+
+def _rounded(value: float | None) -> float | None:
+    if value is None or math.isinf(value):
+        return None
+    return round(value, 6)
+
+
+def comparable(monitoring: Monitoring) -> CanaryGates:
+    """``monitoring.gates.canary``, checked against the probes it needs.
+
+    Raises:
+        KfopsError: there is no ``gates.canary``, no probe, or a ``metric_delta`` without
+            a labelled probe set to score.
+    """
+    gates = monitoring.gates.canary if monitoring.gates is not None else None
+    if gates is None:
+        raise KfopsError(
+            "monitoring.gates has no `canary:`, so there is nothing to compare",
+            "add `monitoring: {gates: {canary: {latency_ratio: 1.5, agreement: 0.95}}}`",
+        )
+    if not monitoring.requests and not monitoring.sets:
+        raise KfopsError(
+            f"monitoring.gates.canary (line {gates.mark.line}) compares the answers to"
+            " probes, and monitoring has none",
+            "add `monitoring: {probes: {requests: [{name: ..., rows: [[...]]}]}}`",
+        )
+    if gates.metric_delta and not monitoring.sets:
+        raise KfopsError(
+            f"monitoring.gates.canary.metric_delta (line {gates.mark.line}) compares the"
+            " metrics of labelled probe sets, and monitoring.probes has no `sets:`",
+            "add `sets: [{name: holdout, file: probes/holdout.jsonl, metrics: {accuracy:"
+            " {min: 0.9}}}]` under monitoring.probes, or remove `metric_delta`",
+        )
+    return gates
+
+
+def compare(
+    monitoring: Monitoring,
+    canary_url: str,
+    stable_url: str,
+    model_name: str,
+    protocol: str,
+    *,
+    timeout: float = 30.0,
+    rounds: int = ROUNDS,
+) -> CanaryAnalysis:
+    """Send every probe to the canary and to the stable model, one probe to each in turn,
+    ``rounds`` times, and check ``monitoring.gates.canary``.
+
+    Raises:
+        KfopsError: see ``comparable``; or a probe's file cannot be read.
+    """
+    gates = comparable(monitoring)
+    runs = [
+        _runs(
+            monitoring,
+            (canary_url, stable_url),
+            model_name,
+            protocol,
+            timeout=timeout,
+            shift=number,
+        )
+        for number in range(rounds)
+    ]
+    canary, stable = runs[0]
+    latency = (steady_p95([r[0] for r in runs]), steady_p95([r[1] for r in runs]))
+    found = comparisons(gates, canary, stable, latency=latency, rounds=rounds)
+    return CanaryAnalysis(canary, stable, found, rounds)
+
+
+def steady_p95(runs: Sequence[ProbeRun]) -> float | None:
+    """The p95 over the requests of a run of each request's median latency across
+    ``runs`` (rounds of the same probes); None when none answered."""
+    columns: list[list[float]] = []
+    for run in runs:
+        for index, exchange in enumerate(e for r in run.results for e in r.exchanges):
+            if index == len(columns):
+                columns.append([])
+            if exchange.status is not None:
+                columns[index].append(exchange.latency_ms)
+    medians = [statistics.median(column) for column in columns if column]
+    return percentile(medians, 95) if medians else None
+
+
+def comparisons(
+    gates: CanaryGates,
+    canary: ProbeRun,
+    stable: ProbeRun,
+    *,
+    latency: tuple[float | None, float | None] | None = None,
+    rounds: int = 1,
+) -> tuple[Comparison, ...]:
+    """The checks of ``gates`` between two probe runs of the same probes; ``latency``:
+    the p95s to compare (default: the runs' own), over ``rounds``."""
+    found = []
+    if gates.latency_ratio is not None:
+        c, s = latency or (canary.latency_p95_ms, stable.latency_p95_ms)
+        found.append(_latency_ratio(gates.latency_ratio, c, s, rounds))
+    if gates.agreement is not None:
+        agreeing, total = agreement(canary, stable)
+        share = agreeing / total if total else None
+        if share is None:
+            detail = "no prediction to compare: neither a probe answered on both"
+            passed = False
+        else:
+            passed = share >= gates.agreement
+            detail = (
+                f"{agreeing} of {total} predictions agree ({share:.1%});"
+                f" {'at least' if passed else 'below'} the gate {gates.agreement:.1%}"
+            )
+        found.append(Comparison("agreement", None, None, share, gates.agreement, passed, detail))
+    for name, limit in gates.metric_delta:
+        for canary_set, stable_set in _pairs(canary, stable, "set"):
+            found.append(_metric_delta(name, limit, canary_set, stable_set))
+    return tuple(found)
+
+
+def _latency_ratio(limit: float, c: float | None, s: float | None, rounds: int) -> Comparison:
+    if c is None or s is None:
+        which = "the canary" if c is None else "the stable model"
+        detail = f"no request answered on {which}: no latency to compare"
+        return Comparison("latency_ratio", c, s, None, limit, False, detail)
+    ratio = max(c, LATENCY_FLOOR_MS) / max(s, LATENCY_FLOOR_MS)
+    passed = ratio <= limit
+    floor = (
+        f" (a p95 under {LATENCY_FLOOR_MS:g} ms counts as {LATENCY_FLOOR_MS:g} ms)"
+        if min(c, s) < LATENCY_FLOOR_MS
+        else ""
+    )
+    how = f" (each request's median of {rounds} rounds)" if rounds > 1 else ""
+    detail = (
+        f"p95{how} {c:.1f} ms on the canary, {s:.1f} ms on the stable model:"
+        f" {ratio:.2f}x{floor};"
+        f" {'within' if passed else 'above'} the gate {limit:g}x"
+    )
+    return Comparison("latency_ratio", c, s, ratio, limit, passed, detail)
+
+
+def _metric_delta(name: str, limit: float, canary: ProbeResult, stable: ProbeResult) -> Comparison:
+    scored = [
+        metric(name, list(r.predictions), list(r.labels))
+        if r.predictions and len(r.predictions) == len(r.labels)
+        else None
+        for r in (canary, stable)
+    ]
+    c, s = scored
+    if c is None or s is None:
+        which = "the canary" if c is None else "the stable model"
+        why = (canary if c is None else stable).detail
+        detail = f"no {name} for {which}: its answers to the set are missing ({why})"
+        return Comparison("metric_delta", c, s, None, limit, False, detail, name, canary.name)
+    # How much worse the canary is: positive when worse, negative when better.
+    worse = (c - s) if name in LOWER_IS_BETTER else (s - c)
+    passed = worse <= limit + 1e-12  # 0.95 - 0.93 is 0.020000000000000018
+    how = f"worse by {worse:.3f}" if worse > 0 else f"better by {-worse:.3f}" if worse else "equal"
+    detail = (
+        f"{name} {c:.3f} on the canary, {s:.3f} on the stable model: {how};"
+        f" {'within' if passed else 'more than'} the {limit:g} allowed"
+    )
+    return Comparison("metric_delta", c, s, worse, limit, passed, detail, name, canary.name)
+
+
+def _pairs(canary: ProbeRun, stable: ProbeRun, kind: str) -> list[tuple[ProbeResult, ProbeResult]]:
+    theirs = {r.name: r for r in stable.results if r.kind == kind}
+    return [(r, theirs[r.name]) for r in canary.results if r.kind == kind and r.name in theirs]
+
+
+def agreement(canary: ProbeRun, stable: ProbeRun) -> tuple[int, int]:
+    """(agreeing, compared): the predictions of every probe both models answered, side by
+    side. A probe one of them failed is left out (the error rate counts it); a different
+    number of predictions counts the extra ones as disagreeing."""
+    agreeing = total = 0
+    for kind in ("request", "set"):
+        for mine, theirs in _pairs(canary, stable, kind):
+            for a, b in zip(mine.exchanges, theirs.exchanges, strict=False):
+                if (
+                    a.error is not None
+                    or b.error is not None
+                    or not (a.predictions or b.predictions)
+                ):
+                    continue
+                total += max(len(a.predictions), len(b.predictions))
+                agreeing += sum(
+                    same_prediction(x, y)
+                    for x, y in zip(a.predictions, b.predictions, strict=False)
+                )
+    return agreeing, total
+
+
+def same_prediction(a: Any, b: Any) -> bool:
+    """Whether two predictions agree: classes (integers, strings) exactly, numbers within
+    ``AGREEMENT_TOLERANCE`` relative, lists and objects element by element."""
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same_prediction(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_prediction(a[k], b[k]) for k in a)
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b  # True is not the class 1
+    if _numeric(a) and _numeric(b):
+        if isinstance(a, int) and isinstance(b, int):
+            return a == b
+        return a == b or math.isclose(a, b, rel_tol=AGREEMENT_TOLERANCE, abs_tol=0.0)
+    return bool(a == b)
+
+
+def _numeric(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

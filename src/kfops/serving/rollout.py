@@ -4,9 +4,10 @@ A deploy goes: check what is serving (kfops never takes over an InferenceService
 create), gate the new model's metrics against the serving model's, render the
 InferenceService, check it with a server-side dry run (a canary the cluster would ignore is
 an error before anything changes), record the release, apply it, wait until the cluster
-says it is ready *and* it answers, smoke-test it, then promote it (or stop for a manual
-promotion). Any failure after the apply returns the InferenceService to the previous spec,
-which the release record keeps, and says so.
+says it is ready *and* it answers, smoke-test it, compare the canary with the stable
+model when ``monitoring.gates.canary`` asks (the probes of ``kfops probe``, sent to both),
+then promote it (or stop for a manual promotion). Any failure after the apply returns the
+InferenceService to the previous spec, which the release record keeps, and says so.
 """
 
 from __future__ import annotations
@@ -16,15 +17,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
 from kfops.errors import KfopsError
-from kfops.project.model import Environment, Project, Serving
+from kfops.project.model import CanaryGates, Environment, Project, Serving
 from kfops.serving import render, smoke
 from kfops.serving.kube import Conflict, Kube, Rejected
 from kfops.serving.render import KNATIVE, STANDARD, Release
+
+if TYPE_CHECKING:
+    from kfops.monitor.probes import CanaryAnalysis
 
 KEEP_RELEASES = 20
 # Which mlops.yaml key a rejected field of the InferenceService comes from.
@@ -63,6 +67,8 @@ class Outcome:
     previous: Release | None = None
     steps: list[Step] = field(default_factory=list)
     smoke: list[smoke.Outcome] = field(default_factory=list)
+    analysis: CanaryAnalysis | None = None  # the canary compared with the stable model
+    analysis_skipped: str = ""  # why comparisons were skipped
     error: str = ""
 
     @property
@@ -81,8 +87,16 @@ class Outcome:
             "previous": _release_json(self.previous),
             "steps": [s.__dict__ for s in self.steps],
             "smoke": [{"name": o.name, "passed": o.passed, "detail": o.detail} for o in self.smoke],
+            "canary_analysis": self._analysis_json(),
             "error": self.error,
         }
+
+    def _analysis_json(self) -> dict[str, Any] | None:
+        if self.analysis is not None:
+            return {"skipped": "", **self.analysis.to_json()}
+        if self.analysis_skipped:
+            return {"skipped": self.analysis_skipped, "passed": None, "comparisons": []}
+        return None
 
 
 def _release_json(release: Release | None) -> dict[str, Any] | None:
@@ -112,6 +126,7 @@ class ServingPlan:
     canary: int | None = None
     changes: list[tuple[str, Any, Any]] = field(default_factory=list)  # (path, old, new)
     note: str = ""
+    analysis: str = ""  # what canary analysis the deploy will do
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -124,6 +139,7 @@ class ServingPlan:
             "canary_percent": self.canary,
             "changes": [{"path": p, "from": old, "to": new} for p, old, new in self.changes],
             "note": self.note,
+            "canary_analysis": self.analysis,
         }
 
     def lines(self) -> list[str]:
@@ -136,6 +152,8 @@ class ServingPlan:
         rows += [f"{path}: {_shown(old)} -> {_shown(new)}" for path, old, new in self.changes]
         if self.note:
             rows.append(f"note: {self.note}")
+        if self.analysis and self.action in ("create", "update"):
+            rows.append(f"canary analysis: {self.analysis}")
         return rows
 
 
@@ -193,6 +211,8 @@ class Rollout:
     poll_seconds: float = 2.0
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
+    # Where a Kubernetes Service answers (Standard mode's canary and stable predictors).
+    service_url: Callable[[str, str], str] = field(default=lambda n, ns: _cluster_url(n, ns))
     outcome: Outcome = field(init=False)
 
     def __post_init__(self) -> None:
@@ -279,6 +299,7 @@ class Rollout:
         kept = self._dry_run(obj, force=force, canary_field=canary is not None)
         if canary is not None and mode == STANDARD and not kept.get("spec", {}).get("canary"):
             self._no_spec_canary()
+        gates = self._analysis_gates(canary, serving_now, announce=dry_run)
         if dry_run:
             outcome.stage = "planned"
             self._step("dry run", True, "the API server accepts the InferenceService")
@@ -296,6 +317,8 @@ class Rollout:
             target = self._target_url(canary=canary is not None)
             self._probe(target)
             self._smoke(target)
+            if gates is not None and serving_now is not None:
+                self._analyse(serving_now, mode)
         except _NotReleased as exc:
             return self._roll_back(serving_now, str(exc), force=force)
         if canary is not None and self.serving.canary and self.serving.canary.promote == "manual":
@@ -401,6 +424,14 @@ class Rollout:
             kept = obj  # no URI to check with the server yet
         planned.action = "create" if live is None else "update"
         planned.changes = _differences(live, kept)
+        gates = self._canary_gates()
+        if gates is not None:
+            planned.analysis = (
+                f"after the smoke test, the probes go to the canary and to release"
+                f" {serving_now.name}; the canary must meet {_thresholds(gates)}"
+                if canary is not None and serving_now is not None
+                else "skipped: " + self._why_no_comparison(serving_now)
+            )
         return planned
 
     # -- rollback -------------------------------------------------------------------------
@@ -506,6 +537,132 @@ class Rollout:
                 "the serving model is unchanged; improve the model, or change `serving.gate`"
                 " in mlops.yaml (a reviewed change)",
             )
+
+    def _canary_gates(self) -> CanaryGates | None:
+        monitoring = self.project.monitoring
+        return monitoring.gates.canary if monitoring and monitoring.gates else None
+
+    def _why_no_comparison(self, serving_now: Release | None) -> str:
+        if serving_now is None:
+            return "first release here: there is no stable model to compare the new one with"
+        return (
+            "there is no canary (`serving.canary.percent` is not set): the new model takes"
+            " all traffic at once, with no stable model beside it to compare with"
+        )
+
+    def _analysis_gates(
+        self, canary: int | None, serving_now: Release | None, *, announce: bool
+    ) -> CanaryGates | None:
+        """``monitoring.gates.canary`` when this deploy will compare the canary with the
+        stable model, its probes checked now (before anything changes); None otherwise,
+        with a line saying why the comparisons are skipped."""
+        gates = self._canary_gates()
+        if gates is None:
+            return None
+        monitoring = self.project.monitoring
+        assert monitoring is not None
+        if canary is None or serving_now is None:
+            why = self._why_no_comparison(serving_now)
+            self.outcome.analysis_skipped = why
+            self._step("canary analysis", True, f"comparisons skipped: {why}")
+            return None
+        target = self.environment.kubernetes
+        assert target is not None
+        if target.url:
+            self._fail_before(
+                f"environments.{self.environment.name}.kubernetes.url ({target.url}) is one"
+                " address for the canary and the stable model alike, so"
+                f" monitoring.gates.canary ({self.project.shown}:{gates.mark.line}) cannot"
+                " compare them",
+                "remove `kubernetes.url` (kfops then finds each model's own address in the"
+                " InferenceService's status), or remove `monitoring.gates.canary`",
+            )
+        from kfops.monitor import probes
+
+        try:
+            probes.comparable(monitoring)
+            probes.prepare(monitoring, self.serving.protocol, self.serving.name)
+        except KfopsError as exc:
+            self._fail_before(exc.message, exc.hint or "fix mlops.yaml")
+        if announce:
+            count = len(monitoring.requests) + len(monitoring.sets)
+            self._step(
+                "canary analysis",
+                True,
+                f"will run after the smoke test: {count} probe{'s' * (count != 1)} to the"
+                f" canary and to release {serving_now.name}; the canary must meet"
+                f" {_thresholds(gates)}",
+            )
+        return gates
+
+    def _analyse(self, stable: Release, mode: str) -> None:
+        """Compare the canary with the stable model (``monitoring.gates.canary``)."""
+        from kfops.monitor import probes
+
+        monitoring = self.project.monitoring
+        assert monitoring is not None
+        started = self.clock()
+        canary_url, stable_url = self._addresses(mode)
+        analysis = probes.compare(
+            monitoring, canary_url, stable_url, self.serving.name, self.serving.protocol
+        )
+        self.outcome.analysis = analysis
+        for gate in analysis.canary.gates:
+            self._step(f"canary {gate.name}", gate.passed, gate.detail)
+        for comparison in analysis.comparisons:
+            self._step(f"canary {probes.label(comparison)}", comparison.passed, comparison.detail)
+        failures = analysis.failures()
+        if not analysis.canary.ready:
+            where = (
+                " (a Standard-mode canary is reached at its own Service, from inside the"
+                " cluster only)"
+                if mode == STANDARD
+                else ""
+            )
+            failures.insert(0, f"the canary does not answer at {canary_url}{where}")
+        count = len(analysis.canary.results)
+        detail = (
+            f"{count} probe{'s' * (count != 1)} to the canary ({canary_url}) and to release"
+            f" {stable.name} ({stable_url}): "
+            + ("every comparison passed" if not failures else f"{len(failures)} failed")
+        )
+        self._step("canary analysis", not failures, detail, self.clock() - started)
+        if failures:
+            raise _NotReleased("the canary analysis failed: " + "; ".join(failures))
+
+    def _addresses(self, mode: str) -> tuple[str, str]:
+        """The canary's own address and the stable model's, apart from the route that
+        splits the traffic: in Knative mode the tagged URLs of tag routing (``latest``,
+        ``prev``) in the status; in Standard mode each predictor's own Service."""
+        live = self.kube.get(self.serving.name) or {}
+        status = live.get("status") or {}
+        if mode == STANDARD:
+            names = [str(c.get("name") or "") for c in status.get("canaryStatuses") or []]
+            if not names or not names[0]:
+                raise _NotReleased(
+                    "the InferenceService's status names no canary (canaryStatuses[].name),"
+                    " so the canary's own Service is not known"
+                )
+            own = str(((live.get("spec") or {}).get("predictor") or {}).get("name") or "")
+            name = self.serving.name
+            stable = f"{name}-{own}-predictor" if own else f"{name}-predictor"
+            return (
+                self.service_url(f"{name}-{names[0]}-predictor", self.namespace),
+                self.service_url(stable, self.namespace),
+            )
+        traffic = ((status.get("components") or {}).get("predictor") or {}).get("traffic") or []
+        canary = next((t["url"] for t in traffic if t.get("latestRevision") and t.get("url")), "")
+        stable = next(
+            (t["url"] for t in traffic if not t.get("latestRevision") and t.get("url")), ""
+        )
+        if not canary or not stable:
+            which = "the canary (tag `latest`)" if not canary else "the stable model (tag `prev`)"
+            raise _NotReleased(
+                f"the InferenceService's status has no URL of its own for {which} in"
+                " status.components.predictor.traffic: is tag routing"
+                f" ({render.TAG_ROUTING}) on?"
+            )
+        return str(canary).rstrip("/"), str(stable).rstrip("/")
 
     def _mode(self, live: dict[str, Any] | None) -> str:
         """The deployment mode in force: the InferenceService's own (status, annotation),
@@ -957,6 +1114,21 @@ def _previous_release(records: list[dict[str, Any]], current: Release) -> Releas
                 metrics=dict(entry.get("metrics") or {}),
             )
     return None
+
+
+def _cluster_url(service: str, namespace: str) -> str:
+    """A Service's address inside the cluster (KServe's Services answer on port 80)."""
+    return f"http://{service}.{namespace}.svc.cluster.local"
+
+
+def _thresholds(gates: CanaryGates) -> str:
+    found = []
+    if gates.latency_ratio is not None:
+        found.append(f"latency_ratio at most {gates.latency_ratio:g}x")
+    if gates.agreement is not None:
+        found.append(f"agreement at least {gates.agreement:.1%}")
+    found += [f"{metric} at most {delta:g} worse" for metric, delta in gates.metric_delta]
+    return ", ".join(found) or "the ordinary gates"
 
 
 def _url(live: dict[str, Any] | None, environment: Environment) -> str:
