@@ -419,7 +419,7 @@ def test_standard_mode_compares_the_canary_service_with_the_stable_one(
         assert first.analysis_skipped.startswith("first release here")
         asked: list[str] = []
         passed = _rollout(kube_env, folder, services, asked).deploy(release["2"])
-        assert asked == [f"iris-canary-0-predictor.{namespace}", f"iris-predictor.{namespace}"]
+        assert asked == [f"iris-canary-predictor.{namespace}", f"iris-predictor.{namespace}"]
         assert passed.stage == "promoted"
         assert passed.analysis is not None and passed.analysis.passed
         assert passed.to_json()["canary_analysis"]["canary_url"] == servers["good"]

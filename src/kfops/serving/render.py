@@ -182,6 +182,9 @@ def render(
         assert stable is not None, "a Standard-mode canary needs the serving model"
         # The canary's model is a container spec there, and a container needs its name.
         new["model"] = {"name": "kserve-container", **new["model"]}
+        # KServe's webhook requires a canary's predictor.name ("canary[0] predictor.name
+        # is required"); its Deployment and Service are then NAME-canary-predictor.
+        new = {"name": "canary", **new}
         spec = {
             "predictor": predictor(serving, stable.model_uri),
             "canary": [{"trafficPercent": canary_percent, "predictor": new}],
