@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,11 @@ from tests.docker_env import docker_env  # noqa: F401  (the engine and registrie
 from tests.github_api import github_api  # noqa: F401  (the GitHub API test server fixture)
 from tests.kfp_api import kfp_api  # noqa: F401  (the KFP API test server fixture)
 from tests.kube_env import kube_env  # noqa: F401  (the Kubernetes API server fixture)
+
+# A shell without job control starts a background command (`pytest &`) with SIGINT
+# ignored, and every process it starts inherits that, so the Ctrl-C tests would fail for
+# that reason alone. Start from Python's own handler, as a terminal gives it.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
