@@ -175,6 +175,8 @@ def test_usage_errors(
     assert result.exit_code == code, result.output
     assert message in result.output
     assert "Traceback" not in result.output
+    if code == 2 and "Usage:" in result.output:  # users never type `check`
+        assert "Try 'cli monitor --help' for help." in result.output
 
 
 @pytest.mark.parametrize(

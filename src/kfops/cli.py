@@ -1126,12 +1126,17 @@ class _MonitorGroup(click.Group):
         return super().parse_args(ctx, args)
 
 
-class _DefaultMonitorCommand(click.Command):
-    """`check`, shown as `kfops monitor` in its usage line: users never type `check`."""
+class _MonitorContext(click.Context):
+    @property
+    def command_path(self) -> str:
+        return self.parent.command_path if self.parent else super().command_path
 
-    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        parent = ctx.parent.command_path if ctx.parent else ctx.command_path
-        formatter.write_usage(parent, " ".join(self.collect_usage_pieces(ctx)))
+
+class _DefaultMonitorCommand(click.Command):
+    """`check`, shown as `kfops monitor` in its usage and error lines: users never type
+    `check`."""
+
+    context_class = _MonitorContext
 
 
 @cli.group(cls=_MonitorGroup)

@@ -363,18 +363,7 @@ def run_kubeflow(
     from kfops.serving import release
 
     prefix = commit[:12]
-    pipeline = kfp.pipeline_by_name(project.name)
-    versions = []
-    if pipeline is not None:
-        answer = kfp.call(
-            "list pipeline versions",
-            kfp.pipelines.pipeline_service_list_pipeline_versions,
-            pipeline.pipeline_id,
-            page_size=100,
-        )
-        versions = [
-            v for v in (answer.pipeline_versions or []) if (v.name or "").startswith(prefix + "-")
-        ]
+    pipeline, versions = release.versions_of_commit(kfp, project.name, prefix)
     if pipeline is None or not versions:
         raise KfopsError(
             f"no pipeline version of the deployed commit {prefix} on {kfp.host}, so it cannot"

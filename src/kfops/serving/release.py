@@ -141,6 +141,24 @@ def resolve(
     )
 
 
+def versions_of_commit(kfp: Any, name: str, prefix: str) -> tuple[Any, list[Any]]:
+    """The pipeline ``name`` on ``kfp`` (or None) and its versions made from the commit
+    whose first 12 characters are ``prefix`` (kfops names them ``PREFIX-...``)."""
+    pipeline = kfp.pipeline_by_name(name)
+    if pipeline is None:
+        return None, []
+    answer = kfp.call(
+        "list pipeline versions",
+        kfp.pipelines.pipeline_service_list_pipeline_versions,
+        pipeline.pipeline_id,
+        page_size=100,
+    )
+    versions = [
+        v for v in (answer.pipeline_versions or []) if (v.name or "").startswith(prefix + "-")
+    ]
+    return pipeline, versions
+
+
 def _run_of_commit(
     project: Project, kfp: Any, commit: str, *, need_uri: bool, need_metrics: bool = False
 ) -> tuple[str, str, str, dict[str, float]]:
@@ -150,19 +168,8 @@ def _run_of_commit(
 
     serving = project.serving
     assert serving is not None and serving.from_step is not None
-    pipeline = kfp.pipeline_by_name(project.name)
     prefix = (commit or "nocommit")[:12]
-    versions = []
-    if pipeline is not None:
-        answer = kfp.call(
-            "list pipeline versions",
-            kfp.pipelines.pipeline_service_list_pipeline_versions,
-            pipeline.pipeline_id,
-            page_size=100,
-        )
-        versions = [
-            v for v in (answer.pipeline_versions or []) if (v.name or "").startswith(prefix + "-")
-        ]
+    _, versions = versions_of_commit(kfp, project.name, prefix)
     if not versions:
         raise KfopsError(
             f"no pipeline version of commit {prefix} on {kfp.host}: nothing has run this"
